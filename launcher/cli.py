@@ -1,0 +1,316 @@
+"""The `xstilts` command line.
+
+Every command validates the spec, the storage URL and the cluster profile before it
+touches storage; a problem with the user's input prints one message and exits with 2.
+Nothing here imports torch, so commands start instantly on a login node.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from launcher.errors import EXIT_USER_ERROR, UserError
+from launcher.experiment import Experiment, open_experiment
+from launcher.plan import Node
+
+app = typer.Typer(
+    name="xstilts",
+    help="Intermediate-task training grids for zero-shot cross-lingual transfer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+analysis_app = typer.Typer(help="Turn results into tables.", no_args_is_help=True)
+app.add_typer(analysis_app, name="analysis")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SpecArg = Annotated[str, typer.Argument(help="experiment spec YAML")]
+OverrideOpt = Annotated[
+    Optional[list[str]], typer.Option("--override", "-o", help="override a spec value: key.path=value (repeatable)")
+]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="cluster profile name or YAML path")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _open(spec: str, overrides: list[str] | None, profile: str | None = None) -> Experiment:
+    return open_experiment(spec, overrides or [], profile)
+
+
+# --------------------------------------------------------------------------------------
+# plan
+
+
+@app.command()
+def plan(spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the nodes the spec expands to (stage, tasks, seed, key, inputs)."""
+    experiment = _open(spec, override)
+    if as_json:
+        print(json.dumps(experiment.plan.to_json(), indent=1))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"plan of '{experiment.spec.name}'")
+    for column in ("key", "stage", "tasks", "seed", "inputs"):
+        table.add_column(column)
+    for node in experiment.plan.nodes:
+        table.add_row(node.key, node.stage if node.kind is None else f"{node.stage}:{node.kind}", _tasks(node),
+                      "" if node.seed is None else str(node.seed),
+                      " ".join(f"{name}={dep.key[:8]}" for name, dep in node.inputs.items()))
+    out.print(table)
+    counts = experiment.plan.counts()
+    out.print(", ".join(f"{stage}: {n}" for stage, n in counts.items()) + f"; total {sum(counts.values())} nodes")
+
+
+def _tasks(node: Node) -> str:
+    if node.stage in ("train-target", "evaluate"):
+        return f"{node.intermediate} -> {node.task}"
+    return node.task or "(model)"
+
+
+# --------------------------------------------------------------------------------------
+# launch
+
+
+@app.command()
+def launch(
+    spec: SpecArg,
+    override: OverrideOpt = None,
+    profile: ProfileOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would run; submit and write nothing")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="stay until the grid finishes, then print the table")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed nodes again")] = False,
+) -> None:
+    """Submit every node that is not done yet; skip the rest."""
+    experiment = _open(spec, override, profile)
+    statuses = experiment.statuses()
+    counts = Counter(status for status, _ in statuses.values())
+    to_run = [n for n in experiment.plan.nodes if statuses[n.key][0] not in ("done", "running")
+              and (retry_failed or statuses[n.key][0] != "failed")]
+    summary = (f"{len(experiment.plan.nodes)} nodes: {len(to_run)} to run, {counts['done']} done (skipped), "
+               f"{counts['running']} running elsewhere, {0 if retry_failed else counts['failed']} failed (skipped)")
+    if dry_run:
+        out.print(f"[dry run] {summary}")
+        for node in to_run:
+            out.print(f"  would run {node.label} [{node.key}]")
+        return
+    if not to_run and not counts["running"]:
+        out.print(f"submitted 0 nodes; {summary}")
+        if wait:
+            _print_table(experiment)
+        return
+    experiment.materialize()
+    from launcher import local_runner
+
+    if not wait:
+        pid = local_runner.spawn_detached(experiment.store, experiment.spec.name, experiment.profile.name, retry_failed)
+        out.print(f"submitted {len(to_run)} nodes to a local scheduler (pid {pid}); {summary}")
+        out.print(f"follow with: xstilts status {spec} --watch")
+        return
+    out.print(f"submitted {len(to_run)} nodes; {summary}")
+    started = time.time()
+    total = len(experiment.plan.nodes)
+    finished = [counts["done"]]
+
+    def report(kind: str, node: Node, detail: str) -> None:
+        if kind == "done":
+            finished[0] += 1
+        style = {"done": "green", "failed": "red", "interrupted": "yellow"}.get(kind, "dim")
+        out.print(f"[{style}]{time.strftime('%H:%M:%S')} [{finished[0]:>3}/{total}] {kind:<11}[/{style}] "
+                  f"{node.label} [{node.key[:8]}] {detail}")
+
+    runner = local_runner.LocalRunner(experiment.store, experiment.plan, experiment.profile, retry_failed, report)
+    result = runner.run()
+    out.print(f"finished in {time.time() - started:.0f}s: {len(result.done)} done, {len(result.failed)} failed, "
+              f"{len(result.blocked)} blocked by failed inputs" + (" (interrupted)" if result.interrupted else ""))
+    _print_table(experiment)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _print_table(experiment: Experiment) -> None:
+    from analysis.results import collect
+    from analysis.table import paper_table, render_rich
+
+    rows = collect(experiment)
+    table = paper_table(rows, experiment.spec.intermediate.tasks, experiment.spec.target.tasks)
+    out.print(render_rich(table, title=f"{experiment.spec.name}: zero-shot cross-lingual transfer"))
+
+
+# --------------------------------------------------------------------------------------
+# status
+
+
+def _headline(node: Node, result: dict[str, Any] | None) -> str:
+    if not result:
+        return ""
+    if node.stage == "evaluate" and "average" in result:
+        return f"{result.get('metric', '')} {result['average']:.1f}"
+    dev = result.get("dev")
+    if isinstance(dev, dict) and dev:
+        name, value = next(iter(dev.items()))
+        return f"dev {name} {value:.1f}"
+    return ""
+
+
+def _elapsed(state: dict[str, Any]) -> float | None:
+    attempts = state.get("attempts") or []
+    if not attempts:
+        return None
+    last = attempts[-1]
+    return (last.get("ended") or time.time()) - last["started"]
+
+
+def status_rows(experiment: Experiment) -> list[dict[str, Any]]:
+    rows = []
+    statuses = experiment.statuses()
+    for node in experiment.plan.nodes:
+        status, state = statuses[node.key]
+        result = experiment.result(node) if status == "done" else None
+        elapsed = _elapsed(state)
+        rows.append({
+            "key": node.key, "stage": node.stage, "kind": node.kind, "task": node.task,
+            "intermediate": node.intermediate, "seed": node.seed, "label": node.label, "status": status,
+            "attempts": len(state.get("attempts") or []), "elapsed_s": None if elapsed is None else round(elapsed, 1),
+            "headline": _headline(node, result), "last_error": state.get("last_error") if status == "failed" else None,
+        })
+    return rows
+
+
+def _status_table(experiment: Experiment, rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    colours = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "queued": "blue"}
+    table = Table(title=f"{experiment.spec.name} ({experiment.store.url})")
+    for column in ("key", "stage", "tasks", "seed", "state", "attempts", "elapsed", "metric"):
+        table.add_column(column)
+    for row, node in zip(rows, experiment.plan.nodes):
+        colour = colours.get(row["status"], "white")
+        table.add_row(row["key"][:8], row["stage"] if not row["kind"] else f"{row['stage']}:{row['kind']}",
+                      _tasks(node), "" if row["seed"] is None else str(row["seed"]),
+                      f"[{colour}]{row['status']}[/{colour}]", str(row["attempts"]),
+                      "" if row["elapsed_s"] is None else f"{row['elapsed_s']:.0f}s", row["headline"])
+    return table
+
+
+def _summary_line(rows: list[dict[str, Any]]) -> str:
+    counts = Counter(row["status"] for row in rows)
+    parts = [f"{counts[s]} {s}" for s in ("done", "running", "queued", "pending", "interrupted", "failed", "cancelled") if counts[s]]
+    return f"{len(rows)} nodes: " + ", ".join(parts)
+
+
+@app.command()
+def status(
+    spec: SpecArg,
+    override: OverrideOpt = None,
+    as_json: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh until every node has finished")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes with --watch (at least 2)")] = 5.0,
+) -> None:
+    """Show every node's state, attempts, elapsed time and headline metric."""
+    experiment = _open(spec, override)
+    if as_json:
+        rows = status_rows(experiment)
+        counts = Counter(row["status"] for row in rows)
+        print(json.dumps({"experiment": experiment.spec.name, "counts": dict(counts), "nodes": rows}, indent=1))
+        return
+    if not watch:
+        rows = status_rows(experiment)
+        out.print(_status_table(experiment, rows))
+        out.print(_summary_line(rows))
+        return
+    from rich.console import Group
+    from rich.live import Live
+
+    with Live(console=out, auto_refresh=False) as live:
+        while True:
+            rows = status_rows(experiment)
+            live.update(Group(_status_table(experiment, rows), _summary_line(rows)), refresh=True)
+            if all(row["status"] in ("done", "failed") for row in rows):
+                break
+            time.sleep(max(2.0, interval))
+
+
+# --------------------------------------------------------------------------------------
+# cancel, logs
+
+
+@app.command()
+def cancel(spec: SpecArg, override: OverrideOpt = None) -> None:
+    """Stop this experiment's running nodes (and its local scheduler); nothing else."""
+    from launcher.local_runner import stop_local_nodes
+
+    experiment = _open(spec, override)
+    stopped = stop_local_nodes(experiment.store, experiment.plan)
+    out.print(f"cancelled {len(stopped)} running nodes of '{experiment.spec.name}'")
+    for node in stopped:
+        out.print(f"  {node.label} [{node.key[:8]}]")
+
+
+@app.command()
+def logs(
+    spec: SpecArg,
+    node: Annotated[str, typer.Argument(help="node key or unique key prefix (see `xstilts status`)")],
+    override: OverrideOpt = None,
+    all_attempts: Annotated[bool, typer.Option("--all", help="every attempt, not only the newest")] = False,
+) -> None:
+    """Print a node's log."""
+    from launcher.local_runner import local_log_path
+
+    experiment = _open(spec, override)
+    target = experiment.plan.find(node)
+    folder = experiment.store.node_path(target.stage, target.key, "logs")
+    names = [n for n in experiment.store.list(folder) if n.endswith(".log")]
+    texts: list[tuple[str, str]] = [(n, experiment.store.read_text(f"{folder}/{n}") or "") for n in names]
+    if not texts:
+        state = experiment.store.read_json(f"{experiment.node_dir(target)}/state.json") or {}
+        for submission in state.get("submissions", []):
+            path = local_log_path(experiment.store, target, submission["job_id"])
+            if path.exists():
+                texts.append((path.name, path.read_text(errors="replace")))
+    if not texts:
+        raise UserError(f"no log yet for {target.label} [{target.key}]: it has not started")
+    for name, text in texts if all_attempts else texts[-1:]:
+        out.print(f"[dim]==> {target.label} [{target.key}] {name}[/dim]")
+        sys.stdout.write(text)
+
+
+# --------------------------------------------------------------------------------------
+# analysis
+
+
+@analysis_app.command("table")
+def analysis_table(spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False) -> None:
+    """The paper-style table: intermediate tasks x target tasks, mean ± std, delta vs none."""
+    from analysis.results import collect
+    from analysis.table import paper_table
+
+    experiment = _open(spec, override)
+    if as_json:
+        table = paper_table(collect(experiment), experiment.spec.intermediate.tasks, experiment.spec.target.tasks)
+        print(json.dumps(table.to_json(), indent=1))
+        return
+    _print_table(experiment)
+
+
+def main() -> None:
+    """Console-script entry: user errors become one message and exit code 2."""
+    try:
+        app()
+    except UserError as exc:
+        from rich.text import Text
+
+        err.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        sys.exit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

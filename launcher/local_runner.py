@@ -1,0 +1,297 @@
+"""The `local` executor: run a plan's nodes as processes on this machine.
+
+A small scheduler over subprocesses: nodes start when their inputs are done, at most
+`profile.max_parallel` at once, each as `python -m jobs.entry` in its own session (so a
+killed launcher does not take running nodes with it: they finish and commit, and the
+next launch finds them done or still leased and waits). The node process takes the
+node's lease, so two launchers never run one node twice.
+
+Run detached (`xstilts launch` without `--wait`) it is `python -m launcher.local_runner`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from launcher.lease import current_lease
+from launcher.plan import Node, Plan
+from launcher.profiles import Profile
+from launcher.state import node_status, record_submission
+from launcher.store import Store
+
+EXIT_BUSY = 3  # jobs.entry: another process holds the lease
+POLL_S = 0.3
+SCHEDULER_FILE = "local-scheduler.json"
+
+
+@dataclass
+class _Running:
+    node: Node
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_handle: IO[bytes]
+    started: float
+    submission: str
+
+
+@dataclass
+class RunSummary:
+    """What one scheduler run did."""
+
+    done: list[str] = field(default_factory=list)  # keys completed by this run
+    failed: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)  # not run: an input failed
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.blocked or self.interrupted)
+
+
+def cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def local_log_path(store: Store, node: Node, submission: str) -> Path:
+    """Where a node process writes its log: inside the node folder when the store is a
+    local filesystem (so `xstilts logs` can read it live), else a local cache."""
+    if store.is_local:
+        return Path(store.node_path(node.stage, node.key, "logs", f"{submission}.log"))
+    from jobs.entry import cache_root  # torch-free module
+
+    return cache_root() / "logs" / node.stage / node.key / f"{submission}.log"
+
+
+class LocalRunner:
+    """Runs the not-yet-done nodes of a plan in dependency order."""
+
+    def __init__(
+        self,
+        store: Store,
+        plan: Plan,
+        profile: Profile,
+        retry_failed: bool = False,
+        on_event: Callable[[str, Node, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.plan = plan
+        self.profile = profile
+        self.retry_failed = retry_failed
+        self.on_event = on_event or (lambda kind, node, detail: None)
+        self.running: dict[str, _Running] = {}
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+        self._stop_signal: int | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+    def _node_dir(self, node: Node) -> str:
+        return self.store.node_path(node.stage, node.key)
+
+    def _env(self) -> dict[str, str]:
+        threads = str(max(1, cpus() // (self.profile.max_parallel * self.profile.procs_per_node)))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env.update(self.profile.env)
+        return env
+
+    def _start(self, node: Node) -> None:
+        submission = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        record_submission(self.store, self._node_dir(node), submission, "local")
+        log_path = local_log_path(self.store, node, submission)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(log_path, "ab")
+        command = [sys.executable, "-m", "jobs.entry", "--store", self.store.url, "--node", node.ref, "--job-id", submission]
+        process = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self._env(), start_new_session=True,
+        )
+        self.running[node.key] = _Running(node, process, log_path, handle, time.time(), submission)
+        self.on_event("start", node, submission)
+
+    def _reap(self, summary: RunSummary) -> None:
+        for key, run in list(self.running.items()):
+            code = run.process.poll()
+            if code is None:
+                continue
+            run.log_handle.close()
+            del self.running[key]
+            if not self.store.is_local:
+                self.store.upload_dir(run.log_path.parent, self.store.node_path(run.node.stage, key, "logs"))
+            elapsed = f"{time.time() - run.started:.1f}s"
+            if self.store.is_done(run.node.stage, key):
+                self.done.add(key)
+                summary.done.append(key)
+                self.on_event("done", run.node, elapsed)
+            elif code == EXIT_BUSY:
+                self.on_event("busy", run.node, "another process holds its lease; waiting for it")
+            elif self._stop_signal is None:
+                self.failed.add(key)
+                summary.failed.append(key)
+                self.on_event("failed", run.node, f"exit code {code} after {elapsed}; see `xstilts logs`")
+
+    def _classify(self, node: Node) -> str:
+        """done | failed | busy | runnable, for a node this run is not running itself."""
+        if node.key in self.done:
+            return "done"
+        if node.key in self.failed:
+            return "failed"
+        status, _ = node_status(self.store, self._node_dir(node))
+        if status == "done":
+            self.done.add(node.key)
+            return "done"
+        if status == "running":
+            return "busy"
+        if status == "failed" and not self.retry_failed:
+            self.failed.add(node.key)
+            return "failed"
+        return "runnable"
+
+    def _handle_signal(self, signum: int, _frame: object) -> None:
+        self._stop_signal = signum
+
+    # -- main loop -----------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        summary = RunSummary()
+        previous = {sig: signal.signal(sig, self._handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        blocked: set[str] = set()
+        try:
+            while True:
+                self._reap(summary)
+                if self._stop_signal is not None:
+                    self._terminate_children()
+                    summary.interrupted = True
+                    break
+                waiting = False
+                for node in self.plan.nodes:
+                    if node.key in self.running or node.key in blocked:
+                        continue
+                    state = self._classify(node)
+                    if state in ("done", "failed"):
+                        continue
+                    if state == "busy":
+                        waiting = True
+                        continue
+                    inputs = [self._classify(dep) if dep.key not in self.running else "running" for dep in node.inputs.values()]
+                    if any(s == "failed" for s in inputs) or any(dep.key in blocked for dep in node.inputs.values()):
+                        blocked.add(node.key)
+                        continue
+                    if all(s == "done" for s in inputs):
+                        if len(self.running) < self.profile.max_parallel:
+                            self._start(node)
+                        else:
+                            waiting = True
+                    else:
+                        waiting = True
+                if not self.running and not waiting:
+                    break
+                time.sleep(POLL_S)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        summary.blocked = sorted(blocked)
+        return summary
+
+    def _terminate_children(self, grace_s: float = 30.0) -> None:
+        """Forward the stop to every node process and wait for them to record it."""
+        for run in self.running.values():
+            try:
+                os.killpg(run.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace_s
+        for run in self.running.values():
+            try:
+                run.process.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(run.process.pid, signal.SIGKILL)
+            run.log_handle.close()
+            self.on_event("interrupted", run.node, "stopped")
+        self.running.clear()
+
+
+def stop_local_nodes(store: Store, plan: Plan) -> list[Node]:
+    """Send SIGTERM to every process on this host that holds a lease of the plan's nodes
+    (and to a detached scheduler of the experiment). Returns the nodes signalled."""
+    import socket
+
+    host = socket.gethostname()
+    scheduler = store.read_json(store.experiment_path(plan.experiment, SCHEDULER_FILE))
+    if scheduler and scheduler.get("host") == host:
+        try:
+            os.kill(int(scheduler["pid"]), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    signalled = []
+    for node in plan.nodes:
+        lease = current_lease(store, store.node_path(node.stage, node.key))
+        if lease is not None and lease.live() and lease.owner.get("host") == host:
+            try:
+                os.kill(int(lease.owner["pid"]), signal.SIGTERM)
+                signalled.append(node)
+            except ProcessLookupError:
+                pass
+    return signalled
+
+
+def spawn_detached(store: Store, experiment: str, profile_name: str, retry_failed: bool) -> int:
+    """Start `python -m launcher.local_runner` in the background; returns its pid."""
+    log_dir = Path(store.experiment_path(experiment, "logs")) if store.is_local else None
+    if log_dir is None:
+        from jobs.entry import cache_root
+
+        log_dir = cache_root() / "logs" / experiment
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(log_dir / "scheduler.log", "ab")
+    command = [sys.executable, "-m", "launcher.local_runner", "--store", store.url, "--experiment", experiment,
+               "--profile", profile_name]
+    if retry_failed:
+        command.append("--retry-failed")
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    return process.pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Detached scheduler: rebuild the plan from the stored spec and run it."""
+    import socket
+
+    from launcher.plan import build_plan
+    from launcher.profiles import load_profile
+    from launcher.spec import Spec
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m launcher.local_runner")
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--experiment", required=True)
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--retry-failed", action="store_true")
+    args = parser.parse_args(argv)
+    store = Store(args.store)
+    spec = Spec.model_validate(yaml.safe_load(store.read_text(store.experiment_path(args.experiment, "spec.yaml"))))
+    plan = build_plan(spec)
+    marker = store.experiment_path(args.experiment, SCHEDULER_FILE)
+    store.write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+
+    def report(kind: str, node: Node, detail: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {kind:<11} {node.label} [{node.key}] {detail}", flush=True)
+
+    try:
+        summary = LocalRunner(store, plan, load_profile(args.profile), args.retry_failed, report).run()
+    finally:
+        store.remove(marker)
+    print(json.dumps({"done": len(summary.done), "failed": len(summary.failed), "blocked": len(summary.blocked)}))
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Expand a spec into the DAG of nodes, each with a content key.
+
+A node's key hashes everything that determines its output: stage, resolved config and
+the keys of its inputs. Equal keys mean equal outputs, which is what lets the launcher
+skip finished nodes and lets experiments share them (an intermediate checkpoint for
+(task, seed) is trained once for every target). Changing a hyperparameter changes the
+key of that node and of everything downstream, and of nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from jobs.tasks.registry import BASELINE, TASKS
+from launcher.spec import STAGES, Spec
+
+KEY_VERSION = 1
+"""Bumped when the meaning of a config changes so that old outputs are not reused."""
+
+KEY_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Node:
+    """One unit of work in the grid."""
+
+    stage: str
+    config: dict[str, Any]
+    inputs: dict[str, Node] = field(default_factory=dict)
+    kind: str | None = None  # prepare: "model" or "data"
+    task: str | None = None
+    intermediate: str | None = None  # the intermediate row this node belongs to
+    seed: int | None = None
+
+    @cached_property
+    def key(self) -> str:
+        return _key_of(self)
+
+    @property
+    def ref(self) -> str:
+        """'stage/key': where the node lives under <root>/nodes/."""
+        return f"{self.stage}/{self.key}"
+
+    @property
+    def label(self) -> str:
+        """A short human name: stage and the cell it belongs to."""
+        parts = [self.stage if self.kind is None else f"{self.stage}:{self.kind}"]
+        if self.intermediate is not None and self.stage != "train-intermediate":
+            parts.append(f"{self.intermediate}->{self.task}")
+        elif self.task is not None:
+            parts.append(self.task)
+        if self.seed is not None:
+            parts.append(f"seed={self.seed}")
+        return " ".join(parts)
+
+    def record(self) -> dict[str, Any]:
+        """What goes to node.json: everything a job needs to run this node."""
+        return {
+            "stage": self.stage,
+            "kind": self.kind,
+            "task": self.task,
+            "intermediate": self.intermediate,
+            "seed": self.seed,
+            "key": self.key,
+            "config": self.config,
+            "inputs": {name: node.ref for name, node in self.inputs.items()},
+        }
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Node) and other.key == self.key
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _key_of(node: Node) -> str:
+    payload = {
+        "v": KEY_VERSION,
+        "stage": node.stage,
+        "kind": node.kind,
+        "config": node.config,
+        "inputs": {name: dep.key for name, dep in sorted(node.inputs.items())},
+    }
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:KEY_LENGTH]
+
+
+@dataclass
+class Plan:
+    """The DAG of one experiment, nodes in dependency order (inputs first)."""
+
+    experiment: str
+    nodes: list[Node]
+
+    def by_key(self) -> dict[str, Node]:
+        return {node.key: node for node in self.nodes}
+
+    def counts(self) -> dict[str, int]:
+        counter = Counter(node.stage for node in self.nodes)
+        return {stage: counter[stage] for stage in STAGES if counter[stage]}
+
+    def evaluations(self) -> list[Node]:
+        return [node for node in self.nodes if node.stage == "evaluate"]
+
+    def find(self, name: str) -> Node:
+        """A node by key or unique key prefix (as `xstilts logs` takes it)."""
+        matches = [node for node in self.nodes if node.key.startswith(name)]
+        if len(matches) != 1:
+            from launcher.errors import UserError
+
+            problem = "no node" if not matches else f"{len(matches)} nodes"
+            raise UserError(f"{problem} of experiment '{self.experiment}' has a key starting with '{name}'; "
+                            "`xstilts status SPEC` lists the keys")
+        return matches[0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "counts": self.counts(),
+            "nodes": [
+                {
+                    "stage": n.stage,
+                    "kind": n.kind,
+                    "task": n.task,
+                    "intermediate": n.intermediate,
+                    "seed": n.seed,
+                    "key": n.key,
+                    "label": n.label,
+                    "inputs": {name: dep.key for name, dep in n.inputs.items()},
+                }
+                for n in self.nodes
+            ],
+        }
+
+
+class _Builder:
+    """Collects nodes, deduplicating by key and keeping dependency order."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+
+    def add(self, node: Node) -> Node:
+        return self.nodes.setdefault(node.key, node)
+
+
+def _model_languages(spec: Spec) -> list[str]:
+    languages: list[str] = []
+    for name in [*spec.intermediate.tasks, *spec.target.tasks]:
+        if name == BASELINE:
+            continue
+        for lang in TASKS[name].languages:
+            if lang not in languages:
+                languages.append(lang)
+    return languages
+
+
+def build_plan(spec: Spec) -> Plan:
+    """Expand intermediate x target x seed into prepare/train/evaluate nodes."""
+    builder = _Builder()
+    model_config = spec.model.model_dump(mode="json")
+    if spec.model.tiny is not None and not model_config["corpus_languages"]:
+        model_config["corpus_languages"] = _model_languages(spec)
+    if spec.model.tiny is None:
+        # Settings that only shape tiny models would change keys of real models for nothing.
+        for unused in ("tokenizer_vocab_size", "corpus_languages", "pretrain_steps", "pretrain_lr", "pretrain_batch_size"):
+            model_config.pop(unused)
+    model = builder.add(Node(stage="prepare", kind="model", config={"model": model_config, "seed": 0}))
+
+    def data_node(task: str, role: str) -> Node:
+        hp = spec.hparams_for(role, task)
+        return builder.add(Node(
+            stage="prepare", kind="data", task=task, inputs={"model": model},
+            config={"task": task, "max_seq_length": hp.max_seq_length},
+        ))
+
+    def train_config(task: str, role: str, seed: int, **extra: Any) -> dict[str, Any]:
+        return {"task": task, "seed": seed, "hparams": spec.hparams_for(role, task).model_dump(mode="json"), **extra}
+
+    intermediate_nodes: dict[tuple[str, int], Node] = {}
+    for task in spec.intermediate.tasks:
+        if task == BASELINE:
+            continue
+        data = data_node(task, "intermediate")
+        for seed in spec.seeds:
+            intermediate_nodes[(task, seed)] = builder.add(Node(
+                stage="train-intermediate", task=task, seed=seed, intermediate=task,
+                inputs={"model": model, "data": data}, config=train_config(task, "intermediate", seed),
+            ))
+
+    for target in spec.target.tasks:
+        data = data_node(target, "target")
+        retrieval = TASKS[target].kind == "retrieval"
+        for intermediate in spec.intermediate.tasks:
+            for seed in spec.seeds:
+                upstream = model if intermediate == BASELINE else intermediate_nodes[(intermediate, seed)]
+                if retrieval:
+                    # Retrieval is evaluated straight from the intermediate encoder.
+                    evaluated = upstream
+                else:
+                    evaluated = builder.add(Node(
+                        stage="train-target", task=target, seed=seed, intermediate=intermediate,
+                        inputs={"init": upstream, "data": data},
+                        config=train_config(target, "target", seed, intermediate=intermediate),
+                    ))
+                builder.add(Node(
+                    stage="evaluate", task=target, seed=seed, intermediate=intermediate,
+                    inputs={"model": evaluated, "data": data},
+                    config={"task": target, "seed": seed, "intermediate": intermediate},
+                ))
+
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    nodes = sorted(builder.nodes.values(), key=lambda n: order[n.stage])  # stable: keeps build order
+    return Plan(experiment=spec.name, nodes=nodes)

@@ -1,0 +1,274 @@
+"""The experiment spec: one YAML file, validated into typed models.
+
+Validation is strict (unknown keys are errors) because a typo in a hyperparameter name
+that silently falls back to a default would cost a whole grid of GPU-hours. Every error
+names the key path, the bad value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jobs.tasks.registry import BASELINE, TASKS, task_names
+from launcher.errors import UserError, did_you_mean, unknown_choice
+
+STAGES: tuple[str, ...] = ("prepare", "train-intermediate", "train-target", "evaluate")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hyperparameters(_Strict):
+    """How one training stage runs. Part of the node keys of that stage."""
+
+    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(32, gt=0)
+    grad_accum_steps: int = Field(1, gt=0)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="overrides epochs when set")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_seq_length: int = Field(128, gt=8)
+    eval_interval: int = Field(200, gt=0, description="steps between English dev evaluations")
+    patience: int | None = Field(None, gt=0, description="evaluations without improvement before stopping")
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class StageSpec(_Strict):
+    """Tasks of one stage (intermediate or target) and how they are trained."""
+
+    tasks: list[str]
+    hparams: Hyperparameters = Hyperparameters()
+    per_task: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="hyperparameter overrides for single tasks"
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_nonempty(cls, tasks: list[str]) -> list[str]:
+        if not tasks:
+            raise ValueError("needs at least one task")
+        seen: set[str] = set()
+        duplicates = [t for t in tasks if t in seen or seen.add(t)]  # type: ignore[func-returns-value]
+        if duplicates:
+            raise ValueError(f"duplicate task names: {', '.join(sorted(set(duplicates)))}")
+        return tasks
+
+    def hparams_for(self, task: str) -> Hyperparameters:
+        """The stage hyperparameters with this task's overrides applied."""
+        overrides = self.per_task.get(task, {})
+        return Hyperparameters.model_validate({**self.hparams.model_dump(), **overrides})
+
+
+class ModelSpec(_Strict):
+    """The pretrained encoder: a hub name or local path, or an inline tiny config."""
+
+    name: str | None = Field(None, description="Hugging Face model name or local directory")
+    tiny: dict[str, int] | None = Field(None, description="XLMRobertaConfig arguments for a tiny model")
+    tokenizer_vocab_size: int = Field(1000, gt=50)
+    corpus_languages: list[str] | None = Field(
+        None, description="tiny models: languages of the tokenizer/pretraining corpus (default: all task languages)"
+    )
+    pretrain_steps: int = Field(0, ge=0, description="tiny models: masked-LM pretraining steps")
+    pretrain_lr: float = Field(1e-3, gt=0)
+    pretrain_batch_size: int = Field(32, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ModelSpec:
+        if (self.name is None) == (self.tiny is None):
+            raise ValueError("give exactly one of 'name' (hub name or path) and 'tiny' (inline config)")
+        return self
+
+
+class Resources(_Strict):
+    """What one node of a stage asks of the cluster. Not part of node keys."""
+
+    cpus: int = Field(1, gt=0)
+    gpus: int = Field(0, ge=0)
+    mem_gb: float = Field(4, gt=0)
+    time_min: int = Field(60, gt=0)
+
+
+class Spec(_Strict):
+    """A whole experiment: intermediate x target x seed on one model and one storage root."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: ModelSpec
+    intermediate: StageSpec
+    target: StageSpec
+    seeds: list[int]
+    storage: str
+    cluster: str = "local"
+    resources: dict[Literal["prepare", "train-intermediate", "train-target", "evaluate"], Resources] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError("needs at least one seed")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+    @model_validator(mode="after")
+    def _tasks_known(self) -> Spec:
+        problems: list[str] = []
+        for role, stage in (("intermediate", self.intermediate), ("target", self.target)):
+            valid = task_names(role) + ([BASELINE] if role == "intermediate" else [])
+            for task in stage.tasks:
+                if task not in valid:
+                    extra = ""
+                    if task in TASKS:
+                        extra = f" ('{task}' is a {'/'.join(TASKS[task].roles)} task)"
+                    problems.append(f"{role}.tasks: {unknown_choice(f'{role} task', task, valid)}{extra}")
+            for task in stage.per_task:
+                if task not in stage.tasks:
+                    problems.append(
+                        f"{role}.per_task: '{task}' is not in {role}.tasks{did_you_mean(task, stage.tasks)}"
+                    )
+            for task, overrides in stage.per_task.items():
+                try:
+                    stage.hparams_for(task)
+                except ValidationError as exc:
+                    problems.extend(_format_validation(exc, prefix=f"{role}.per_task.{task}"))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def resources_for(self, stage: str) -> Resources:
+        return self.resources.get(stage, Resources())  # type: ignore[call-overload]
+
+    def hparams_for(self, role: str, task: str) -> Hyperparameters:
+        return (self.intermediate if role == "intermediate" else self.target).hparams_for(task)
+
+
+# --------------------------------------------------------------------------------------
+# loading
+
+
+def _format_validation(exc: ValidationError, prefix: str = "") -> list[str]:
+    """Turn pydantic's errors into 'key.path: problem' lines a researcher can act on."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join(([prefix] if prefix else []) + loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent_model = _model_at(loc[:-1])
+            valid = sorted(parent_model.model_fields) if parent_model else []
+            key = loc[-1]
+            msg = f"unknown key '{key}'{did_you_mean(key, valid)}"
+            if valid:
+                msg += f"; valid keys: {', '.join(valid)}"
+            lines.append(f"{path}: {msg}")
+        elif kind == "value_error":
+            text = str(err.get("ctx", {}).get("error", err["msg"]))
+            for line in text.splitlines():
+                lines.append(line if not path or ":" in line.split(" ")[0] else f"{path}: {line}")
+        elif kind == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return lines
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    """The pydantic model class at a key path of the spec, for listing valid keys.
+
+    Walks model fields; a dict-valued field (``resources``) consumes one more path part
+    (its key) and continues into the dict's value model.
+    """
+    model: Any = Spec
+    parts = list(loc)
+    while parts:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(parts.pop(0))
+        if field is None:
+            return None
+        model = field.annotation
+        if typing.get_origin(model) is dict:
+            if not parts:
+                return None
+            parts.pop(0)
+            model = typing.get_args(model)[1]
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'target.hparams.learning_rate=3e-5' -> (['target','hparams','learning_rate'], 3e-05)."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like key.path=value")
+    path, raw = text.split("=", 1)
+    keys = [k for k in path.strip().split(".")]
+    if not all(keys):
+        raise UserError(f"override '{text}': empty key in '{path}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise UserError(f"override '{text}': value is not valid YAML ({exc})") from None
+    return keys, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of the raw spec dict with each `-o key.path=value` applied."""
+    data = copy.deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                where = ".".join(keys[: depth + 1])
+                raise UserError(f"override '{text}': '{where}' is a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path, what: str = "spec") -> dict[str, Any]:
+    """Read a YAML mapping, with user errors for missing files and bad syntax."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a {what} must be a YAML mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def validate(raw: dict[str, Any], source: str = "spec") -> Spec:
+    """Validate a raw dict into a Spec, or raise one UserError listing every problem."""
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        lines = _format_validation(exc)
+        raise UserError(f"{source}: invalid experiment spec\n  " + "\n  ".join(lines)) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    """Read, override and validate an experiment spec file."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return validate(raw, source=str(path))
+
+
+def dump_spec(spec: Spec) -> str:
+    """The resolved spec as YAML, stored beside the plan for provenance."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

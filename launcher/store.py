@@ -1,0 +1,200 @@
+"""The store: one fsspec root holding every node's files, written atomically.
+
+Layout (DESIGN.md):
+    <root>/<experiment>/spec.yaml, plan.json
+    <root>/nodes/<stage>/<key>/node.json, state.json, result.json, metrics.jsonl, DONE, ...
+
+Atomicity: on a local (POSIX) filesystem a file is written under a temporary name and
+renamed into place; on object stores a single PUT is atomic per object, and a node is
+committed by writing `DONE` last. Exclusive creation (for leases) uses O_EXCL locally and
+conditional PUTs (If-None-Match) on S3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from launcher.errors import UserError, did_you_mean
+
+DONE = "DONE"
+
+_INSTALL_HINTS = {"s3": "xstilts[s3] (s3fs)", "s3a": "xstilts[s3] (s3fs)", "gs": "xstilts[gcs] (gcsfs)", "gcs": "xstilts[gcs] (gcsfs)"}
+_MEMORY_LOCK = threading.Lock()
+
+
+class FileExists(Exception):
+    """Exclusive creation found the file already there."""
+
+
+def normalize_url(url: str) -> str:
+    """A storage URL with plain paths made absolute `file://` URLs."""
+    if "://" not in url:
+        return "file://" + str(Path(url).expanduser().resolve())
+    return url.rstrip("/")
+
+
+def check_storage_url(url: str) -> str:
+    """Validate that an fsspec implementation for the URL's scheme is installed.
+
+    Returns the normalized URL; raises UserError naming the scheme and the choices.
+    """
+    url = normalize_url(url)
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        common = ["file", "s3", "gs", "memory"]
+        raise UserError(
+            f"storage: unknown storage scheme '{protocol}://'{did_you_mean(protocol, common)}; "
+            f"use a path or one of {', '.join(p + '://' for p in common)}"
+        ) from None
+    except ImportError:
+        hint = _INSTALL_HINTS.get(protocol, f"the fsspec implementation for '{protocol}'")
+        raise UserError(f"storage: scheme '{protocol}://' needs {hint}; install it with pip") from None
+    return url
+
+
+class Store:
+    """Typed access to one storage root through fsspec."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = normalize_url(url)
+        options = dict(storage_options or {})
+        if self.url.startswith("s3://") and os.environ.get("XSTILTS_S3_ENDPOINT"):
+            options.setdefault("client_kwargs", {"endpoint_url": os.environ["XSTILTS_S3_ENDPOINT"]})
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
+        self.root = self.root.rstrip("/")
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    # -- paths ---------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *[p.strip("/") for p in parts if p]])
+
+    def node_path(self, stage: str, key: str, *parts: str) -> str:
+        return self.path("nodes", stage, key, *parts)
+
+    def experiment_path(self, experiment: str, *parts: str) -> str:
+        return self.path(experiment, *parts)
+
+    def url_of(self, path: str) -> str:
+        """A full URL for a path of this store (for passing to other processes)."""
+        protocol = self.url.split("://", 1)[0]
+        return f"{protocol}://{path}" if not self.is_local else f"file://{path}"
+
+    # -- reading -------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(path))
+
+    def read_text(self, path: str) -> str | None:
+        try:
+            return self.fs.cat_file(path).decode()
+        except FileNotFoundError:
+            return None
+
+    def read_json(self, path: str) -> Any:
+        text = self.read_text(path)
+        return None if text is None else json.loads(text)
+
+    def list(self, path: str) -> list[str]:
+        try:
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False))
+        except FileNotFoundError:
+            return []
+
+    # -- writing -------------------------------------------------------------------------
+    def write_text(self, path: str, text: str) -> None:
+        """Write a whole file atomically: readers see the old content or the new, never half."""
+        data = text.encode()
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def write_json(self, path: str, obj: Any) -> None:
+        self.write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+
+    def create_exclusive(self, path: str, text: str) -> None:
+        """Create a file only if it does not exist; raise FileExists otherwise.
+
+        This is the one primitive leases are built on, so it must be atomic on every
+        backend: O_EXCL on POSIX, a conditional PUT on S3, a lock for the in-process
+        memory filesystem.
+        """
+        data = text.encode()
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                raise FileExists(path) from None
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            return
+        protocol = self.url.split("://", 1)[0]
+        if protocol == "memory":
+            with _MEMORY_LOCK:
+                if self.fs.exists(path):
+                    raise FileExists(path)
+                self.fs.pipe_file(path, data)
+            return
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            raise FileExists(path) from None
+        except OSError as exc:  # botocore PreconditionFailed surfaces as an OSError subclass
+            if "PreconditionFailed" in repr(exc) or "412" in str(exc):
+                raise FileExists(path) from None
+            raise
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        try:
+            self.fs.rm(path, recursive=recursive)
+        except FileNotFoundError:
+            pass
+
+    # -- directories ---------------------------------------------------------------------
+    def upload_dir(self, local: Path, path: str) -> None:
+        """Copy a local directory tree into the store under `path`."""
+        for file in sorted(p for p in Path(local).rglob("*") if p.is_file()):
+            relative = file.relative_to(local).as_posix()
+            target = f"{path}/{relative}"
+            if self.is_local:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+                with open(file, "rb") as src, open(tmp, "wb") as dst:
+                    while chunk := src.read(1 << 22):
+                        dst.write(chunk)
+                os.replace(tmp, target)
+            else:
+                self.fs.put_file(str(file), target)
+
+    def local_dir(self, path: str, cache: Path) -> Path:
+        """A local directory with the files under `path`: the path itself on a local
+        filesystem, else a download into `cache`."""
+        if self.is_local:
+            return Path(path)
+        cache.mkdir(parents=True, exist_ok=True)
+        prefix = path.rstrip("/") + "/"
+        for remote in self.fs.find(path):
+            target = cache / remote[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(remote, str(target))
+        return cache
+
+    # -- nodes ---------------------------------------------------------------------------
+    def is_done(self, stage: str, key: str) -> bool:
+        return self.exists(self.node_path(stage, key, DONE))
