@@ -50,9 +50,9 @@ def _open(spec: str, overrides: list[str] | None, profile: str | None = None) ->
 
 
 @app.command()
-def plan(spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False) -> None:
+def plan(spec: SpecArg, override: OverrideOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False) -> None:
     """Print the nodes the spec expands to (stage, tasks, seed, key, inputs)."""
-    experiment = _open(spec, override)
+    experiment = _open(spec, override, profile)
     if as_json:
         print(json.dumps(experiment.plan.to_json(), indent=1))
         return

@@ -67,10 +67,9 @@ class Store:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = normalize_url(url)
-        options = dict(storage_options or {})
-        if self.url.startswith("s3://") and os.environ.get("XSTILTS_S3_ENDPOINT"):
-            options.setdefault("client_kwargs", {"endpoint_url": os.environ["XSTILTS_S3_ENDPOINT"]})
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
+        # S3-compatible endpoints (MinIO, moto, Ceph) come from botocore's own
+        # AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 variables, like every AWS tool.
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         self.root = self.root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
@@ -90,7 +89,13 @@ class Store:
         return f"{protocol}://{path}" if not self.is_local else f"file://{path}"
 
     # -- reading -------------------------------------------------------------------------
+    def _fresh(self, path: str) -> None:
+        """Forget cached listings: other processes (jobs, launchers) write here too."""
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
+
     def exists(self, path: str) -> bool:
+        self._fresh(path)
         return bool(self.fs.exists(path))
 
     def read_text(self, path: str) -> str | None:
@@ -104,6 +109,7 @@ class Store:
         return None if text is None else json.loads(text)
 
     def list(self, path: str) -> list[str]:
+        self._fresh(path)
         try:
             return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False))
         except FileNotFoundError:
@@ -189,6 +195,7 @@ class Store:
             return Path(path)
         cache.mkdir(parents=True, exist_ok=True)
         prefix = path.rstrip("/") + "/"
+        self._fresh(path)
         for remote in self.fs.find(path):
             target = cache / remote[len(prefix):]
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,48 @@
+"""Shared fixtures: offline Hugging Face, specs written into tmp dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_SPEC = REPO / "experiments" / "demo.yaml"
+
+# No hub here: fail at once instead of retrying for half a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def demo_raw() -> dict[str, Any]:
+    return yaml.safe_load(DEMO_SPEC.read_text())
+
+
+def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    """Write a copy of the demo spec with changes (dotted keys) and its storage in tmp."""
+
+    def write(name: str = "spec.yaml", raw: dict[str, Any] | None = None, **changes: Any) -> Path:
+        data = raw if raw is not None else demo_raw()
+        data.setdefault("storage", str(tmp_path / "store"))
+        if raw is None:
+            data["storage"] = str(tmp_path / "store")
+        for dotted, value in changes.items():
+            set_path(data, dotted.replace("__", "."), value)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write

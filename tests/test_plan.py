@@ -1,0 +1,97 @@
+"""The plan: matrix expansion, content keys, and what a change invalidates."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from jobs.tasks import registry
+from jobs.tasks.registry import DataSource, Task
+from launcher.plan import build_plan
+from launcher.spec import load_spec, validate
+from tests.conftest import DEMO_SPEC, demo_raw
+
+
+def test_counts_match_the_matrix() -> None:
+    spec = load_spec(DEMO_SPEC)
+    plan = build_plan(spec)
+    inter = [t for t in spec.intermediate.tasks if t != "none"]
+    n_int, n_tgt, n_seed = len(spec.intermediate.tasks), len(spec.target.tasks), len(spec.seeds)
+    assert plan.counts() == {
+        "prepare": 1 + len(inter) + n_tgt,  # the model, then one data node per task
+        "train-intermediate": len(inter) * n_seed,
+        "train-target": n_int * n_tgt * n_seed,
+        "evaluate": n_int * n_tgt * n_seed,
+    }
+    assert len({n.key for n in plan.nodes}) == len(plan.nodes)
+
+
+def test_inputs_come_before_their_users() -> None:
+    plan = build_plan(load_spec(DEMO_SPEC))
+    seen: set[str] = set()
+    for node in plan.nodes:
+        assert all(dep.key in seen for dep in node.inputs.values()), node.label
+        seen.add(node.key)
+
+
+def test_baseline_trains_nothing_at_the_intermediate_stage() -> None:
+    plan = build_plan(load_spec(DEMO_SPEC))
+    model = next(n for n in plan.nodes if n.kind == "model")
+    baseline_targets = [n for n in plan.nodes if n.stage == "train-target" and n.intermediate == "none"]
+    assert baseline_targets and all(n.inputs["init"] is model for n in baseline_targets)
+    assert not [n for n in plan.nodes if n.stage == "train-intermediate" and n.task == "none"]
+
+
+def test_intermediate_checkpoint_is_shared_by_every_target() -> None:
+    plan = build_plan(load_spec(DEMO_SPEC))
+    users = Counter(
+        n.inputs["init"].key for n in plan.nodes if n.stage == "train-target" and n.intermediate != "none"
+    )
+    assert set(users.values()) == {2}  # two targets per (intermediate, seed)
+
+
+def test_target_hyperparameter_changes_only_target_and_evaluate_keys() -> None:
+    before = {n.label: n.key for n in build_plan(load_spec(DEMO_SPEC)).nodes}
+    after = {n.label: n.key for n in build_plan(load_spec(DEMO_SPEC, ["target.hparams.learning_rate=0.0005"])).nodes}
+    assert before.keys() == after.keys()
+    changed = {label.split()[0] for label in before if before[label] != after[label]}
+    unchanged = {label.split()[0] for label in before if before[label] == after[label]}
+    assert changed == {"train-target", "evaluate"}
+    assert "train-target" not in unchanged and "evaluate" not in unchanged
+
+
+def test_per_task_override_changes_only_that_task() -> None:
+    before = {n.label: n.key for n in build_plan(load_spec(DEMO_SPEC)).nodes}
+    after = {n.label: n.key for n in build_plan(load_spec(DEMO_SPEC, ["target.per_task.syn-pos.epochs=2"])).nodes}
+    changed = [label for label in before if before[label] != after[label]]
+    assert changed and all("syn-pos" in label for label in changed)
+
+
+def test_keys_are_stable_across_runs() -> None:
+    first = [n.key for n in build_plan(load_spec(DEMO_SPEC)).nodes]
+    second = [n.key for n in build_plan(load_spec(DEMO_SPEC)).nodes]
+    assert first == second
+
+
+def test_extra_seed_adds_cells_and_keeps_old_keys() -> None:
+    small = {n.key for n in build_plan(load_spec(DEMO_SPEC)).nodes}
+    big = {n.key for n in build_plan(load_spec(DEMO_SPEC, ["seeds=[1, 2, 3]"])).nodes}
+    assert small < big
+
+
+def test_retrieval_targets_evaluate_straight_from_the_intermediate_encoder(monkeypatch) -> None:
+    retrieval = Task(
+        name="syn-retrieval", kind="retrieval", source=DataSource("synthetic", "syn-retrieval"),
+        languages=("en", "qaa"), labels=(), metric="accuracy", roles=("target",),
+    )
+    monkeypatch.setitem(registry.TASKS, retrieval.name, retrieval)
+    raw = demo_raw()
+    raw["target"]["tasks"] = ["syn-retrieval"]
+    plan = build_plan(validate(raw))
+    assert "train-target" not in plan.counts()
+    model = next(n for n in plan.nodes if n.kind == "model")
+    for node in plan.evaluations():
+        upstream = node.inputs["model"]
+        if node.intermediate == "none":
+            assert upstream is model
+        else:
+            assert upstream.stage == "train-intermediate" and upstream.task == node.intermediate

@@ -1,0 +1,114 @@
+"""Store and leases: atomic writes, exclusive creation, one holder at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from launcher.errors import UserError
+from launcher.lease import Lease, current_lease
+from launcher.state import node_status, record_submission, update_state
+from launcher.store import FileExists, Store, check_storage_url
+
+
+@pytest.fixture(params=["file", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "file":
+        return Store(str(tmp_path / "root"))
+    return Store(f"memory://test-{uuid.uuid4().hex}")
+
+
+def test_plain_paths_become_file_urls(tmp_path: Path) -> None:
+    assert Store(str(tmp_path)).url == f"file://{tmp_path}"
+    assert check_storage_url("relative/dir").startswith("file:///")
+
+
+def test_unknown_scheme_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="unknown storage scheme 'nosuch://'"):
+        check_storage_url("nosuch://bucket/prefix")
+
+
+def test_write_read_roundtrip_and_no_temporaries_left(store: Store) -> None:
+    path = store.path("a", "b.json")
+    store.write_json(path, {"x": 1})
+    store.write_json(path, {"x": 2})
+    assert store.read_json(path) == {"x": 2}
+    assert store.list(store.path("a")) == ["b.json"]
+    assert store.read_json(store.path("missing.json")) is None
+
+
+def test_create_exclusive_refuses_second_writer(store: Store) -> None:
+    path = store.path("lease", "000001.json")
+    store.create_exclusive(path, "first")
+    with pytest.raises(FileExists):
+        store.create_exclusive(path, "second")
+    assert store.read_text(path) == "first"
+
+
+def test_upload_and_fetch_directory(store: Store, tmp_path: Path) -> None:
+    local = tmp_path / "out"
+    (local / "model").mkdir(parents=True)
+    (local / "model" / "w.bin").write_bytes(b"\x00\x01" * 1000)
+    (local / "metrics.jsonl").write_text("{}\n")
+    store.upload_dir(local, store.path("node"))
+    fetched = store.local_dir(store.path("node"), tmp_path / "cache")
+    assert (fetched / "model" / "w.bin").read_bytes() == b"\x00\x01" * 1000
+    assert (fetched / "metrics.jsonl").read_text() == "{}\n"
+
+
+def test_only_one_lease_holder(store: Store) -> None:
+    node = store.path("nodes", "train-target", "k1")
+    first = Lease(store, node, {"job_id": "a"})
+    second = Lease(store, node, {"job_id": "b"})
+    assert first.acquire()
+    assert not second.acquire()
+    info = current_lease(store, node)
+    assert info is not None and info.live() and info.owner["job_id"] == "a"
+    first.release()
+    assert second.acquire()
+    assert current_lease(store, node).generation == 2
+    second.release()
+
+
+def test_stale_lease_is_taken_over(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = store.path("nodes", "evaluate", "k2")
+    store.write_text(f"{node}/lease/000001.json", json.dumps({"host": "elsewhere", "created": time.time() - 1000}))
+    store.write_text(f"{node}/lease/000001.heartbeat", repr(time.time() - 1000))
+    lease = Lease(store, node, {"job_id": "new"})
+    assert lease.acquire()
+    assert lease.generation == 2
+    lease.release()
+
+
+def test_lease_of_dead_local_process_is_not_live(tmp_path: Path) -> None:
+    store = Store(str(tmp_path))
+    node = store.path("nodes", "evaluate", "k3")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    store.write_text(f"{node}/lease/000001.json", json.dumps({"host": os.uname().nodename, "pid": child.pid,
+                                                              "created": time.time()}))
+    info = current_lease(store, node)
+    assert info is not None and not info.live()
+
+
+def test_status_derivation(store: Store) -> None:
+    node = store.path("nodes", "train-target", "k4")
+    assert node_status(store, node)[0] == "pending"
+    record_submission(store, node, "job-1", "local")
+    status, state = node_status(store, node)
+    assert status == "queued" and state["submissions"][0]["job_id"] == "job-1"
+    update_state(store, node, lambda s: s.update(status="running"))
+    assert node_status(store, node)[0] == "interrupted"  # running without a live lease
+    lease = Lease(store, node, {})
+    assert lease.acquire()
+    assert node_status(store, node)[0] == "running"
+    lease.release()
+    store.write_text(f"{node}/DONE", "x")
+    assert node_status(store, node)[0] == "done"
