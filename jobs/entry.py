@@ -44,6 +44,10 @@ class Interrupted(BaseException):
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:
+    # One stop is enough: a second signal (launcher and `cancel` both send one) must not
+    # interrupt the bookkeeping that records the first.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
 
 

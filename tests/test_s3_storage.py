@@ -1,0 +1,104 @@
+"""The grid on s3:// storage, against a real S3 endpoint (moto in server mode on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from launcher.lease import Lease
+from launcher.store import FileExists, Store
+from tests.grid import cli_env, run_cli, status_json, write_small_grid
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env() -> Iterator[dict[str, str]]:
+    """A moto S3 server on loopback and the environment that points boto at it."""
+    server = shutil.which("moto_server")
+    assert server, "moto_server is installed with the dev extra (moto[server])"
+    port = _free_port()
+    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.2)
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="xstilts-test")
+    try:
+        yield env
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_store(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Store:
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    return Store(f"s3://xstilts-test/unit-{uuid.uuid4().hex[:8]}")
+
+
+def test_atomic_writes_and_exclusive_create_on_s3(s3_store: Store, tmp_path: Path) -> None:
+    path = s3_store.path("x", "state.json")
+    s3_store.write_json(path, {"n": 1})
+    assert s3_store.read_json(path) == {"n": 1}
+    s3_store.create_exclusive(s3_store.path("x", "lease"), "a")
+    with pytest.raises(FileExists):
+        s3_store.create_exclusive(s3_store.path("x", "lease"), "b")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("hello")
+    s3_store.upload_dir(tmp_path / "d", s3_store.path("up"))
+    assert (s3_store.local_dir(s3_store.path("up"), tmp_path / "cache") / "f.txt").read_text() == "hello"
+
+
+def test_lease_is_exclusive_on_s3(s3_store: Store) -> None:
+    node = s3_store.path("nodes", "evaluate", "abc")
+    first, second = Lease(s3_store, node, {}), Lease(s3_store, node, {})
+    assert first.acquire()
+    assert not second.acquire()
+    first.release()
+    assert second.acquire()
+    second.release()
+
+
+def test_grid_runs_on_s3_storage(s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = f"s3://xstilts-test/grid-{uuid.uuid4().hex[:8]}"
+    spec = write_small_grid(tmp_path, storage=prefix)
+    env = cli_env({**s3_env, "XSTILTS_CACHE": str(tmp_path / "cache")})
+    launched = run_cli("launch", str(spec), "--wait", env=env)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    status = status_json(spec, env=env)
+    assert status["counts"] == {"done": 8}
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    store = Store(prefix)
+    assert store.exists(store.path("small", "spec.yaml"))
+    evaluate = next(n for n in status["nodes"] if n["stage"] == "evaluate")
+    result = store.read_json(store.node_path("evaluate", evaluate["key"], "result.json"))
+    assert set(result["languages"]) == {"en", "qaa", "qab", "qac"}
+    assert store.list(store.node_path("evaluate", evaluate["key"], "logs"))  # logs uploaded
+    again = run_cli("launch", str(spec), "--wait", env=env)
+    assert again.returncode == 0 and "submitted 0 nodes" in again.stdout
