@@ -84,11 +84,14 @@ def format_cell(cell: Cell) -> str:
     return text
 
 
-def render_rich(table: PaperTable, title: str = "") -> Any:
+CAPTION = "cells: mean ± std over seeds of the average over languages; (delta against none); best per column in bold"
+
+
+def render_rich(table: PaperTable) -> Any:
     """A rich Table; the best mean per column is bold."""
     from rich.table import Table
 
-    out = Table(title=title or None, caption="mean ± std over seeds of the language average; (delta vs none)")
+    out = Table()
     out.add_column("intermediate")
     for target in table.targets:
         out.add_column(f"{target}\n{table.metrics[target]}", justify="right")

@@ -138,11 +138,13 @@ def launch(
 
 def _print_table(experiment: Experiment) -> None:
     from analysis.results import collect
-    from analysis.table import paper_table, render_rich
+    from analysis.table import CAPTION, paper_table, render_rich
 
     rows = collect(experiment)
     table = paper_table(rows, experiment.spec.intermediate.tasks, experiment.spec.target.tasks)
-    out.print(render_rich(table, title=f"{experiment.spec.name}: zero-shot cross-lingual transfer"))
+    out.print(f"[bold]{experiment.spec.name}: zero-shot cross-lingual transfer[/bold]")
+    out.print(render_rich(table))
+    out.print(f"[dim]{CAPTION}[/dim]")
 
 
 # --------------------------------------------------------------------------------------
