@@ -43,7 +43,15 @@ class Interrupted(BaseException):
     """SIGTERM/SIGINT arrived: stop now, record it, let the node be run again."""
 
 
+_stop_signal: str | None = None
+"""Set by the first stop signal. Libraries sometimes catch BaseException and re-raise
+something else; a failure after a stop request is still an interruption, not a fault of
+the node, so it must not be recorded as `failed` (which a relaunch would not retry)."""
+
+
 def _raise_interrupted(signum: int, _frame: Any) -> None:
+    global _stop_signal
+    _stop_signal = signal.Signals(signum).name
     # One stop is enough: a second signal (launcher and `cancel` both send one) must not
     # interrupt the bookkeeping that records the first.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -139,6 +147,10 @@ def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
         finish("interrupted", f"interrupted by {exc}")
         return EXIT_INTERRUPTED
     except Exception as exc:  # the job must record why it failed, whatever it was
+        if _stop_signal is not None:
+            log.warning("%s interrupted by %s (surfaced as %s)", ref, _stop_signal, type(exc).__name__)
+            finish("interrupted", f"interrupted by {_stop_signal}")
+            return EXIT_INTERRUPTED
         details = traceback.format_exc()
         log.error("%s failed: %s\n%s", ref, exc, details)
         finish("failed", _tail(f"{type(exc).__name__}: {exc}\n{details}"))

@@ -170,7 +170,7 @@ def build_plan(spec: Spec) -> Plan:
         model_config["corpus_languages"] = _model_languages(spec)
     if spec.model.tiny is None:
         # Settings that only shape tiny models would change keys of real models for nothing.
-        for unused in ("tokenizer_vocab_size", "corpus_languages", "pretrain_steps", "pretrain_lr", "pretrain_batch_size"):
+        for unused in ("tokenizer_vocab_size", "corpus_languages", "corpus_sentences_per_language", "pretrain_steps", "pretrain_lr", "pretrain_batch_size"):
             model_config.pop(unused)
     model = builder.add(Node(stage="prepare", kind="model", config={"model": model_config, "seed": 0}))
 

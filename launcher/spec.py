@@ -76,6 +76,7 @@ class ModelSpec(_Strict):
     corpus_languages: list[str] | None = Field(
         None, description="tiny models: languages of the tokenizer/pretraining corpus (default: all task languages)"
     )
+    corpus_sentences_per_language: int = Field(4000, gt=0, description="tiny models: corpus size per language")
     pretrain_steps: int = Field(0, ge=0, description="tiny models: masked-LM pretraining steps")
     pretrain_lr: float = Field(1e-3, gt=0)
     pretrain_batch_size: int = Field(32, gt=0)

@@ -1,0 +1,96 @@
+"""Pick where a job computes, once, from what the machine offers.
+
+A job never asks the user for a device: CUDA when a GPU is visible (bf16 autocast, the
+precision XLM-R fine-tuning is routinely run in), otherwise the CPU in fp32 (bf16 on CPU
+is slower than fp32 on most server cores and changes results). On CPU the intra-op
+thread count is set so that the processes sharing a machine do not oversubscribe it:
+two training nodes on a 2-core box must each use one thread, not two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import ContextManager
+
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The chosen device and how to run models on it."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    """dtype for `torch.autocast`, or None to run in the parameters' dtype (fp32)."""
+    num_threads: int
+    """Intra-op threads torch uses in this process (meaningful on CPU)."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self) -> ContextManager[object]:
+        """Mixed precision where it pays (CUDA bf16); a no-op context on CPU."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (respects affinity masks set by SLURM/cgroups)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def local_world_size() -> int:
+    """Processes of this job on this machine, from the launcher's environment.
+
+    torchrun sets LOCAL_WORLD_SIZE; under SLURM, SLURM_NTASKS_PER_NODE (or, for a
+    single-node allocation, SLURM_NTASKS). A plain process is alone: 1.
+    """
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE", "SLURM_NTASKS"):
+        value = os.environ.get(name, "")
+        head = value.split("(")[0].split(",")[0]  # SLURM may write "2(x3)"
+        if head.isdigit() and int(head) > 0:
+            return int(head)
+    return 1
+
+
+def cpu_threads(world_size_on_node: int | None = None) -> int:
+    """Threads for one process.
+
+    An explicit OMP_NUM_THREADS wins: the local launcher sets it when it runs several
+    nodes side by side, which this process cannot see. Otherwise the cores this job may
+    use (the affinity mask, capped by SLURM_CPUS_PER_TASK x local processes because a
+    cluster without task affinity shows every core) divided among its local processes.
+    Oversubscribing is expensive for small models: two threads on a core that another
+    process keeps busy ran our tiny-model training 10-20x slower than one thread.
+    """
+    explicit = os.environ.get("OMP_NUM_THREADS", "")
+    if explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    per_node = max(1, world_size_on_node if world_size_on_node is not None else local_world_size())
+    cores = available_cores()
+    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm_cpus.isdigit() and int(slurm_cpus) > 0:
+        cores = min(cores, int(slurm_cpus) * per_node)
+    return max(1, cores // per_node)
+
+
+def select_device(world_size_on_node: int | None = None) -> DeviceInfo:
+    """Choose the device for this process and configure torch's threading for it."""
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        threads = cpu_threads(world_size_on_node)
+        torch.set_num_threads(threads)
+        return DeviceInfo(torch.device("cuda", index), dtype, threads)
+    threads = cpu_threads(world_size_on_node)
+    torch.set_num_threads(threads)
+    return DeviceInfo(torch.device("cpu"), None, threads)

@@ -1,0 +1,221 @@
+"""Stage `prepare` (kind `model`): the pretrained encoder every other node starts from.
+
+Either a real checkpoint (`model.name`: a hub name or a local directory), copied into
+the node folder so that compute nodes never need the hub again, or - for the demo and
+the tests - a tiny XLM-R built from an inline config. The tiny model gets its own
+tokenizer (Unigram with a Metaspace pre-tokenizer, i.e. what XLM-R's SentencePiece
+model is) trained on a multilingual synthetic corpus, and a short masked-LM pretraining
+on that corpus. Without the pretraining a tiny encoder is random and nothing transfers
+across languages; with it, like XLM-R, it has seen every language and can carry an
+English-trained head over to the others.
+
+Output: `<out_dir>/model/` with `config.json`, `model.safetensors` (an `XLMRobertaModel`
+/ AutoModel encoder without task head) and the tokenizer files.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.data import IGNORE_INDEX, ShuffledBatches, TokenizedData
+from jobs.device import DeviceInfo, select_device
+from jobs.modeling import MODEL_SUBDIR, count_parameters, quiet_progress_bars
+from jobs.stages.base import StageContext
+from jobs.trainer import adamw, linear_schedule
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+"""XLM-R's special tokens; the first four get XLM-R's ids 0-3."""
+
+DEFAULT_SENTENCES_PER_LANGUAGE = 4000
+MLM_PROBABILITY = 0.15
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    quiet_progress_bars()
+    cfg = ctx.config["model"]
+    seed = int(ctx.config.get("seed", 0))
+    out = ctx.out_dir / MODEL_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("name"):
+        return _copy_pretrained(cfg["name"], out, ctx)
+    if cfg.get("tiny"):
+        return _build_tiny(cfg, seed, out, ctx)
+    raise ValueError("model config needs 'name' or 'tiny'")
+
+
+def _copy_pretrained(name: str, out: Path, ctx: StageContext) -> dict[str, Any]:
+    """Fetch (or read a local copy of) a pretrained encoder and re-save it in safetensors."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    model = AutoModel.from_pretrained(name)
+    tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    ctx.log.info("saved %s (%d parameters) to %s", name, count_parameters(model), out)
+    return {"source": name, "parameters": count_parameters(model), "vocab_size": len(tokenizer)}
+
+
+def _build_tiny(cfg: dict[str, Any], seed: int, out: Path, ctx: StageContext) -> dict[str, Any]:
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel
+
+    from jobs import synthetic
+
+    device = select_device()
+    languages = list(cfg["corpus_languages"])
+    per_language = int(cfg.get("corpus_sentences_per_language") or DEFAULT_SENTENCES_PER_LANGUAGE)
+    started = time.perf_counter()
+    sentences = synthetic.corpus(languages, per_language, seed=seed)
+    tokenizer = train_tokenizer(sentences, int(cfg["tokenizer_vocab_size"]))
+    tokenizer_seconds = time.perf_counter() - started
+
+    kwargs = dict(cfg["tiny"])
+    # The trained tokenizer decides the vocabulary (Unigram may stop short of the target
+    # size on a small corpus); the embedding matrix must match it exactly.
+    kwargs["vocab_size"] = len(tokenizer)
+    config = XLMRobertaConfig(
+        **kwargs,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    mlm = XLMRobertaForMaskedLM(config)
+    result: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "corpus_sentences": len(sentences),
+        "tokenizer_seconds": round(tokenizer_seconds, 3),
+    }
+    steps = int(cfg.get("pretrain_steps") or 0)
+    if steps > 0:
+        max_length = config.max_position_embeddings - config.pad_token_id - 1
+        encoded = tokenizer(sentences, truncation=True, max_length=max_length)["input_ids"]
+        # Token-level placeholder labels only reuse TokenizedData's padding; the MLM
+        # labels are drawn per batch by mask_tokens.
+        data = TokenizedData(encoded, [[0] * len(ids) for ids in encoded], tokenizer.pad_token_id)
+        result.update(
+            pretrain_mlm(
+                mlm,
+                data,
+                tokenizer,
+                steps=steps,
+                learning_rate=float(cfg["pretrain_lr"]),
+                batch_size=int(cfg["pretrain_batch_size"]),
+                seed=seed,
+                device=device,
+                log=ctx.log,
+            )
+        )
+
+    encoder = XLMRobertaModel(config)  # with a pooler, as XLM-R checkpoints have one
+    missing, unexpected = encoder.load_state_dict(mlm.roberta.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise RuntimeError(f"encoder/MLM weight names differ: missing {missing}, unexpected {unexpected}")
+    encoder.save_pretrained(out)
+    tokenizer.model_max_length = config.max_position_embeddings - config.pad_token_id - 1
+    tokenizer.save_pretrained(out)
+    result["parameters"] = count_parameters(encoder)
+    ctx.log.info("tiny encoder: %s", result)
+    return result
+
+
+def train_tokenizer(sentences: list[str], vocab_size: int) -> Any:
+    """An XLM-R style tokenizer (Unigram + Metaspace, `<s> A </s></s> B </s>`) for `sentences`.
+
+    Unigram rather than BPE because transformers' XLMRobertaTokenizer can only reload a
+    Unigram model from `tokenizer.json`; it is also what XLM-R itself uses.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaTokenizerFast
+
+    backend = Tokenizer(models.Unigram())
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
+    )
+    backend.train_from_iterator(sentences, trainer)
+    bos, eos = backend.token_to_id("<s>"), backend.token_to_id("</s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    return XLMRobertaTokenizerFast(tokenizer_object=backend)
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    tokenizer: Any,
+    generator: torch.Generator,
+    probability: float = MLM_PROBABILITY,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: `probability` of the real tokens are predicted; of those 80 % become
+    <mask>, 10 % a random token, 10 % stay. Returns (corrupted ids, labels, -100 elsewhere)."""
+    special = torch.tensor(
+        [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id], dtype=torch.long
+    )
+    candidates = attention_mask.bool() & ~torch.isin(input_ids, special)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & candidates
+    if not chosen.any():  # a batch without targets would give a NaN loss
+        chosen = candidates & (candidates.cumsum(dim=1) == 1)
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    roll = torch.rand(input_ids.shape, generator=generator)
+    corrupted = input_ids.clone()
+    corrupted[chosen & (roll < 0.8)] = tokenizer.mask_token_id
+    randomize = chosen & (roll >= 0.8) & (roll < 0.9)
+    first_normal = len(SPECIAL_TOKENS)
+    corrupted[randomize] = torch.randint(
+        first_normal, len(tokenizer), (int(randomize.sum()),), generator=generator
+    )
+    return corrupted, labels
+
+
+def pretrain_mlm(
+    model: torch.nn.Module,
+    data: TokenizedData,
+    tokenizer: Any,
+    *,
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    device: DeviceInfo,
+    log: Any,
+    mlm_probability: float = MLM_PROBABILITY,
+) -> dict[str, Any]:
+    """Masked-LM pretraining on shuffled sentences of all languages mixed together."""
+    model.to(device.device).train()
+    optimizer = adamw(model, learning_rate, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(max(1, steps // 10), steps))
+    generator = torch.Generator().manual_seed(seed)
+    batches = ShuffledBatches(data, batch_size, seed)
+    started = time.perf_counter()
+    recent: list[float] = []
+    for step in range(steps):
+        batch = batches.next()
+        inputs, labels = mask_tokens(batch.input_ids, batch.attention_mask, tokenizer, generator, mlm_probability)
+        with device.autocast():
+            loss = model(
+                input_ids=inputs.to(device.device),
+                attention_mask=batch.attention_mask.to(device.device),
+                labels=labels.to(device.device),
+            ).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        recent = (recent + [float(loss.detach())])[-50:]
+        if (step + 1) % max(1, steps // 5) == 0:
+            log.info("mlm step %d/%d loss %.3f", step + 1, steps, sum(recent) / len(recent))
+    model.to("cpu")
+    return {
+        "pretrain_steps": steps,
+        "pretrain_loss": round(sum(recent) / len(recent), 4),
+        "pretrain_seconds": round(time.perf_counter() - started, 3),
+    }
