@@ -91,6 +91,9 @@ def launch(
 ) -> None:
     """Submit every node that is not done yet; skip the rest."""
     experiment = _open(spec, override, profile)
+    if experiment.store.url.startswith("memory://"):
+        raise UserError("storage: memory:// lives inside one process, so node processes cannot see it; "
+                        "use a path, file://, s3:// or gs://")
     statuses = experiment.statuses()
     counts = Counter(status for status, _ in statuses.values())
     to_run = [n for n in experiment.plan.nodes if statuses[n.key][0] not in ("done", "running")

@@ -87,6 +87,14 @@ def test_logs_of_unknown_node_is_a_user_error(write_spec: Callable[..., Path]) -
     assert "no node of experiment 'demo' has a key starting with 'zzzz'" in result.stderr
 
 
+def test_launch_refuses_memory_storage(write_spec: Callable[..., Path]) -> None:
+    raw = demo_raw()
+    raw["storage"] = "memory://grid"
+    result = run_cli("launch", str(write_spec(raw=raw)))
+    assert result.returncode == 2
+    assert "memory:// lives inside one process" in result.stderr
+
+
 def test_dry_run_writes_nothing(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     result = run_cli("launch", str(write_spec()), "--dry-run")
     assert result.returncode == 0, result.stderr

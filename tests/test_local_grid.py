@@ -41,6 +41,9 @@ def test_launch_runs_the_grid_prints_the_table_and_relaunch_skips_everything(tmp
     assert cells[("none", "syn-sent")]["n"] == 1 and cells[("none", "syn-sent")]["delta"] is None
     assert cells[("syn-rate", "syn-sent")]["delta"] is not None
 
+    watched = run_cli("status", str(spec), "--watch", "--interval", "2", timeout=60)
+    assert watched.returncode == 0 and f"{N_NODES} nodes: {N_NODES} done" in watched.stdout  # ends when all are done
+
     key = next(node["key"] for node in status["nodes"] if node["stage"] == "train-target")
     logs = run_cli("logs", str(spec), key[:10])
     assert logs.returncode == 0 and f"{key} done" in logs.stdout
