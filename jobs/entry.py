@@ -21,12 +21,13 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from jobs.stages.base import StageContext, stage_module
+from jobs.stages.base import CHECKPOINTABLE_STAGES, CheckpointPolicy, Preempted, StageContext, stage_module
 from launcher.lease import Lease
 from launcher.state import update_state
 from launcher.store import DONE, Store
@@ -35,28 +36,52 @@ EXIT_DONE = 0
 EXIT_FAILED = 1
 EXIT_BUSY = 3
 EXIT_INTERRUPTED = 143
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: preempted after a checkpoint; run me again
 
 log = logging.getLogger("xstilts.entry")
 
 
 class Interrupted(BaseException):
-    """SIGTERM/SIGINT arrived: stop now, record it, let the node be run again."""
+    """A stop signal arrived in a stage that cannot checkpoint: stop now, record it, let
+    the node be run again from the start."""
 
 
-_stop_signal: str | None = None
-"""Set by the first stop signal. Libraries sometimes catch BaseException and re-raise
-something else; a failure after a stop request is still an interruption, not a fault of
-the node, so it must not be recorded as `failed` (which a relaunch would not retry)."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+"""SIGUSR2 is what SLURM sends (through submitit's `--signal`) before preemption or the
+time limit; SIGTERM/SIGINT come from `xstilts cancel`, the local launcher or a user."""
 
 
-def _raise_interrupted(signum: int, _frame: Any) -> None:
-    global _stop_signal
-    _stop_signal = signal.Signals(signum).name
-    # One stop is enough: a second signal (launcher and `cancel` both send one) must not
-    # interrupt the bookkeeping that records the first.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-    raise Interrupted(signal.Signals(signum).name)
+class StopHandler:
+    """Turns the first stop signal into a checkpoint request or an interruption.
+
+    A checkpointable stage (training) gets `stop` set and saves a checkpoint at its next
+    step boundary, then raises `Preempted`. Any other stage is interrupted at once.
+    Later signals are ignored: the launcher and `xstilts cancel` may both send one, and
+    the second must not break the bookkeeping of the first.
+    """
+
+    def __init__(self, checkpointable: bool, stop: threading.Event) -> None:
+        self.checkpointable = checkpointable
+        self.stop = stop
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        self._previous = {sig: signal.signal(sig, self) for sig in STOP_SIGNALS}
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.received is not None:
+            return
+        self.received = signal.Signals(signum).name
+        if self.checkpointable:
+            log.warning("%s received: checkpointing at the next step", self.received)
+            self.stop.set()
+            return
+        raise Interrupted(self.received)
 
 
 def cache_root() -> Path:
@@ -89,28 +114,62 @@ def _tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of this process, from torchrun's or submitit's environment."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _agree(decision: str, world_size: int) -> str:
+    """Rank 0's decision (run / done / busy), shared with every rank."""
+    if world_size == 1:
+        return decision
+    from jobs.distributed import init_distributed  # torch: only multi-process nodes need it
+
+    init_distributed()
+    import torch.distributed as dist
+
+    box = [decision]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
+
+
 def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
-    """Run the node `ref` ('stage/key') of the store at `store_url`; returns an exit code."""
+    """Run the node `ref` ('stage/key') of the store at `store_url`; returns an exit code.
+
+    With several processes (torchrun / SLURM tasks), rank 0 owns the bookkeeping (lease,
+    state, upload, DONE) and every rank runs the stage.
+    """
     store = Store(store_url)
     stage, key = ref.split("/")
     node_dir = store.node_path(stage, key)
-    node = store.read_json(f"{node_dir}/node.json")
-    if node is None:
-        log.error("no node.json at %s: was the experiment launched?", node_dir)
-        return EXIT_FAILED
-    if store.exists(f"{node_dir}/{DONE}"):
-        log.info("%s is already done; nothing to do", ref)
-        return EXIT_DONE
-
+    rank, world_size = _world()
     job_id = job_id or os.environ.get("SLURM_JOB_ID") or f"pid-{os.getpid()}"
     lease = Lease(store, node_dir, {"job_id": job_id})
-    if not lease.acquire():
-        log.info("%s is being run by another process; leaving it alone", ref)
-        return EXIT_BUSY
-    if store.exists(f"{node_dir}/{DONE}"):  # finished between our first look and the lease
-        lease.release()
-        return EXIT_DONE
+    node = store.read_json(f"{node_dir}/node.json")
+    decision = "run"
+    if rank == 0:
+        if node is None:
+            log.error("no node.json at %s: was the experiment launched?", node_dir)
+            decision = "failed"
+        elif store.exists(f"{node_dir}/{DONE}"):
+            log.info("%s is already done; nothing to do", ref)
+            decision = "done"
+        elif not lease.acquire():
+            log.info("%s is being run by another process; leaving it alone", ref)
+            decision = "busy"
+        elif store.exists(f"{node_dir}/{DONE}"):  # finished between our first look and the lease
+            lease.release()
+            decision = "done"
+    decision = _agree(decision, world_size)
+    if decision != "run":
+        return {"done": EXIT_DONE, "busy": EXIT_BUSY}.get(decision, EXIT_FAILED)
+    assert node is not None
+    return _run_leased(store, node, node_dir, lease, job_id, rank)
 
+
+def _run_leased(store: Store, node: dict[str, Any], node_dir: str, lease: Lease, job_id: str, rank: int) -> int:
+    stage, key = node["stage"], node["key"]
+    ref = f"{stage}/{key}"
     attempt: dict[str, Any] = {"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
 
     def start(state: dict[str, Any]) -> None:
@@ -119,46 +178,64 @@ def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
         state["attempts"].append(attempt)
 
     def finish(outcome: str, error: str | None = None) -> None:
+        if rank != 0:
+            return
+
         def change(state: dict[str, Any]) -> None:
             state["status"] = outcome
             state["attempts"][-1].update(ended=time.time(), outcome=outcome, error=error)
             state["last_error"] = error
+            if outcome == "preempted":
+                state["requeues"] = int(state.get("requeues", 0)) + 1
 
         update_state(store, node_dir, change)
 
-    update_state(store, node_dir, start)
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
-    scratch = Path(tempfile.mkdtemp(prefix=f"xstilts-{key}-", dir=os.environ.get("XSTILTS_SCRATCH")))
+    if rank == 0:
+        update_state(store, node_dir, start)
+    stop = threading.Event()
+    handler = StopHandler(stage in CHECKPOINTABLE_STAGES, stop)
+    handler.install()
+    scratch = Path(tempfile.mkdtemp(prefix=f"xstilts-{key}-r{rank}-", dir=os.environ.get("XSTILTS_SCRATCH")))
     try:
         inputs = {name: fetch_input(store, input_ref) for name, input_ref in node["inputs"].items()}
-        ctx = StageContext(node=node, out_dir=scratch, inputs=inputs, log=logging.getLogger(f"xstilts.{stage}"))
-        log.info("running %s (%s) attempt %s", ref, stage, attempt["attempt"])
+        ctx = StageContext(
+            node=node, out_dir=scratch, inputs=inputs, log=logging.getLogger(f"xstilts.{stage}"),
+            checkpoint_url=store.url_of(f"{node_dir}/checkpoints"), stop=stop,
+            checkpoint=CheckpointPolicy.from_env(dict(os.environ)), rank=rank,
+        )
+        log.info("running %s (%s) attempt %s", ref, stage, attempt.get("attempt", "-"))
         started = time.time()
         result = importlib.import_module(stage_module(node)).run(ctx)
-        result = {**(result or {}), "node": {"key": key, "stage": stage, "seconds": round(time.time() - started, 3)}}
-        store.upload_dir(scratch, node_dir)
-        store.write_json(f"{node_dir}/result.json", result)
-        finish("done")
-        store.write_text(f"{node_dir}/{DONE}", f"{time.time()}\n")
-        log.info("%s done in %.1fs", ref, time.time() - started)
+        if rank == 0:
+            result = {**(result or {}), "node": {"key": key, "stage": stage, "seconds": round(time.time() - started, 3)}}
+            store.upload_dir(scratch, node_dir)
+            store.write_json(f"{node_dir}/result.json", result)
+            finish("done")
+            store.write_text(f"{node_dir}/{DONE}", f"{time.time()}\n")
+            log.info("%s done in %.1fs", ref, time.time() - started)
         return EXIT_DONE
+    except Preempted as exc:
+        log.warning("%s preempted after a checkpoint (%s); asking to be requeued", ref, exc)
+        finish("preempted", f"preempted by {handler.received}: {exc}")
+        return EXIT_REQUEUE
     except Interrupted as exc:
         log.warning("%s interrupted by %s", ref, exc)
         finish("interrupted", f"interrupted by {exc}")
         return EXIT_INTERRUPTED
-    except Exception as exc:  # the job must record why it failed, whatever it was
-        if _stop_signal is not None:
-            log.warning("%s interrupted by %s (surfaced as %s)", ref, _stop_signal, type(exc).__name__)
-            finish("interrupted", f"interrupted by {_stop_signal}")
+    except BaseException as exc:  # the job must record why it failed, whatever it was
+        if handler.received is not None:
+            # Libraries sometimes turn a signal into another exception: still a stop.
+            log.warning("%s interrupted by %s (surfaced as %s)", ref, handler.received, type(exc).__name__)
+            finish("interrupted", f"interrupted by {handler.received}")
             return EXIT_INTERRUPTED
         details = traceback.format_exc()
         log.error("%s failed: %s\n%s", ref, exc, details)
         finish("failed", _tail(f"{type(exc).__name__}: {exc}\n{details}"))
         return EXIT_FAILED
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        lease.release()
+        handler.restore()
+        if rank == 0:
+            lease.release()
         shutil.rmtree(scratch, ignore_errors=True)
 
 

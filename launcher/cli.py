@@ -19,6 +19,7 @@ from rich.console import Console
 from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.experiment import Experiment, open_experiment
 from launcher.plan import Node
+from launcher.state import STATUSES
 
 app = typer.Typer(
     name="xstilts",
@@ -130,7 +131,8 @@ def launch(
         out.print(f"[{style}]{time.strftime('%H:%M:%S')} [{finished[0]:>3}/{total}] {kind:<11}[/{style}] "
                   f"{node.label} [{node.key[:8]}] {detail}")
 
-    runner = local_runner.LocalRunner(experiment.store, experiment.plan, experiment.profile, retry_failed, report)
+    runner = local_runner.LocalRunner(experiment.store, experiment.plan, experiment.profile, retry_failed, report,
+                                      extra_env=experiment.spec.checkpointing.env())
     result = runner.run()
     out.print(f"finished in {time.time() - started:.0f}s: {len(result.done)} done, {len(result.failed)} failed, "
               f"{len(result.blocked)} blocked by failed inputs" + (" (interrupted)" if result.interrupted else ""))
@@ -193,7 +195,8 @@ def status_rows(experiment: Experiment) -> list[dict[str, Any]]:
 def _status_table(experiment: Experiment, rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    colours = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "queued": "blue"}
+    colours = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "preempted": "yellow",
+               "queued": "blue"}
     table = Table(title=f"{experiment.spec.name} ({experiment.store.url})")
     for column in ("key", "stage", "tasks", "seed", "state", "attempts", "elapsed", "metric"):
         table.add_column(column)
@@ -208,7 +211,7 @@ def _status_table(experiment: Experiment, rows: list[dict[str, Any]]) -> Any:
 
 def _summary_line(rows: list[dict[str, Any]]) -> str:
     counts = Counter(row["status"] for row in rows)
-    parts = [f"{counts[s]} {s}" for s in ("done", "running", "queued", "pending", "interrupted", "failed", "cancelled") if counts[s]]
+    parts = [f"{counts[s]} {s}" for s in STATUSES if counts[s]]
     return f"{len(rows)} nodes: " + ", ".join(parts)
 
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from jobs.stages.base import CHECKPOINTABLE_STAGES
 from launcher.lease import current_lease
 from launcher.plan import Node, Plan
 from launcher.profiles import Profile
 from launcher.state import node_status, record_submission
 from launcher.store import Store
 
-EXIT_BUSY = 3  # jobs.entry: another process holds the lease
 POLL_S = 0.3
 SCHEDULER_FILE = "local-scheduler.json"
 
@@ -83,12 +83,14 @@ class LocalRunner:
         profile: Profile,
         retry_failed: bool = False,
         on_event: Callable[[str, Node, str], None] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.store = store
         self.plan = plan
         self.profile = profile
         self.retry_failed = retry_failed
         self.on_event = on_event or (lambda kind, node, detail: None)
+        self.extra_env = dict(extra_env or {})
         self.running: dict[str, _Running] = {}
         self.done: set[str] = set()
         self.failed: set[str] = set()
@@ -98,11 +100,24 @@ class LocalRunner:
     def _node_dir(self, node: Node) -> str:
         return self.store.node_path(node.stage, node.key)
 
-    def _env(self) -> dict[str, str]:
-        threads = str(max(1, cpus() // (self.profile.max_parallel * self.profile.procs_per_node)))
+    def _procs(self, node: Node) -> int:
+        """Processes for a node: several (torch.distributed) only for training stages."""
+        return self.profile.procs_per_node if node.stage in CHECKPOINTABLE_STAGES else 1
+
+    def _env(self, node: Node) -> dict[str, str]:
+        threads = str(max(1, cpus() // (self.profile.max_parallel * self._procs(node))))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env.update(self.extra_env)
         env.update(self.profile.env)
         return env
+
+    def _command(self, node: Node, submission: str) -> list[str]:
+        entry = ["-m", "jobs.entry", "--store", self.store.url, "--node", node.ref, "--job-id", submission]
+        procs = self._procs(node)
+        if procs == 1:
+            return [sys.executable, *entry]
+        # torchrun on one host: picks a free rendezvous port, sets RANK/WORLD_SIZE/...
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", *entry]
 
     def _start(self, node: Node) -> None:
         submission = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -110,10 +125,9 @@ class LocalRunner:
         log_path = local_log_path(self.store, node, submission)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(log_path, "ab")
-        command = [sys.executable, "-m", "jobs.entry", "--store", self.store.url, "--node", node.ref, "--job-id", submission]
         process = subprocess.Popen(
-            command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self._env(), start_new_session=True,
+            self._command(node, submission), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self._env(node), start_new_session=True,
         )
         self.running[node.key] = _Running(node, process, log_path, handle, time.time(), submission)
         self.on_event("start", node, submission)
@@ -128,13 +142,20 @@ class LocalRunner:
             if not self.store.is_local:
                 self.store.upload_dir(run.log_path.parent, self.store.node_path(run.node.stage, key, "logs"))
             elapsed = f"{time.time() - run.started:.1f}s"
-            if self.store.is_done(run.node.stage, key):
+            # Judge by the store, not the exit code: torchrun folds its workers' codes into 1.
+            status, state = node_status(self.store, self._node_dir(run.node))
+            if status == "done":
                 self.done.add(key)
                 summary.done.append(key)
                 self.on_event("done", run.node, elapsed)
-            elif code == EXIT_BUSY:
+            elif status == "running":
                 self.on_event("busy", run.node, "another process holds its lease; waiting for it")
-            elif self._stop_signal is None:
+            elif self._stop_signal is not None:
+                continue
+            elif status == "preempted" and int(state.get("requeues", 0)) <= self.profile.max_requeues:
+                self.on_event("requeued", run.node, f"checkpointed after {elapsed}; starting it again")
+                self._start(run.node)
+            else:
                 self.failed.add(key)
                 summary.failed.append(key)
                 self.on_event("failed", run.node, f"exit code {code} after {elapsed}; see `xstilts logs`")
@@ -286,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.strftime('%H:%M:%S')} {kind:<11} {node.label} [{node.key}] {detail}", flush=True)
 
     try:
-        summary = LocalRunner(store, plan, load_profile(args.profile), args.retry_failed, report).run()
+        summary = LocalRunner(store, plan, load_profile(args.profile), args.retry_failed, report,
+                              extra_env=spec.checkpointing.env()).run()
     finally:
         store.remove(marker)
     print(json.dumps({"done": len(summary.done), "failed": len(summary.failed), "blocked": len(summary.blocked)}))

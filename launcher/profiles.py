@@ -24,7 +24,8 @@ class Profile(BaseModel):
     name: str = "local"
     executor: Literal["local"] = "local"
     max_parallel: int = Field(2, gt=0, description="nodes running at once")
-    procs_per_node: int = Field(1, gt=0, description="processes per node")
+    procs_per_node: int = Field(1, gt=0, description="processes per training node (torch.distributed, FSDP2)")
+    max_requeues: int = Field(3, ge=0, description="times a preempted node is started again")
     env: dict[str, str] = Field(default_factory=dict)
 
 

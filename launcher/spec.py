@@ -97,6 +97,22 @@ class Resources(_Strict):
     time_min: int = Field(60, gt=0)
 
 
+class Checkpointing(_Strict):
+    """How often training nodes checkpoint. Not part of node keys: resume is exact."""
+
+    every_steps: int = Field(0, ge=0, description="save every N optimizer steps; 0: only when preempted")
+    keep: int = Field(2, gt=0, description="complete checkpoints kept per node")
+    async_save: bool = Field(False, description="save with dcp.async_save")
+
+    def env(self) -> dict[str, str]:
+        """The variables through which jobs read this policy (jobs.stages.base.CheckpointPolicy)."""
+        return {
+            "XSTILTS_CHECKPOINT_EVERY": str(self.every_steps),
+            "XSTILTS_CHECKPOINT_KEEP": str(self.keep),
+            "XSTILTS_CHECKPOINT_ASYNC": "1" if self.async_save else "0",
+        }
+
+
 class Spec(_Strict):
     """A whole experiment: intermediate x target x seed on one model and one storage root."""
 
@@ -107,6 +123,7 @@ class Spec(_Strict):
     seeds: list[int]
     storage: str
     cluster: str = "local"
+    checkpointing: Checkpointing = Checkpointing()
     resources: dict[Literal["prepare", "train-intermediate", "train-target", "evaluate"], Resources] = Field(
         default_factory=dict
     )

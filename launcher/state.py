@@ -14,7 +14,7 @@ from typing import Any
 from launcher.lease import current_lease
 from launcher.store import DONE, Store
 
-STATUSES = ("done", "running", "queued", "failed", "interrupted", "cancelled", "pending")
+STATUSES = ("done", "running", "queued", "preempted", "failed", "interrupted", "cancelled", "pending")
 
 
 def now() -> float:

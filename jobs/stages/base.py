@@ -34,7 +34,7 @@ class CheckpointPolicy:
     so the policy changes how much work a preemption costs, never the result.
 
     Read from the environment (`XSTILTS_CHECKPOINT_EVERY`, `_KEEP`, `_ASYNC`), which the
-    launcher sets from the spec's `checkpointing` section, so it reaches jobs on any
+    launcher sets from the spec's `checkpointing` section (`launcher.spec.Checkpointing.env`), so it reaches jobs on any
     executor without being pickled into them.
     """
 
@@ -52,13 +52,6 @@ class CheckpointPolicy:
             keep=max(1, int(env.get("XSTILTS_CHECKPOINT_KEEP", 2))),
             async_save=env.get("XSTILTS_CHECKPOINT_ASYNC", "0").lower() in ("1", "true", "yes"),
         )
-
-    def to_env(self) -> dict[str, str]:
-        return {
-            "XSTILTS_CHECKPOINT_EVERY": str(self.every_steps),
-            "XSTILTS_CHECKPOINT_KEEP": str(self.keep),
-            "XSTILTS_CHECKPOINT_ASYNC": "1" if self.async_save else "0",
-        }
 
 
 @dataclass
@@ -95,6 +88,11 @@ STAGE_MODULES: dict[str, str] = {
     "train-target": "jobs.stages.train",
     "evaluate": "jobs.stages.evaluate",
 }
+
+
+CHECKPOINTABLE_STAGES = frozenset({"train-intermediate", "train-target"})
+"""Stages that save a checkpoint and raise `Preempted` when asked to stop; any other
+stage is short enough to be interrupted and rerun from the start."""
 
 
 def stage_module(node: dict[str, Any]) -> str:
