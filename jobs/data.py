@@ -239,9 +239,13 @@ class TokenizedData:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def batch(self, indices: Sequence[int]) -> Batch:
-        """Pad the examples at `indices` to their longest member."""
-        width = max(len(self.input_ids[i]) for i in indices)
+    def batch(self, indices: Sequence[int], width: int | None = None) -> Batch:
+        """Pad the examples at `indices` to their longest member, or to `width`.
+
+        A rank's share of a global batch is padded to the width of the whole global
+        batch, so every rank computes on the shapes a single process would see.
+        """
+        width = width if width is not None else self.width(indices)
         ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(indices), width), dtype=torch.long)
         if self.token_level:
@@ -255,6 +259,26 @@ class TokenizedData:
             if self.token_level:
                 labels[row, : len(seq)] = torch.tensor(self.labels[i], dtype=torch.long)
         return Batch(ids, mask, labels)
+
+    def width(self, indices: Sequence[int]) -> int:
+        """Length of the longest example at `indices`."""
+        return max(len(self.input_ids[i]) for i in indices)
+
+    def count_targets(self, indices: Sequence[int]) -> int:
+        """Positions that carry loss: examples, or labelled sub-words for tagging.
+
+        The loss of a global batch is the sum over its targets divided by this count;
+        each rank divides its share by the *global* count, so that the ranks' gradients
+        add up to the gradient of the whole batch (a mean of per-rank means would weigh
+        tagging sentences differently on different world sizes).
+        """
+        if not self.token_level:
+            return len(indices)
+        return sum(1 for i in indices for label in self.labels[i] if label != IGNORE_INDEX)
+
+    def count_tokens(self, indices: Sequence[int]) -> int:
+        """Real (unpadded) tokens of the examples at `indices`, for throughput."""
+        return sum(len(self.input_ids[i]) for i in indices)
 
     def sequential(self, batch_size: int) -> Iterator[Batch]:
         """Batches in stored order (evaluation)."""
@@ -308,19 +332,28 @@ class ShuffledBatches:
         shuffled = torch.randperm(len(batches), generator=generator).tolist()
         return [batches[i] for i in shuffled]
 
-    def next(self) -> Batch:
+    def next_indices(self) -> list[int]:
+        """Example indices of the next global batch (every rank draws the same ones and
+        trains on its own slice of them)."""
         if self.position >= self.batches_per_epoch:
             self.epoch, self.position, self._batches = self.epoch + 1, 0, None
         if self._batches is None:
             self._batches = self._epoch_batches()
         indices = self._batches[self.position]
         self.position += 1
-        return self.data.batch(indices)
+        return list(indices)
+
+    def next(self) -> Batch:
+        return self.data.batch(self.next_indices())
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+        """Data position: the order is a function of (seed, epoch), so these three
+        numbers are enough to continue with the very next batch."""
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        if "seed" in state and int(state["seed"]) != self.seed:
+            raise ValueError(f"data position saved for seed {state['seed']}, this run shuffles with seed {self.seed}")
         self.epoch, self.position, self._batches = int(state["epoch"]), int(state["position"]), None
 
 

@@ -115,8 +115,13 @@ def _tail(text: str, lines: int = 30) -> str:
 
 
 def _world() -> tuple[int, int]:
-    """(rank, world size) of this process, from torchrun's or submitit's environment."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    """(rank, world size) of this process: torchrun's variables, else the SLURM step's
+    (read before any process group exists, so that only rank 0 takes the lease)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if int(os.environ.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+    return 0, 1
 
 
 def _agree(decision: str, world_size: int) -> str:
@@ -164,10 +169,12 @@ def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
     if decision != "run":
         return {"done": EXIT_DONE, "busy": EXIT_BUSY}.get(decision, EXIT_FAILED)
     assert node is not None
-    return _run_leased(store, node, node_dir, lease, job_id, rank)
+    return _run_leased(store, node, node_dir, lease, job_id, rank, world_size)
 
 
-def _run_leased(store: Store, node: dict[str, Any], node_dir: str, lease: Lease, job_id: str, rank: int) -> int:
+def _run_leased(
+    store: Store, node: dict[str, Any], node_dir: str, lease: Lease, job_id: str, rank: int, world_size: int
+) -> int:
     stage, key = node["stage"], node["key"]
     ref = f"{stage}/{key}"
     attempt: dict[str, Any] = {"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
@@ -237,6 +244,10 @@ def _run_leased(store: Store, node: dict[str, Any], node_dir: str, lease: Lease,
         if rank == 0:
             lease.release()
         shutil.rmtree(scratch, ignore_errors=True)
+        if world_size > 1:
+            from jobs.distributed import destroy  # the group was created by _agree
+
+            destroy()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from launcher.store import Store
 from tests.grid import node_states, run_cli, small_grid_raw, status_json, wait_until
 
 
-def _spec(tmp_path: Path, name: str, steps: int = 60) -> Path:
+def _spec(tmp_path: Path, name: str, steps: int = 300) -> Path:
     raw = small_grid_raw(str(tmp_path / f"store-{name}"))
     raw["intermediate"]["hparams"].update(max_steps=steps, eval_interval=20)
     path = tmp_path / f"{name}.yaml"
@@ -62,7 +62,6 @@ def test_preempted_training_node_is_requeued_and_ends_identical(tmp_path: Path) 
 
     launcher = start_cli("launch", str(spec), "--wait")
     wait_until(lambda: (lease := current_lease(store, node_dir)) is not None and lease.live(), timeout=300, every=0.1)
-    time.sleep(2.0)  # let it get into the training loop
     os.kill(int(current_lease(store, node_dir).owner["pid"]), signal.SIGUSR2)  # SLURM's preemption signal
     output, _ = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, output
@@ -82,7 +81,7 @@ def test_submitit_job_checkpoints_and_asks_for_requeue(tmp_path: Path) -> None:
 
     from jobs.submitit_job import NodeJob
 
-    spec = _spec(tmp_path, "grid", steps=80)
+    spec = _spec(tmp_path, "grid")
     assert run_cli("launch", str(spec), "--wait").returncode == 0
     root = tmp_path / "store-grid"
     key = _intermediate_key(spec)
@@ -97,7 +96,6 @@ def test_submitit_job_checkpoints_and_asks_for_requeue(tmp_path: Path) -> None:
     job = executor.submit(NodeJob(store.url, f"train-intermediate/{key}"))
     node_dir = store.node_path("train-intermediate", key)
     wait_until(lambda: (lease := current_lease(store, node_dir)) is not None and lease.live(), timeout=120, every=0.1)
-    time.sleep(2.0)
     job._interrupt()  # submitit's own way of sending the preemption signal to a local job
     wait_until(lambda: job.state in ("FINISHED", "INTERRUPTED") or job.done(), timeout=120)
     wait_until(lambda: json.loads((node / "state.json").read_text())["status"] == "preempted", timeout=60)

@@ -8,15 +8,26 @@ and model selection the English dev split; nothing of the other languages is see
 
 Output: `<out_dir>/model/` (best encoder + head + tokenizer, HF format, safetensors) and
 `<out_dir>/metrics.jsonl` (one line per log and evaluation event).
+
+Checkpoints and preemption: with `ctx.checkpoint_url`, the run resumes from the newest
+complete checkpoint there (and from nothing else), saves every
+`ctx.checkpoint.every_steps` steps, and when `ctx.stop` is set saves the current step
+and raises `Preempted`. Several processes (RANK / WORLD_SIZE / MASTER_* set, or a
+multi-task SLURM step) each call `run(ctx)`: the model is sharded with FSDP2, the process
+group is created here unless the caller made it (and then destroyed here too), and only
+rank 0 writes `metrics.jsonl` and the model export.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from jobs import data
+from jobs.checkpoint import CheckpointManager
 from jobs.device import select_device
-from jobs.modeling import MODEL_SUBDIR, build_task_model, quiet_progress_bars
+from jobs.distributed import DistInfo, destroy, init_distributed
+from jobs.modeling import MODEL_SUBDIR, build_task_model, head_class, quiet_progress_bars
 from jobs.stages.base import StageContext
 from jobs.tasks.registry import get_task
 from jobs.trainer import Trainer, TrainConfig
@@ -25,6 +36,24 @@ ENCODER_INPUT = {"train-intermediate": "model", "train-target": "init"}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    """Train one node; with several processes, every rank calls this."""
+    import torch.distributed as tdist
+
+    # A group the caller made (jobs.entry agrees on run/skip through one) is the caller's
+    # to destroy; one made here is destroyed here, also when training fails.
+    owns_group = not (tdist.is_available() and tdist.is_initialized())
+    info = init_distributed()
+    owns_group = owns_group and info.is_distributed
+    try:
+        if ctx.rank != info.rank:
+            raise ValueError(f"ctx.rank is {ctx.rank} but this process is rank {info.rank} of {info.world_size}")
+        return _train(ctx, info)
+    finally:
+        if owns_group:
+            destroy()
+
+
+def _train(ctx: StageContext, info: DistInfo) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     quiet_progress_bars()
@@ -35,7 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     task = get_task(cfg["task"])
     seed = int(cfg["seed"])
     hparams = cfg["hparams"]
-    device = select_device()
+    device = select_device(info.local_world_size)
 
     encoder_dir = ctx.inputs[ENCODER_INPUT[stage]] / MODEL_SUBDIR
     data_dir = ctx.inputs["data"] / data.DATA_SUBDIR
@@ -55,14 +84,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
     model = build_task_model(encoder_dir, task, seed)
     config = TrainConfig.from_hparams(hparams, len(train_data), seed)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = None
+    if ctx.checkpoint_url:
+        checkpoints = CheckpointManager(ctx.checkpoint_url, ctx.checkpoint.keep, ctx.checkpoint.async_save)
     trainer = Trainer(
-        model, task, train_data, dev_data, config, device, ctx.out_dir / "metrics.jsonl", ctx.log
+        model, task, train_data, dev_data, config, device, ctx.out_dir / "metrics.jsonl", ctx.log,
+        dist=info, checkpoints=checkpoints, checkpoint_every=ctx.checkpoint.every_steps, stop=ctx.stop,
     )
+    trainer.resume_latest()
     state = trainer.fit()
 
-    out = ctx.out_dir / MODEL_SUBDIR
-    trainer.model.to("cpu").save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    weights = trainer.full_state_dict() if info.is_distributed else {}  # collective under FSDP2
+    if info.is_main:
+        _export(trainer, weights, task.kind, ctx.out_dir / MODEL_SUBDIR)
+        tokenizer.save_pretrained(ctx.out_dir / MODEL_SUBDIR)
 
     best = next(h for h in state.dev_history if h["step"] == state.best_step)
     result: dict[str, Any] = {
@@ -79,3 +114,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if stage == "train-target":
         result["intermediate"] = cfg.get("intermediate")
     return result
+
+
+def _export(trainer: Trainer, weights: dict[str, Any], kind: str, out: Path) -> None:
+    """Save the best weights as a stock HF model (safetensors).
+
+    An FSDP2 model's class is a generated subclass holding DTensors; the export goes
+    through a plain model of the task's head class so the files load anywhere.
+    """
+    if not trainer.dist.is_distributed:
+        trainer.model.to("cpu").save_pretrained(out)
+        return
+    plain = head_class(kind).from_config(trainer.model.config)
+    plain.load_state_dict(weights)
+    plain.save_pretrained(out)
