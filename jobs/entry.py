@@ -149,31 +149,41 @@ def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
     node_dir = store.node_path(stage, key)
     rank, world_size = _world()
     job_id = job_id or os.environ.get("SLURM_JOB_ID") or f"pid-{os.getpid()}"
-    lease = Lease(store, node_dir, {"job_id": job_id})
-    node = store.read_json(f"{node_dir}/node.json")
-    decision = "run"
-    if rank == 0:
-        if node is None:
-            log.error("no node.json at %s: was the experiment launched?", node_dir)
-            decision = "failed"
-        elif store.exists(f"{node_dir}/{DONE}"):
-            log.info("%s is already done; nothing to do", ref)
-            decision = "done"
-        elif not lease.acquire():
-            log.info("%s is being run by another process; leaving it alone", ref)
-            decision = "busy"
-        elif store.exists(f"{node_dir}/{DONE}"):  # finished between our first look and the lease
-            lease.release()
-            decision = "done"
-    decision = _agree(decision, world_size)
-    if decision != "run":
-        return {"done": EXIT_DONE, "busy": EXIT_BUSY}.get(decision, EXIT_FAILED)
-    assert node is not None
-    return _run_leased(store, node, node_dir, lease, job_id, rank, world_size)
+    # Own the stop signals from the first moment: a preemption signal that arrives while
+    # the lease is being taken must still become a clean stop, never a half-recorded run.
+    handler = StopHandler(stage in CHECKPOINTABLE_STAGES, threading.Event())
+    handler.install()
+    try:
+        lease = Lease(store, node_dir, {"job_id": job_id})
+        node = store.read_json(f"{node_dir}/node.json")
+        decision = "run"
+        if rank == 0:
+            if node is None:
+                log.error("no node.json at %s: was the experiment launched?", node_dir)
+                decision = "failed"
+            elif store.exists(f"{node_dir}/{DONE}"):
+                log.info("%s is already done; nothing to do", ref)
+                decision = "done"
+            elif not lease.acquire():
+                log.info("%s is being run by another process; leaving it alone", ref)
+                decision = "busy"
+            elif store.exists(f"{node_dir}/{DONE}"):  # finished between our first look and the lease
+                lease.release()
+                decision = "done"
+        decision = _agree(decision, world_size)
+        if decision != "run":
+            return {"done": EXIT_DONE, "busy": EXIT_BUSY}.get(decision, EXIT_FAILED)
+        assert node is not None
+        return _run_leased(store, node, node_dir, lease, job_id, rank, world_size, handler)
+    except Interrupted:
+        return EXIT_INTERRUPTED
+    finally:
+        handler.restore()
 
 
 def _run_leased(
-    store: Store, node: dict[str, Any], node_dir: str, lease: Lease, job_id: str, rank: int, world_size: int
+    store: Store, node: dict[str, Any], node_dir: str, lease: Lease, job_id: str, rank: int, world_size: int,
+    handler: StopHandler,
 ) -> int:
     stage, key = node["stage"], node["key"]
     ref = f"{stage}/{key}"
@@ -199,15 +209,12 @@ def _run_leased(
 
     if rank == 0:
         update_state(store, node_dir, start)
-    stop = threading.Event()
-    handler = StopHandler(stage in CHECKPOINTABLE_STAGES, stop)
-    handler.install()
     scratch = Path(tempfile.mkdtemp(prefix=f"xstilts-{key}-r{rank}-", dir=os.environ.get("XSTILTS_SCRATCH")))
     try:
         inputs = {name: fetch_input(store, input_ref) for name, input_ref in node["inputs"].items()}
         ctx = StageContext(
             node=node, out_dir=scratch, inputs=inputs, log=logging.getLogger(f"xstilts.{stage}"),
-            checkpoint_url=store.url_of(f"{node_dir}/checkpoints"), stop=stop,
+            checkpoint_url=store.url_of(f"{node_dir}/checkpoints"), stop=handler.stop,
             checkpoint=CheckpointPolicy.from_env(dict(os.environ)), rank=rank,
         )
         log.info("running %s (%s) attempt %s", ref, stage, attempt.get("attempt", "-"))
@@ -240,7 +247,6 @@ def _run_leased(
         finish("failed", _tail(f"{type(exc).__name__}: {exc}\n{details}"))
         return EXIT_FAILED
     finally:
-        handler.restore()
         if rank == 0:
             lease.release()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -76,7 +76,7 @@ def test_preempted_training_node_is_requeued_and_ends_identical(tmp_path: Path) 
     assert status_json(spec)["counts"] == {"done": 8}
 
 
-def test_submitit_job_checkpoints_and_asks_for_requeue(tmp_path: Path) -> None:
+def test_submitit_job_checkpoints_and_asks_for_requeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import submitit
 
     from jobs.submitit_job import NodeJob
@@ -91,19 +91,22 @@ def test_submitit_job_checkpoints_and_asks_for_requeue(tmp_path: Path) -> None:
         shutil.rmtree(node / name) if (node / name).is_dir() else (node / name).unlink()
 
     store = Store(str(root))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the local runner ran it: same float summation order
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
     executor.update_parameters(timeout_min=10)
     job = executor.submit(NodeJob(store.url, f"train-intermediate/{key}"))
     node_dir = store.node_path("train-intermediate", key)
     wait_until(lambda: (lease := current_lease(store, node_dir)) is not None and lease.live(), timeout=120, every=0.1)
-    job._interrupt()  # submitit's own way of sending the preemption signal to a local job
-    wait_until(lambda: job.state in ("FINISHED", "INTERRUPTED") or job.done(), timeout=120)
-    wait_until(lambda: json.loads((node / "state.json").read_text())["status"] == "preempted", timeout=60)
+    # What SLURM does before preemption: SIGUSR2 to the job's task.
+    os.kill(int(current_lease(store, node_dir).owner["pid"]), signal.SIGUSR2)
+    # submitit's handler pickles checkpoint()'s resubmission and requeues; its local
+    # executor restarts the job, which resumes from the checkpoint in storage.
+    assert job.result() == 0
+    state = json.loads((node / "state.json").read_text())
+    assert [a["outcome"] for a in state["attempts"]][-2:] == ["preempted", "done"]
+    assert state["requeues"] == 1
     assert any(p.name.startswith("step-") and (p / ".metadata").exists() for p in (node / "checkpoints").iterdir())
     resubmission = pickle.loads(job.paths.submitted_pickle.read_bytes())
     assert isinstance(resubmission.function, NodeJob)
     assert (resubmission.function.store_url, resubmission.function.ref) == (store.url, f"train-intermediate/{key}")
-
-    again = executor.submit(resubmission.function)
-    assert again.result() == 0
     _assert_same_weights(finished, _weights(root, key))
