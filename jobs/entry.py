@@ -1,6 +1,6 @@
 """Run one node on a compute node (or a laptop): the only way a node's work happens.
 
-    python -m jobs.entry --store URL --node STAGE/KEY [--job-id ID]
+    python -m jobs.entry --store URL --ref STAGE/KEY [--job-id ID]
 
 Order of events, chosen so that a crash at any point leaves the store readable and the
 node re-runnable: take the lease (or exit: someone else runs it), record the attempt,
@@ -259,11 +259,11 @@ def _run_leased(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.entry", description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="storage root URL")
-    parser.add_argument("--node", required=True, help="STAGE/KEY of the node to run")
+    parser.add_argument("--ref", required=True, help="STAGE/KEY of the node to run")
     parser.add_argument("--job-id", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    return run_node(args.store, args.node, args.job_id)
+    return run_node(args.store, args.ref, args.job_id)
 
 
 if __name__ == "__main__":

@@ -112,11 +112,12 @@ class LocalRunner:
         return env
 
     def _command(self, node: Node, submission: str) -> list[str]:
-        entry = ["-m", "jobs.entry", "--store", self.store.url, "--node", node.ref, "--job-id", submission]
+        entry = ["-m", "jobs.entry", "--store", self.store.url, "--ref", node.ref, "--job-id", submission]
         procs = self._procs(node)
         if procs == 1:
             return [sys.executable, *entry]
         # torchrun on one host: picks a free rendezvous port, sets RANK/WORLD_SIZE/...
+        # (our flags must not be prefixes of torchrun's own: argparse abbreviates)
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", *entry]
 
     def _start(self, node: Node) -> None:

@@ -109,3 +109,19 @@ def test_detached_launch_then_cancel_stops_everything(tmp_path: Path) -> None:
     time.sleep(3)
     assert _done_count(tmp_path / "store") == done_after_cancel  # the scheduler is gone too
     assert done_after_cancel < N_NODES
+
+
+def test_training_nodes_run_as_two_fsdp_processes_with_procs_per_node(tmp_path: Path) -> None:
+    profile = tmp_path / "two-procs.yaml"
+    profile.write_text("executor: local\nmax_parallel: 1\nprocs_per_node: 2\n")
+    spec = write_small_grid(tmp_path)
+    launched = run_cli("launch", str(spec), "--profile", str(profile), "--wait",
+                       "-o", "checkpointing.every_steps=4")
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    assert status_json(spec)["counts"] == {"done": N_NODES}
+    train = next(tmp_path.glob("store/nodes/train-intermediate/*"))
+    log = next((train / "logs").glob("*.log")).read_text()
+    assert log.count(f"running train-intermediate/{train.name}") == 2, log  # one line per rank
+    checkpoints = [p for p in (train / "checkpoints").iterdir() if (p / ".metadata").exists()]
+    assert checkpoints  # periodic DCP checkpoints written by both ranks
+    assert len(list(checkpoints[0].glob("*.distcp"))) == 2  # one shard file per rank
