@@ -9,12 +9,7 @@ preempted and resumed from `s3://`.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,46 +129,9 @@ def test_keep_must_be_positive(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ S3 (moto server)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_bucket() -> Iterator[dict[str, str]]:
-    """A moto S3 server on loopback with one bucket; yields the environment for boto."""
-    server = shutil.which("moto_server")
-    assert server, "moto_server is installed with the dev extra (moto[server])"
-    port = _free_port()
-    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
-    import boto3
-
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="xstilts-ckpt")
-    try:
-        yield env
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 @pytest.fixture
-def s3_url(s3_bucket: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
-    for name, value in s3_bucket.items():
+def s3_url(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    for name, value in s3_env.items():
         monkeypatch.setenv(name, value)
     return f"s3://xstilts-ckpt/nodes/train/{uuid.uuid4().hex[:8]}/checkpoints"
 
