@@ -312,27 +312,33 @@ def test_preemption_signal_mid_epoch(nodes: dict[str, Path], straight: Path, tmp
     assert_same_run(out, straight)
 
 
-def test_stop_from_another_thread(nodes: dict[str, Path], straight: Path, tmp_path: Path) -> None:
-    """ctx.stop set by a watcher thread at whatever step training has reached (as the
-    entry's signal handler would): preempted, resumed, identical all the same."""
+def test_stop_from_another_thread(nodes: dict[str, Path], straight: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """ctx.stop set by another thread while a step is running (as the entry's signal
+    handler would): preempted at the step boundary, resumed, identical all the same."""
     out, ckpt = tmp_path / "out", tmp_path / "ckpt"
     ctx = stage_ctx(nodes, out, str(ckpt))
+    reached, original = threading.Event(), Trainer.step
+
+    def step_that_waits_for_the_watcher(self: Trainer) -> float:
+        loss = original(self)
+        if self.state.step == 3:
+            reached.set()
+            assert ctx.stop.wait(timeout=30), "the watcher thread never set ctx.stop"
+        return loss
 
     def watch() -> None:
-        while not (out / "metrics.jsonl").exists() or len(events(out)) < 3:
-            time.sleep(0.001)
+        reached.wait(timeout=60)
         ctx.stop.set()
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    try:
+    monkeypatch.setattr(Trainer, "step", step_that_waits_for_the_watcher)
+    with pytest.raises(Preempted):
         train.run(ctx)
-        pytest.skip("training finished before the watcher thread set ctx.stop")
-    except Preempted:
-        pass
+    monkeypatch.undo()
     watcher.join(timeout=5)
-    stopped_at = int(next(p.name for p in ckpt.iterdir()).split("-")[1])
-    assert 1 <= stopped_at < HPARAMS["max_steps"]
+    assert [p.name for p in ckpt.iterdir()] == ["step-3"]
     train.run(stage_ctx(nodes, out, str(ckpt)))
     assert_same_run(out, straight)
 
