@@ -140,11 +140,7 @@ class CheckpointManager:
                     handle.write(text)
         if self._group is not None:
             dist.barrier(group=self._group)  # nobody writes shards into a folder being removed
-        kwargs: dict[str, Any] = {"checkpoint_id": self.step_url(step)}
-        if self._group is not None:
-            kwargs["process_group"] = self._group
-        else:
-            kwargs["no_dist"] = True
+        kwargs = self._dcp_kwargs(step)
         try:
             if self.async_save:
                 response = dcp.async_save(state, **kwargs)
@@ -155,6 +151,15 @@ class CheckpointManager:
         except CheckpointException as exc:
             raise CheckpointError(f"saving {self.step_url(step)} failed: {exc}") from exc
         self._after_complete(step)
+
+    def _dcp_kwargs(self, step: int) -> dict[str, Any]:
+        """Where DCP reads or writes `step`, and over which group (none: one process)."""
+        kwargs: dict[str, Any] = {"checkpoint_id": self.step_url(step)}
+        if self._group is not None:
+            kwargs["process_group"] = self._group
+        else:
+            kwargs["no_dist"] = True
+        return kwargs
 
     def wait(self) -> None:
         """Finish the pending async save, raising if it failed, then apply retention."""
@@ -196,11 +201,7 @@ class CheckpointManager:
     def load(self, step: int, state: dict[str, Any]) -> None:
         """Load `step-<step>` into `state` in place (tensors, DTensors and placeholders
         for plain values; DCP reshards to the current world size)."""
-        kwargs: dict[str, Any] = {"checkpoint_id": self.step_url(step)}
-        if self._group is not None:
-            kwargs["process_group"] = self._group
-        else:
-            kwargs["no_dist"] = True
+        kwargs = self._dcp_kwargs(step)
         try:
             dcp.load(state, **kwargs)
         except CheckpointException as exc:
