@@ -100,3 +100,16 @@ def test_dry_run_writes_nothing(write_spec: Callable[..., Path], tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert "33 to run" in result.stdout
     assert not (tmp_path / "store").exists()
+
+
+def test_tasks_lists_the_registry_and_filters_by_role() -> None:
+    import json
+
+    from jobs.tasks.registry import TASKS
+
+    listed = json.loads(run_cli("tasks", "--json").stdout)
+    assert [t["name"] for t in listed] == sorted(TASKS)
+    targets = json.loads(run_cli("tasks", "--role", "target", "--json").stdout)
+    assert targets and all("target" in t["roles"] for t in targets)
+    bad = run_cli("tasks", "--role", "targt")
+    assert bad.returncode == 2 and "unknown role 'targt' (did you mean 'target'?)" in bad.stderr
