@@ -21,7 +21,7 @@ from jobs.checkpoint import CheckpointError, CheckpointManager
 from jobs.stages import train
 from jobs.stages.base import Preempted
 from jobs.trainer import Trainer
-from tests.test_resume import assert_same_run, events, nodes, stage_ctx, straight
+from tests.test_resume import assert_same_run, events, nodes, stage_ctx, step_then_stop_at, straight
 
 __all__ = ["nodes", "straight"]  # module-scoped fixtures shared with test_resume
 
@@ -157,14 +157,7 @@ def test_training_preempted_and_resumed_through_s3(nodes: dict[str, Path], strai
                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = stage_ctx(nodes, tmp_path / "out", s3_url, every=3)
     original = Trainer.step
-
-    def stop_at_7(self: Trainer) -> float:
-        loss = original(self)
-        if self.state.step == 7:
-            ctx.stop.set()
-        return loss
-
-    monkeypatch.setattr(Trainer, "step", stop_at_7)
+    monkeypatch.setattr(Trainer, "step", step_then_stop_at(7, ctx))
     with pytest.raises(Preempted, match="step 7"):
         train.run(ctx)
     monkeypatch.setattr(Trainer, "step", original)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,20 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def node_record(hparams: dict[str, Any] | None = None, task: str = TASK) -> dict[str, Any]:
     config = {"task": task, "seed": SEED, "hparams": hparams or HPARAMS}
     return {"stage": "train-intermediate", "key": "resume", "config": config, "inputs": {}, "task": task}
+
+
+def step_then_stop_at(step: int, ctx: StageContext) -> Callable[[Trainer], float]:
+    """A Trainer.step that sets `ctx.stop` once `step` is done, as a preemption
+    signal arriving during that step would."""
+    original = Trainer.step
+
+    def patched(self: Trainer) -> float:
+        loss = original(self)
+        if self.state.step == step:
+            ctx.stop.set()
+        return loss
+
+    return patched
 
 
 def stage_ctx(nodes: dict[str, Path], out: Path, checkpoint_url: str | None = None, every: int = 0,
@@ -368,16 +382,8 @@ def test_resume_only_from_complete_checkpoints(nodes: dict[str, Path], straight:
     marker removed) is never used, and is deleted once a newer checkpoint is complete."""
     out, ckpt = tmp_path / "out", tmp_path / "ckpt"
     ctx = stage_ctx(nodes, out, str(ckpt), every=2, keep=5)
-    original = Trainer.step
-
-    def stop_at_4(self: Trainer) -> float:
-        loss = original(self)
-        if self.state.step == 4:
-            ctx.stop.set()
-        return loss
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Trainer, "step", stop_at_4)
+        patch.setattr(Trainer, "step", step_then_stop_at(4, ctx))
         with pytest.raises(Preempted):
             train.run(ctx)
     shutil.copytree(ckpt / "step-4", ckpt / "step-5")
