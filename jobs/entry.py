@@ -102,11 +102,17 @@ def fetch_input(store: Store, ref: str) -> Path:
         return Path(remote)
     final = cache_root() / "nodes" / stage / key
     if not (final / DONE).exists():
-        partial = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent if final.parent.exists() else None))
-        store.local_dir(remote, partial)
         final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
+        partial = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))  # same filesystem: rename is atomic
+        store.local_dir(remote, partial)
+        if final.exists() and not (final / DONE).exists():  # an incomplete copy (older versions)
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(partial, final)
+        except OSError:  # another process on this machine (a tune trial) got there first
+            if not (final / DONE).exists():
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
     return final
 
 
@@ -215,7 +221,8 @@ def _run_leased(
         ctx = StageContext(
             node=node, out_dir=scratch, inputs=inputs, log=logging.getLogger(f"xstilts.{stage}"),
             checkpoint_url=store.url_of(f"{node_dir}/checkpoints"), stop=handler.stop,
-            checkpoint=CheckpointPolicy.from_env(dict(os.environ)), rank=rank,
+            checkpoint=CheckpointPolicy.from_env(dict(os.environ)), rank=rank, world_size=world_size,
+            store_url=store.url, job_id=job_id,
         )
         log.info("running %s (%s) attempt %s", ref, stage, attempt.get("attempt", "-"))
         started = time.time()

@@ -10,6 +10,7 @@ key of that node and of everything downstream, and of nothing else.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from jobs.tasks.registry import BASELINE, TASKS
-from launcher.spec import STAGES, Spec
+from launcher.spec import STAGES, Search, Spec
 
 KEY_VERSION = 2
 """Bumped when the meaning of a config changes so that old outputs are not reused.
@@ -188,6 +189,10 @@ def build_plan(spec: Spec) -> Plan:
         hparams = spec.hparams_for(role, hparams_of or task).model_dump(mode="json")
         return {"task": task, "seed": seed, "hparams": hparams, **extra}
 
+    def tune_config(task: str, role: str, search: Search) -> dict[str, Any]:
+        hparams = spec.hparams_for(role, task).model_dump(mode="json")
+        return {"task": task, "role": role, "seed": 0, "hparams": hparams, "search": search.model_dump(mode="json")}
+
     def tune_input(task: str, role: str, data: Node) -> dict[str, Node]:
         """`{"tune": node}` when the stage searches hyperparameters: one tune node per task
         (scope per_task) on the pretrained encoder, whose choice every training node of
@@ -195,10 +200,37 @@ def build_plan(spec: Spec) -> Plan:
         search = (spec.intermediate if role == "intermediate" else spec.target).search
         if search is None:
             return {}
-        hparams = spec.hparams_for(role, task).model_dump(mode="json")
         return {"tune": builder.add(Node(
-            stage="tune", task=task, inputs={"model": model, "data": data},
-            config={"task": task, "role": role, "seed": 0, "hparams": hparams, "search": search.model_dump(mode="json")},
+            stage="tune", task=task, inputs={"model": model, "data": data}, config=tune_config(task, role, search),
+        ))}
+
+    def target_upstream(target: str, intermediate: str, seed: int) -> tuple[Node, dict[str, Any]]:
+        """The encoder a target training of cell (intermediate, target, seed) starts from,
+        and the config that goes with it. For a target with a first fine-tuning (XCOPA:
+        SIQA, the official recipe) that is its own node, continued with the same head."""
+        upstream = model if intermediate == BASELINE else intermediate_nodes[(intermediate, seed)]
+        first = TASKS[target].train_first
+        if not first:
+            return upstream, {}
+        first_node = builder.add(Node(
+            stage="train-target", task=first, seed=seed, intermediate=intermediate,
+            inputs={"init": upstream, "data": data_node(first, "target", hparams_of=target)},
+            config=train_config(first, "target", seed, hparams_of=target, intermediate=intermediate, first_of=target),
+        ))
+        return first_node, {"continue_head": True}
+
+    def target_tune_input(target: str, intermediate: str, data: Node) -> dict[str, Node]:
+        """`{"tune": node}` for the target trainings of one cell. Scope per_cell searches on
+        the cell's own upstream encoder (that of the first seed, so that one search serves
+        every seed of the cell); the tune stage takes it from input `init`."""
+        search = spec.target.search
+        if search is None or search.scope != "per_cell":
+            return tune_input(target, "target", data)
+        init, extra = target_upstream(target, intermediate, spec.seeds[0])
+        return {"tune": builder.add(Node(
+            stage="tune", task=target, intermediate=intermediate,
+            inputs={"model": model, "data": data, "init": init},
+            config={**tune_config(target, "target", search), "intermediate": intermediate, **extra},
         ))}
 
     intermediate_nodes: dict[tuple[str, int], Node] = {}
@@ -223,27 +255,16 @@ def build_plan(spec: Spec) -> Plan:
         data = data_node(target, "target")
         retrieval = TASKS[target].kind == "retrieval"
         for intermediate in spec.intermediate.tasks:
+            # Retrieval is evaluated straight from the intermediate encoder: nothing to tune.
+            tune = {} if retrieval else target_tune_input(target, intermediate, data)
             for seed in spec.seeds:
-                upstream = model if intermediate == BASELINE else intermediate_nodes[(intermediate, seed)]
                 if retrieval:
-                    # Retrieval is evaluated straight from the intermediate encoder.
-                    evaluated = upstream
+                    evaluated = model if intermediate == BASELINE else intermediate_nodes[(intermediate, seed)]
                 else:
-                    first = TASKS[target].train_first
-                    extra = {}
-                    if first:
-                        # The official recipe's first fine-tuning (XCOPA: SIQA), continued by the
-                        # target's own training with the same head.
-                        upstream = builder.add(Node(
-                            stage="train-target", task=first, seed=seed, intermediate=intermediate,
-                            inputs={"init": upstream, "data": data_node(first, "target", hparams_of=target)},
-                            config=train_config(first, "target", seed, hparams_of=target, intermediate=intermediate,
-                                                first_of=target),
-                        ))
-                        extra = {"continue_head": True}
+                    init, extra = target_upstream(target, intermediate, seed)
                     evaluated = builder.add(Node(
                         stage="train-target", task=target, seed=seed, intermediate=intermediate,
-                        inputs={"init": upstream, "data": data, **tune_input(target, "target", data)},
+                        inputs={"init": init, "data": data, **tune},
                         config=train_config(target, "target", seed, intermediate=intermediate, **extra),
                     ))
                 builder.add(Node(
@@ -252,6 +273,35 @@ def build_plan(spec: Spec) -> Plan:
                     config={"task": target, "seed": seed, "intermediate": intermediate},
                 ))
 
-    order = {stage: i for i, stage in enumerate(STAGES)}
-    nodes = sorted(builder.nodes.values(), key=lambda n: order[n.stage])  # stable: keeps build order
-    return Plan(experiment=spec.name, nodes=nodes)
+    return Plan(experiment=spec.name, nodes=_dependency_order(list(builder.nodes.values())))
+
+
+def _dependency_order(nodes: list[Node]) -> list[Node]:
+    """`nodes` with every input before its users, grouped by stage as far as that allows.
+
+    Sorting by stage alone is not a dependency order once a per_cell tune node trains on
+    a train-intermediate checkpoint. Kahn's algorithm always taking the ready node that is
+    first by (stage, build order) gives exactly the stage sort whenever that sort is a
+    dependency order (so plans without per_cell keep their order), and otherwise lets a
+    node wait only for what it depends on.
+    """
+    stage_rank = {stage: i for i, stage in enumerate(STAGES)}
+    rank = {node.key: (stage_rank[node.stage], index) for index, node in enumerate(nodes)}
+    waiting_on = {node.key: {dep.key for dep in node.inputs.values() if dep.key in rank} for node in nodes}
+    users: dict[str, list[Node]] = {node.key: [] for node in nodes}
+    for node in nodes:
+        for dep_key in waiting_on[node.key]:
+            users[dep_key].append(node)
+    ready = [(rank[node.key], node) for node in nodes if not waiting_on[node.key]]
+    heapq.heapify(ready)
+    ordered: list[Node] = []
+    while ready:
+        _, node = heapq.heappop(ready)
+        ordered.append(node)
+        for user in users[node.key]:
+            waiting_on[user.key].discard(node.key)
+            if not waiting_on[user.key]:
+                heapq.heappush(ready, (rank[user.key], user))
+    if len(ordered) != len(nodes):  # impossible while keys hash their inputs' keys
+        raise ValueError("the plan's nodes depend on each other in a cycle")
+    return ordered

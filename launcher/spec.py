@@ -59,7 +59,12 @@ class Dimension(_Strict):
 
 
 class Search(_Strict):
-    """A hyperparameter search for every task of a stage, run by a `tune` node (Ray Tune)."""
+    """A hyperparameter search for every task (or cell) of a stage, run by a `tune` node (Ray Tune).
+
+    `per_cell` exists because the best target learning rate after intermediate training
+    need not be the best one on the raw pretrained encoder; it costs a search per cell
+    instead of one per task.
+    """
 
     space: dict[str, Dimension] = Field(description="hyperparameter name -> dimension, e.g. learning_rate")
     trials: int = Field(1, gt=0, description="samples (grid dimensions: repeats of the whole grid)")
@@ -68,8 +73,11 @@ class Search(_Strict):
     reduction_factor: int = Field(2, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
     budget_steps: int = Field(200, gt=0, description="optimizer steps of a trial at most")
     max_concurrent: int | None = Field(None, gt=0, description="trials at once; default: one per CPU (GPU) slot")
-    scope: Literal["per_task"] = Field(
-        "per_task", description="per_task: one search per task on the pretrained encoder, shared by every cell"
+    scope: Literal["per_task", "per_cell"] = Field(
+        "per_task",
+        description="per_task: one search per task on the pretrained encoder, shared by every cell; "
+        "per_cell (target only): one search per intermediate x target cell on the cell's upstream encoder "
+        "(of the first seed), shared by the cell's seeds",
     )
 
     @field_validator("space")
@@ -92,7 +100,9 @@ class StageSpec(_Strict):
     per_task: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="hyperparameter overrides for single tasks"
     )
-    search: Search | None = Field(None, description="tune these hyperparameters per task before training")
+    search: Search | None = Field(
+        None, description="tune these hyperparameters per task (target: or per cell) before training"
+    )
     mixtures: dict[str, list[str]] = Field(
         default_factory=dict,
         description="intermediate only: name -> member tasks trained together on one encoder "
@@ -207,6 +217,7 @@ class Spec(_Strict):
         if self.target.mixtures:
             problems.append("target.mixtures: mixtures are intermediate tasks only")
         problems.extend(_mixture_problems(self.intermediate.mixtures))
+        problems.extend(_search_problems(self.intermediate.search))
         for role, stage in (("intermediate", self.intermediate), ("target", self.target)):
             valid = task_names(role) + ([BASELINE, *stage.mixtures] if role == "intermediate" else [])
             for task in stage.tasks:
@@ -234,6 +245,15 @@ class Spec(_Strict):
 
     def hparams_for(self, role: str, task: str) -> Hyperparameters:
         return (self.intermediate if role == "intermediate" else self.target).hparams_for(task)
+
+
+def _search_problems(search: Search | None) -> list[str]:
+    """An intermediate search can only be per_task: an intermediate node trains from the
+    pretrained encoder, so it has no upstream checkpoint that would make a cell of its own."""
+    if search is None or search.scope == "per_task":
+        return []
+    return [f"intermediate.search.scope: '{search.scope}' is for target searches only "
+            "(intermediate training has no upstream checkpoint to search on); valid choice here: per_task"]
 
 
 def _mixture_problems(mixtures: dict[str, list[str]]) -> list[str]:

@@ -74,6 +74,12 @@ class StageContext:
     checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     rank: int = 0
     """This process's rank; only rank 0's `out_dir` is uploaded."""
+    world_size: int = 1
+    store_url: str | None = None
+    """The store's root URL, for stages whose work runs in other processes (tune trials
+    on Ray workers fetch their inputs through it, the search writes its progress)."""
+    job_id: str = ""
+    """The SLURM job id (or a local stand-in): seeds per-job choices such as Ray's ports."""
 
     @property
     def config(self) -> dict[str, Any]:

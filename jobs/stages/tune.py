@@ -1,22 +1,36 @@
 """Stage `tune`: search a task's hyperparameters with Ray Tune, inside this allocation.
 
-Inputs: `model` (the pretrained encoder; scope per_task: one search per task, shared by
-every cell) and `data` (the task's prepare-data node). Each trial is our own training
+Inputs: `data` (the task's prepare-data node), and the encoder every trial starts from:
+`init` when the search is per cell (an intermediate node's output, or XCOPA's first
+fine-tuning with `continue_head`), else `model` (the pretrained encoder; scope
+per_task: one search per task, shared by every cell). Each trial is our own training
 loop (`jobs.trainer.Trainer`, the code path of the training nodes) for at most
 `budget_steps` steps, reporting the English dev metric at every evaluation, so ASHA can
-stop bad trials early. Ray runs in this process's allocation only: `ray.init` with
-explicit CPUs (and GPUs), no dashboard, and a private temp dir under the node's scratch
-folder, so two tune nodes on one host never share a Ray instance, port or directory.
+stop bad trials early.
+
+Where things run and live:
+- Ray is private to this node's allocation (`jobs.ray_cluster`): one process, or a head
+  and workers over the SLURM tasks of a multi-node tune job.
+- Trials fetch their inputs from the store themselves, so a trial on another host needs
+  nothing from the driver's disk.
+- Ray's experiment state lives in the store, under the node's `ray/` folder (a local
+  path, or the cloud store through a pyarrow filesystem over fsspec). A killed or
+  preempted search is resumed from there with `Tuner.restore`: finished trials are kept
+  (not rerun), unfinished ones start again, errored ones are retried.
+- `progress.json` in the node folder (`jobs.tune_progress`) is rewritten as trials start, report and end;
+  `xstilts status` shows it while the search runs.
 
 Output `result.json`: `best` (the chosen values), `best_metric`, and `trials` (config,
-best dev metric, evaluations used, state). Training nodes downstream read `best` and
-train with it (`jobs.stages.train`).
+best dev metric, evaluations and steps used, state, host, start time). Training nodes
+downstream read `best` and train with it (`jobs.stages.train`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -24,10 +38,17 @@ from typing import Any
 
 from jobs import data
 from jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
+from jobs.ray_cluster import allocation_gpus, ray_in_allocation
 from jobs.stages.base import StageContext
+from jobs.tune_progress import PROGRESS_FILE, SearchProgress
 from jobs.tasks.registry import get_task
+from launcher.store import Store
 
 RAY_DIR = "ray"
+SEARCH_NAME = "search"
+STATE_SAVE_EVERY_S = "1"
+"""Ray's experiment-state save period (TUNE_GLOBAL_CHECKPOINT_S): a trial that finished
+longer ago than this before a kill is never rerun on resume."""
 
 
 def search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -46,7 +67,32 @@ def search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return built
 
 
+def planned_trials(search: dict[str, Any]) -> int:
+    """How many trials the search runs: `trials` samples of the grid's cross product."""
+    grid = math.prod(len(dim["grid"]) for dim in search["space"].values() if dim.get("grid"))
+    return int(search["trials"]) * grid
+
+
+def ray_storage(store: Store, node_dir: str) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray's results under the node folder."""
+    path = f"{node_dir}/{RAY_DIR}"
+    if store.is_local:
+        return path, None
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return path, PyFileSystem(FSSpecHandler(store.fs))
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
+    """Every rank of the allocation calls this; rank 0 drives the search."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_EVERY_S)
+    with ray_in_allocation(ctx.job_id or f"pid-{os.getpid()}", ctx.rank, ctx.world_size) as driver:
+        if not driver:
+            return {}
+        return _search(ctx)
+
+
+def _search(ctx: StageContext) -> dict[str, Any]:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -54,52 +100,53 @@ def run(ctx: StageContext) -> dict[str, Any]:
     quiet_progress_bars()
     cfg = ctx.config
     search = cfg["search"]
+    if ctx.store_url is None:
+        raise ValueError("the tune stage needs the store URL (jobs.entry passes it)")
+    store = Store(ctx.store_url)
+    node_dir = store.node_path(ctx.node["stage"], ctx.node["key"])
     task = data.with_prepared_labels(get_task(cfg["task"]), data.read_meta(ctx.inputs["data"] / data.DATA_SUBDIR))
     hparams = dict(cfg["hparams"])
     budget = int(search["budget_steps"])
     evaluations = max(1, budget // int(hparams["eval_interval"]))
-    cpus = max(1, len(os.sched_getaffinity(0)))
-    encoder_dir = ctx.inputs["model"] / MODEL_SUBDIR
-    data_dir = ctx.inputs["data"] / data.DATA_SUBDIR
+    inputs = dict(ctx.node["inputs"])
+    encoder_input = "init" if "init" in inputs else "model"
+    spec = TrialSpec(ctx.store_url, inputs[encoder_input], inputs["data"], task, hparams, budget,
+                     int(cfg.get("seed", 0)), bool(cfg.get("continue_head")))
 
     def trial(config: dict[str, Any]) -> None:
-        _train_trial(task, encoder_dir, data_dir, {**hparams, **config}, budget, int(cfg.get("seed", 0)))
+        spec.run(config)
 
-    scheduler: Any
-    if search["scheduler"] == "asha":
-        scheduler = ASHAScheduler(max_t=evaluations, grace_period=int(search["grace_period"]),
-                                  reduction_factor=int(search["reduction_factor"]))
-    else:
-        scheduler = FIFOScheduler()
-    ray_dir = Path(tempfile.mkdtemp(prefix="ray-", dir=os.environ.get("XSTILTS_SCRATCH")))
+    gpus = allocation_gpus()
+    trainable = tune.with_resources(trial, {"cpu": 1, "gpu": 1 if gpus else 0})
+    storage_path, storage_fs = ray_storage(store, node_dir)
+    experiment = f"{storage_path}/{SEARCH_NAME}"
+    progress = SearchProgress(store, f"{node_dir}/{PROGRESS_FILE}", planned_trials(search), evaluations)
     started = time.perf_counter()
-    ray.init(num_cpus=cpus, num_gpus=_gpus(), include_dashboard=False, _temp_dir=str(ray_dir),
-             logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
-    try:
+    restored = tune.Tuner.can_restore(experiment, storage_filesystem=storage_fs)
+    if restored:
+        ctx.log.info("resuming the search in %s: finished trials are kept", experiment)
+        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, restart_errored=True,
+                                   storage_filesystem=storage_fs)
+    else:
+        scheduler: Any
+        if search["scheduler"] == "asha":
+            scheduler = ASHAScheduler(max_t=evaluations, grace_period=int(search["grace_period"]),
+                                      reduction_factor=int(search["reduction_factor"]))
+        else:
+            scheduler = FIFOScheduler()
+        slots = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1))
         tuner = tune.Tuner(
-            tune.with_resources(trial, {"cpu": 1, "gpu": 1 if _gpus() else 0}),
+            trainable,
             param_space=search_space(search["space"]),
             tune_config=tune.TuneConfig(metric="dev", mode="max", num_samples=int(search["trials"]),
                                         scheduler=scheduler,
-                                        max_concurrent_trials=int(search.get("max_concurrent") or cpus)),
-            run_config=tune.RunConfig(storage_path=str((ctx.out_dir / RAY_DIR).resolve()), name="search",
-                                      verbose=0),
+                                        max_concurrent_trials=int(search.get("max_concurrent") or slots)),
+            run_config=tune.RunConfig(storage_path=storage_path, storage_filesystem=storage_fs, name=SEARCH_NAME,
+                                      verbose=0, callbacks=[progress]),
         )
-        grid = tuner.fit()
-    finally:
-        ray.shutdown()
-    trials = []
-    for result in grid:
-        history = result.metrics_dataframe
-        best_dev = float(history["dev"].max()) if history is not None and len(history) else None
-        used = int(history["training_iteration"].max()) if history is not None and len(history) else 0
-        trials.append({
-            "config": {k: result.config[k] for k in search["space"]},
-            "best_dev": best_dev,
-            "evaluations": used,
-            "stopped_early": used < evaluations,
-            "error": str(result.error) if result.error else None,
-        })
+    grid = tuner.fit()
+    trials = [_trial_row(result, list(search["space"]), evaluations) for result in grid]
+    progress.write_final(trials)
     finished = [t for t in trials if t["best_dev"] is not None]
     if not finished:
         raise RuntimeError(f"every trial of the search failed: {[t['error'] for t in trials]}")
@@ -111,46 +158,77 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "best_metric": best["best_dev"],
         "metric": task.metric,
         "max_evaluations": evaluations,
+        "resumed": restored,
+        "hosts": sorted({t["host"] for t in trials if t["host"]}),
         "trials": trials,
         "tune_seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def _gpus() -> int:
-    try:
+def _trial_row(result: Any, names: list[str], evaluations: int) -> dict[str, Any]:
+    """One line of the trials table from a Ray result."""
+    history = result.metrics_dataframe
+    reported = history is not None and len(history) > 0 and "dev" in history
+    used = int(history["training_iteration"].max()) if reported else 0
+    return {
+        "config": {k: result.config[k] for k in names},
+        "best_dev": float(history["dev"].max()) if reported else None,
+        "evaluations": used,
+        "steps": int(history["step"].max()) if reported else 0,
+        "state": "ERROR" if result.error else "TERMINATED",
+        "stopped_early": reported and used < evaluations,
+        "host": str(history["host"].iloc[0]) if reported else None,
+        "started": float(history["trial_started"].iloc[0]) if reported else None,
+        "error": str(result.error) if result.error else None,
+    }
+
+
+class TrialSpec:
+    """What a trial needs, picklable for Ray: store URL and input refs, not local paths,
+    since the trial may run on another host of the allocation."""
+
+    def __init__(self, store_url: str, encoder_ref: str, data_ref: str, task: Any, hparams: dict[str, Any],
+                 budget: int, seed: int, continue_head: bool) -> None:
+        self.store_url = store_url
+        self.encoder_ref = encoder_ref
+        self.data_ref = data_ref
+        self.task = task
+        self.hparams = hparams
+        self.budget = budget
+        self.seed = seed
+        self.continue_head = continue_head
+
+    def run(self, config: dict[str, Any]) -> None:
+        """One trial: our trainer for `budget` steps, reporting the dev metric to Ray Tune."""
         import torch
+        from ray import tune
+        from transformers import AutoTokenizer
 
-        return torch.cuda.device_count()
-    except Exception:
-        return 0
+        from jobs.device import select_device
+        from jobs.entry import fetch_input
+        from jobs.heads import head_for
+        from jobs.trainer import Trainer, TrainConfig
 
+        started = time.time()
+        host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        torch.set_num_threads(1)
+        quiet_progress_bars()
+        store = Store(self.store_url)
+        encoder_dir = fetch_input(store, self.encoder_ref) / MODEL_SUBDIR
+        data_dir = fetch_input(store, self.data_ref) / data.DATA_SUBDIR
+        pad_id = AutoTokenizer.from_pretrained(encoder_dir).pad_token_id
+        train_data, dev_data, dev_examples = data.english_train_dev(data_dir, pad_id)
+        head = head_for(self.task)
+        hparams = {**self.hparams, **config, "max_steps": self.budget, "patience": None}
+        train_config = TrainConfig.from_hparams(hparams, len(train_data), self.seed)
+        metrics_path = Path(tempfile.mkdtemp(prefix="trial-")) / "metrics.jsonl"
+        model = head.load_model(encoder_dir) if self.continue_head else head.build_model(encoder_dir, self.seed)
 
-def _train_trial(
-    task: Any, encoder_dir: Path, data_dir: Path, hparams: dict[str, Any], budget: int, seed: int
-) -> None:
-    """One trial: our trainer for `budget` steps, reporting the dev metric to Ray Tune."""
-    import torch
-    from ray import tune
-    from transformers import AutoTokenizer
+        def report(step: int, value: float, scores: dict[str, float]) -> None:
+            tune.report({"dev": value, "step": step, "host": host, "trial_started": started})
 
-    from jobs.device import select_device
-    from jobs.heads import head_for
-    from jobs.trainer import Trainer, TrainConfig
-
-    torch.set_num_threads(1)
-    quiet_progress_bars()
-    pad_id = AutoTokenizer.from_pretrained(encoder_dir).pad_token_id
-    train_data, dev_data, dev_examples = data.english_train_dev(data_dir, pad_id)
-    head = head_for(task)
-    hparams = {**hparams, "max_steps": budget, "patience": None}
-    config = TrainConfig.from_hparams(hparams, len(train_data), seed)
-    metrics_path = Path(tempfile.mkdtemp(prefix="trial-")) / "metrics.jsonl"
-
-    def report(step: int, value: float, scores: dict[str, float]) -> None:
-        tune.report({"dev": value, "step": step})
-
-    trainer = Trainer(
-        head.build_model(encoder_dir, seed), task, train_data, dev_data, config, select_device(), metrics_path,
-        logging.getLogger("xstilts.tune"), dev_examples=dev_examples, head=head, on_eval=report,
-    )
-    trainer.fit()
+        trainer = Trainer(
+            model, self.task, train_data, dev_data, train_config, select_device(), metrics_path,
+            logging.getLogger("xstilts.tune"), dev_examples=dev_examples, head=head, on_eval=report,
+        )
+        trainer.fit()
