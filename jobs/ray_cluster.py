@@ -40,7 +40,7 @@ log = logging.getLogger("xstilts.ray")
 
 PORTS_PER_PROCESS = 64
 """GCS, node manager, object manager, two dashboard-agent ports, runtime-env agent,
-metrics, then worker ports: one block per Ray process."""
+metrics, dashboard, then worker ports: one block per Ray process."""
 PORT_RANGE = (20000, 60000)
 WORKER_PORTS = 48
 DONE_KEY = "xstilts/tune/search-done"
@@ -58,6 +58,10 @@ class PortBlock:
     @property
     def gcs(self) -> int:
         return self.first
+
+    @property
+    def dashboard(self) -> int:
+        return self.first + 7
 
     def ray_start_args(self) -> list[str]:
         p = self.first
@@ -178,9 +182,11 @@ def ray_in_allocation(job_id: str, rank: int, world_size: int) -> Iterator[bool]
 def _ray(job_id: str, rank: int, world_size: int, scratch: Path) -> Iterator[bool]:
     import ray
 
+    block = free_port_block(job_id, rank)
     if world_size == 1:
+        # Ray still runs a minimal dashboard process without the UI: give it a port of ours.
         _init_quiet(num_cpus=allocation_cpus(), num_gpus=allocation_gpus(), include_dashboard=False,
-                    _temp_dir=str(scratch))
+                    dashboard_port=block.dashboard, _temp_dir=str(scratch))
         try:
             yield True
         finally:
@@ -191,9 +197,9 @@ def _ray(job_id: str, rank: int, world_size: int, scratch: Path) -> Iterator[boo
     from torch.distributed.distributed_c10d import _get_default_store
 
     resources = [f"--num-cpus={allocation_cpus()}", f"--num-gpus={allocation_gpus()}", f"--node-ip-address={node_ip()}"]
-    block = free_port_block(job_id, rank)
     if rank == 0:
-        process = _ray_start(["--head", f"--port={block.gcs}", "--include-dashboard=false", f"--temp-dir={scratch}",
+        process = _ray_start(["--head", f"--port={block.gcs}", "--include-dashboard=false",
+                              f"--dashboard-port={block.dashboard}", f"--temp-dir={scratch}",
                               *block.ray_start_args(), *resources], scratch / "ray-head.log")
         address = f"{node_ip()}:{block.gcs}"
         try:

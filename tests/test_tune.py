@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +91,84 @@ def test_two_tune_nodes_at_once_on_one_host(tmp_path: Path) -> None:
     (a,), (b,) = (states[key]["attempts"] for key in tune_keys)
     assert a["outcome"] == b["outcome"] == "done"
     assert a["started"] < b["ended"] and b["started"] < a["ended"], "the two searches overlapped in time"
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of a session (Ray's workers run in process groups of their own)."""
+    for _ in range(3):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.getsid(int(entry)) == sid:
+                        os.kill(int(entry), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        time.sleep(0.2)
+
+
+def test_killed_search_resumes_from_the_store_without_rerunning_finished_trials(
+    tmp_path: Path, s3_env: dict[str, str], monkeypatch: Any
+) -> None:
+    """A tune node on s3:// (Ray's state through a pyarrow filesystem) is SIGKILLed with
+    its Ray after two of four trials finished; launching again resumes the search:
+    the finished trials keep their start times (not rerun), the rest run, and the
+    chosen value reaches training."""
+    from tests.grid import cli_env, run_cli
+
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    raw = _raw(tmp_path / "unused")
+    raw["storage"] = "s3://xstilts-test/resume"
+    raw["target"]["search"].update(scheduler="fifo", budget_steps=40)
+    spec = tmp_path / "resume.yaml"
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    experiment = open_experiment(str(spec))
+    experiment.materialize()
+    for node in experiment.plan.nodes:
+        if node.stage == "prepare":
+            assert run_node(experiment.store.url, node.ref, job_id="test") == 0, node.label
+    tune_node = next(n for n in experiment.plan.nodes if n.stage == "tune")
+    progress_path = experiment.store.node_path("tune", tune_node.key, "progress.json")
+
+    job = subprocess.Popen([sys.executable, "-m", "jobs.entry", "--store", experiment.store.url, "--ref", tune_node.ref],
+                           env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (experiment.store.read_json(progress_path) or {}).get("finished", 0) >= 2, 300,
+                  "two finished trials")
+        time.sleep(3)  # past Ray's experiment-state save period (1 s)
+        before = experiment.store.read_json(progress_path)
+        _kill_session(job.pid)  # the job and every Ray process it started, as SLURM kills a job's cgroup
+        killed_at = time.time()
+    finally:
+        if job.poll() is None:
+            _kill_session(job.pid)
+        job.wait()
+    assert before["finished"] < len(LEARNING_RATES), "the search must be killed before it ends"
+    finished_before = {t["config"]["learning_rate"]: t["started"] for t in before["trials"] if t["state"] == "TERMINATED"}
+    assert len(finished_before) >= 2 and all(finished_before.values()), before
+
+    relaunch = run_cli("launch", str(spec), "--wait", env=cli_env(s3_env), timeout=900)
+    assert relaunch.returncode == 0, relaunch.stdout + relaunch.stderr
+    result = experiment.result(tune_node)
+    assert result["resumed"] is True
+    assert len(result["trials"]) == len(LEARNING_RATES)
+    rows = {t["config"]["learning_rate"]: t for t in result["trials"]}
+    for lr, started in finished_before.items():
+        assert rows[lr]["started"] == started, f"trial lr={lr} finished before the kill and ran again"
+    # The search went on after the kill. (A trial still running in the snapshot may
+    # have reported its last result just before the kill: Ray then counts it as done.)
+    assert any(t["started"] > killed_at for t in result["trials"]), json.dumps([killed_at, before, result["trials"]])
+    assert all(t["state"] == "TERMINATED" and t["evaluations"] == 4 for t in result["trials"]), result["trials"]
+    assert result["best"] == {"learning_rate": WINNER}
+    train = next(n for n in experiment.plan.nodes if n.stage == "train-target")
+    assert experiment.result(train)["tuned"] == {"learning_rate": WINNER}

@@ -177,8 +177,9 @@ def _trial_row(result: Any, names: list[str], evaluations: int) -> dict[str, Any
         "steps": int(history["step"].max()) if reported else 0,
         "state": "ERROR" if result.error else "TERMINATED",
         "stopped_early": reported and used < evaluations,
-        "host": str(history["host"].iloc[0]) if reported else None,
-        "started": float(history["trial_started"].iloc[0]) if reported else None,
+        # the last report: a trial restarted by a resume has its old run's rows in the history too
+        "host": result.metrics.get("host") if reported else None,
+        "started": result.metrics.get("trial_started") if reported else None,
         "error": str(result.error) if result.error else None,
     }
 
