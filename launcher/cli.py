@@ -254,6 +254,29 @@ def _headline(node: Node, result: dict[str, Any] | None) -> str:
     return ""
 
 
+def _search_headline(progress: dict[str, Any]) -> str:
+    """A running (or stopped) search: trials by state and the best so far."""
+    parts = [f"search {progress.get('finished', 0)}/{progress.get('planned', 0)} finished"]
+    if progress.get("stopped_early"):
+        parts[0] += f" ({progress['stopped_early']} stopped early)"
+    for state in ("running", "pending", "errored"):
+        if progress.get(state):
+            parts.append(f"{progress[state]} {state}")
+    if progress.get("best"):
+        chosen = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                           for k, v in progress["best"].items())
+        parts.append(f"best {chosen} (dev {progress['best_metric']:.1f})")
+    return "; ".join(parts)
+
+
+def _search_progress(experiment: Experiment, node: Node, status: str) -> dict[str, Any] | None:
+    """What `jobs.tune_progress` last wrote for a tune node that has started but is not done."""
+    if node.stage != "tune" or status in ("done", "pending", "queued", "blocked"):
+        return None
+    progress = experiment.store.read_json(f"{experiment.node_dir(node)}/progress.json")
+    return progress if isinstance(progress, dict) else None
+
+
 def _elapsed(state: dict[str, Any]) -> float | None:
     attempts = state.get("attempts") or []
     if not attempts:
@@ -268,12 +291,14 @@ def status_rows(experiment: Experiment) -> list[dict[str, Any]]:
     for node in experiment.plan.nodes:
         status, state = statuses[node.key]
         result = experiment.result(node) if status == "done" else None
+        progress = _search_progress(experiment, node, status)
         elapsed = _elapsed(state)
         rows.append({
             "key": node.key, "stage": node.stage, "kind": node.kind, "task": node.task,
             "intermediate": node.intermediate, "seed": node.seed, "label": node.label, "status": status,
             "attempts": len(state.get("attempts") or []), "elapsed_s": None if elapsed is None else round(elapsed, 1),
-            "headline": _headline(node, result),
+            "headline": _search_headline(progress) if progress else _headline(node, result),
+            "search": progress,
             "last_error": (state.get("reason") or state.get("last_error")) if status in ("failed", "cancelled") else None,
             "log_tail": _log_tail(experiment, node) if status == "failed" else None,
         })

@@ -123,7 +123,7 @@ def test_killed_search_resumes_from_the_store_without_rerunning_finished_trials(
     its Ray after two of four trials finished; launching again resumes the search:
     the finished trials keep their start times (not rerun), the rest run, and the
     chosen value reaches training."""
-    from tests.grid import cli_env, run_cli
+    from tests.grid import cli_env, run_cli, status_json
 
     for name, value in s3_env.items():
         monkeypatch.setenv(name, value)
@@ -145,7 +145,12 @@ def test_killed_search_resumes_from_the_store_without_rerunning_finished_trials(
     try:
         _wait_for(lambda: (experiment.store.read_json(progress_path) or {}).get("finished", 0) >= 2, 300,
                   "two finished trials")
-        time.sleep(3)  # past Ray's experiment-state save period (1 s)
+        rows = {row["key"]: row for row in status_json(spec, env=cli_env(s3_env))["nodes"]}
+        live = rows[tune_node.key]
+        assert live["status"] == "running" and live["search"]["finished"] >= 2, live
+        assert live["headline"].startswith(f"search {live['search']['finished']}/4 finished"), live["headline"]
+        assert "best learning_rate=0.003" in live["headline"], live["headline"]
+        time.sleep(2)  # past Ray's experiment-state save period (1 s)
         before = experiment.store.read_json(progress_path)
         _kill_session(job.pid)  # the job and every Ray process it started, as SLURM kills a job's cgroup
         killed_at = time.time()
