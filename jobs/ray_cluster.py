@@ -106,7 +106,11 @@ def node_ip() -> str:
 
 
 def allocation_cpus() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+    """The CPUs this process may use: SLURM's allocation per task when there is one
+    (a node's other CPUs belong to other jobs even when affinity is not enforced)."""
+    usable = max(1, len(os.sched_getaffinity(0)))
+    granted = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(usable, int(granted)) if granted.isdigit() and int(granted) > 0 else usable
 
 
 def allocation_gpus() -> int:

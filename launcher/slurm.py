@@ -244,15 +244,18 @@ TRAINING_STAGES = ("train-intermediate", "train-target")
 
 def stage_resources(profile: Profile, stage: str, spec_resources: Any = None) -> SlurmResources:
     """The job of `stage`: the profile's resources, its per-stage overrides, then what the
-    spec's `resources` section sets explicitly. Only training stages span several
-    processes; the others are one process on one node."""
+    spec's `resources` section sets explicitly. Training stages span several processes
+    (FSDP ranks); a tune job may span several nodes with one task each (one Ray node per
+    host, whose trials use that task's CPUs and GPUs); the others are one process."""
     resources = profile.resources(stage)
     changes: dict[str, Any] = {}
     if spec_resources is not None:
         explicit = spec_resources.model_fields_set
         mapping = {"cpus": "cpus_per_task", "gpus": "gpus_per_node", "mem_gb": "mem_gb", "time_min": "time_min"}
         changes.update({ours: getattr(spec_resources, theirs) for theirs, ours in mapping.items() if theirs in explicit})
-    if stage not in TRAINING_STAGES:
+    if stage == "tune":
+        changes.update(tasks_per_node=1)
+    elif stage not in TRAINING_STAGES:
         changes.update(nodes=1, tasks_per_node=1)
         if resources.gpus_per_node > 1:
             changes["gpus_per_node"] = 1

@@ -54,6 +54,8 @@ def test_stage_resources_profile_overrides_and_spec() -> None:
     assert (train.nodes, train.tasks_per_node, train.gpus_per_node) == (2, 4, 4)
     evaluate = slurm.stage_resources(profile, "evaluate")
     assert (evaluate.nodes, evaluate.tasks_per_node, evaluate.gpus_per_node, evaluate.time_min) == (1, 1, 1, 30)
+    tune = slurm.stage_resources(profile, "tune")  # one Ray node per host, using all its GPUs
+    assert (tune.nodes, tune.tasks_per_node, tune.gpus_per_node) == (2, 1, 4)
     spec = validate({**demo_raw(), "resources": {"train-target": {"time_min": 999, "cpus": 3}}})
     chosen = slurm.stage_resources(profile, "train-target", spec.resources["train-target"])
     assert (chosen.time_min, chosen.cpus_per_task, chosen.mem_gb) == (999, 3, None)

@@ -180,6 +180,7 @@ def _trial_row(result: Any, names: list[str], evaluations: int) -> dict[str, Any
         # the last report: a trial restarted by a resume has its old run's rows in the history too
         "host": result.metrics.get("host") if reported else None,
         "started": result.metrics.get("trial_started") if reported else None,
+        "last_report": result.metrics.get("reported") if reported else None,
         "error": str(result.error) if result.error else None,
     }
 
@@ -226,7 +227,7 @@ class TrialSpec:
         model = head.load_model(encoder_dir) if self.continue_head else head.build_model(encoder_dir, self.seed)
 
         def report(step: int, value: float, scores: dict[str, float]) -> None:
-            tune.report({"dev": value, "step": step, "host": host, "trial_started": started})
+            tune.report({"dev": value, "step": step, "host": host, "trial_started": started, "reported": time.time()})
 
         trainer = Trainer(
             model, self.task, train_data, dev_data, train_config, select_device(), metrics_path,
