@@ -129,6 +129,11 @@ def english_train_dev(data_dir: Path, pad_id: int) -> tuple[TokenizedData, Token
     return train, dev, load_split_examples(data_dir, "dev", "en")
 
 
+def english_train_size(data_dir: Path) -> int:
+    """Training features (what an epoch counts), without reading them (memory-mapped)."""
+    return len(load_split(data_dir, "train", "en"))
+
+
 def has_split(data_dir: Path, split: str, lang: str) -> bool:
     return (data_dir / split / lang / "features").is_dir()
 

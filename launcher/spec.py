@@ -58,6 +58,10 @@ class Dimension(_Strict):
         return self
 
 
+INTEGER_SEARCHABLE = frozenset({"batch_size"})
+"""Searchable hyperparameters that are integers (Ray passes list values through as given)."""
+
+
 class Search(_Strict):
     """A hyperparameter search for every task (or cell) of a stage, run by a `tune` node (Ray Tune).
 
@@ -72,6 +76,10 @@ class Search(_Strict):
     grace_period: int = Field(1, gt=0, description="asha: evaluations every trial gets")
     reduction_factor: int = Field(2, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
     budget_steps: int = Field(200, gt=0, description="optimizer steps of a trial at most")
+    budget_epochs: float | None = Field(
+        None, gt=0, description="instead of budget_steps: a trial's budget as epochs (or a fraction of one) "
+        "of the task's English training set"
+    )
     max_concurrent: int | None = Field(None, gt=0, description="trials at once; default: one per CPU (GPU) slot")
     scope: Literal["per_task", "per_cell"] = Field(
         "per_task",
@@ -83,12 +91,16 @@ class Search(_Strict):
     @field_validator("space")
     @classmethod
     def _known(cls, space: dict[str, Dimension]) -> dict[str, Dimension]:
-        searchable = {"learning_rate", "warmup_ratio", "weight_decay"}
+        searchable = {"learning_rate", "warmup_ratio", "weight_decay", *INTEGER_SEARCHABLE}
         unknown = sorted(set(space) - searchable)
         if unknown:
             raise ValueError(f"cannot search {unknown}; searchable: {', '.join(sorted(searchable))}")
         if not space:
             raise ValueError("search.space is empty")
+        for name in INTEGER_SEARCHABLE & set(space):
+            values = space[name].grid or space[name].choice
+            if values is None or any(v != int(v) or v < 1 for v in values):
+                raise ValueError(f"{name} is searched over a grid or choice of positive integers")
         return space
 
 

@@ -177,3 +177,32 @@ def test_killed_search_resumes_from_the_store_without_rerunning_finished_trials(
     assert result["best"] == {"learning_rate": WINNER}
     train = next(n for n in experiment.plan.nodes if n.stage == "train-target")
     assert experiment.result(train)["tuned"] == {"learning_rate": WINNER}
+
+
+def test_batch_size_search_with_an_epoch_fraction_budget(tmp_path: Path) -> None:
+    """Batch size is searched like the learning rate (integers end to end), and a trial's
+    budget can be given in epochs (or a fraction of one) of the English training set."""
+    from jobs import data
+
+    raw = _raw(tmp_path / "store")
+    raw["target"]["search"] = {"space": {"batch_size": {"grid": [4, 16]}}, "scheduler": "fifo",
+                               "budget_epochs": 2.0, "max_concurrent": 1}
+    spec = tmp_path / "batch.yaml"
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    experiment = open_experiment(str(spec))
+    experiment.materialize()
+    for node in experiment.plan.nodes:
+        if node.stage != "evaluate":
+            assert run_node(experiment.store.url, node.ref, job_id="test") == 0, node.label
+    tune_node = next(n for n in experiment.plan.nodes if n.stage == "tune")
+    data_dir = Path(experiment.store.node_path("prepare", tune_node.inputs["data"].key)) / data.DATA_SUBDIR
+    n_train = data.english_train_size(data_dir)
+    expected = data.total_steps(n_train, 16, 1, 2.0, None)
+    result = experiment.result(tune_node)
+    assert result["budget_steps"] == expected and expected > 10, (n_train, result["budget_steps"])
+    assert sorted(t["config"]["batch_size"] for t in result["trials"]) == [4, 16]
+    assert all(expected - 10 < t["steps"] <= expected for t in result["trials"]), result["trials"]
+    best = result["best"]["batch_size"]
+    assert isinstance(best, int)
+    train = next(n for n in experiment.plan.nodes if n.stage == "train-target")
+    assert experiment.result(train)["tuned"] == {"batch_size": best}

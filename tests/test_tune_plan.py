@@ -185,3 +185,20 @@ def test_slurm_arrays_start_each_cell_search_after_its_intermediate_training() -
     baseline = {array_of[n.key].index for n in _stage(plan, "tune") if n.intermediate == "none"}
     assert all(arrays[i].stage == "tune" and all(arrays[j].stage == "prepare" for j in arrays[i].after)
                for i in baseline)
+
+
+def test_batch_size_is_searched_over_integers_only() -> None:
+    from pathlib import Path
+
+    from tests.test_tune import _raw
+
+    raw = _raw(Path("/tmp/unused"))
+    raw["target"]["search"]["space"] = {"batch_size": {"loguniform": [8, 64]}}
+    with pytest.raises(UserError, match="batch_size is searched over a grid or choice of positive integers"):
+        validate(raw)
+    raw["target"]["search"]["space"] = {"batch_size": {"grid": [8, 12.5]}}
+    with pytest.raises(UserError, match="positive integers"):
+        validate(raw)
+    raw["target"]["search"]["space"] = {"epochs": {"grid": [1, 2]}}
+    with pytest.raises(UserError, match="searchable: batch_size, learning_rate, warmup_ratio, weight_decay"):
+        validate(raw)

@@ -73,6 +73,25 @@ def planned_trials(search: dict[str, Any]) -> int:
     return int(search["trials"]) * grid
 
 
+def trial_budget(search: dict[str, Any], hparams: dict[str, Any], data_dir: Path) -> int:
+    """A trial's optimizer steps: `budget_steps`, or `budget_epochs` of the English
+    training set at the stage's batch size (a searched batch size changes the steps a
+    trial gets, never its epochs: the budget is fixed once, here)."""
+    epochs = search.get("budget_epochs")
+    if not epochs:
+        return int(search["budget_steps"])
+    n_train = data.english_train_size(data_dir)
+    return max(1, data.total_steps(n_train, int(hparams["batch_size"]), int(hparams["grad_accum_steps"]),
+                                   float(epochs), None))
+
+
+def chosen_values(config: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The searched values of a trial, integers where the hyperparameter is one."""
+    from launcher.spec import INTEGER_SEARCHABLE
+
+    return {k: int(config[k]) if k in INTEGER_SEARCHABLE else config[k] for k in names}
+
+
 def ray_storage(store: Store, node_dir: str) -> tuple[str, Any]:
     """(storage_path, storage_filesystem) for Ray's results under the node folder."""
     path = f"{node_dir}/{RAY_DIR}"
@@ -106,7 +125,7 @@ def _search(ctx: StageContext) -> dict[str, Any]:
     node_dir = store.node_path(ctx.node["stage"], ctx.node["key"])
     task = data.with_prepared_labels(get_task(cfg["task"]), data.read_meta(ctx.inputs["data"] / data.DATA_SUBDIR))
     hparams = dict(cfg["hparams"])
-    budget = int(search["budget_steps"])
+    budget = trial_budget(search, hparams, ctx.inputs["data"] / data.DATA_SUBDIR)
     evaluations = max(1, budget // int(hparams["eval_interval"]))
     inputs = dict(ctx.node["inputs"])
     encoder_input = "init" if "init" in inputs else "model"
@@ -158,6 +177,8 @@ def _search(ctx: StageContext) -> dict[str, Any]:
         "best_metric": best["best_dev"],
         "metric": task.metric,
         "max_evaluations": evaluations,
+        "budget_steps": budget,
+        "mode": "max",
         "resumed": restored,
         "hosts": sorted({t["host"] for t in trials if t["host"]}),
         "trials": trials,
@@ -171,7 +192,7 @@ def _trial_row(result: Any, names: list[str], evaluations: int) -> dict[str, Any
     reported = history is not None and len(history) > 0 and "dev" in history
     used = int(history["training_iteration"].max()) if reported else 0
     return {
-        "config": {k: result.config[k] for k in names},
+        "config": chosen_values(result.config, names),
         "best_dev": float(history["dev"].max()) if reported else None,
         "evaluations": used,
         "steps": int(history["step"].max()) if reported else 0,
@@ -221,7 +242,7 @@ class TrialSpec:
         pad_id = AutoTokenizer.from_pretrained(encoder_dir).pad_token_id
         train_data, dev_data, dev_examples = data.english_train_dev(data_dir, pad_id)
         head = head_for(self.task)
-        hparams = {**self.hparams, **config, "max_steps": self.budget, "patience": None}
+        hparams = {**self.hparams, **chosen_values(config, list(config)), "max_steps": self.budget, "patience": None}
         train_config = TrainConfig.from_hparams(hparams, len(train_data), self.seed)
         metrics_path = Path(tempfile.mkdtemp(prefix="trial-")) / "metrics.jsonl"
         model = head.load_model(encoder_dir) if self.continue_head else head.build_model(encoder_dir, self.seed)
