@@ -42,28 +42,42 @@ HPARAMS = {"learning_rate": 1e-3, "batch_size": 16, "grad_accum_steps": 1, "epoc
            "weight_decay": 0.01, "max_grad_norm": 1.0}
 
 
-def ctx(out: Path, stage: str, config: dict[str, Any], inputs: dict[str, Path], **node: Any) -> StageContext:
+def ctx(store: Path, stage: str, key: str, config: dict[str, Any], inputs: dict[str, str], **node: Any) -> StageContext:
+    """A stage's context for node `stage/key` of a plain folder store (`store/nodes/...`):
+    tune trials fetch their inputs from the store by reference, as on a cluster."""
+    out = store / "nodes" / stage / key
     out.mkdir(parents=True, exist_ok=True)
-    record = {"stage": stage, "key": out.name, "config": config, "inputs": {}, **node}
-    return StageContext(node=record, out_dir=out, inputs=inputs, log=logging.getLogger("bench"))
+    record = {"stage": stage, "key": key, "config": config, "inputs": inputs, **node}
+    local = {name: store / "nodes" / ref for name, ref in inputs.items()}
+    return StageContext(node=record, out_dir=out, inputs=local, log=logging.getLogger("bench"),
+                        store_url=f"file://{store}", job_id=f"bench-{key}")
+
+
+def done(context: StageContext) -> None:
+    (context.out_dir / "DONE").write_text("bench\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=100, help="optimizer steps per trial at most")
+    parser.add_argument("--grace", type=int, default=1, help="ASHA grace period, in evaluations")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="xstilts-bench-tune-"))
-    prepare_model.run(ctx(work / "model", "prepare", {"model": TINY, "seed": 0}, {}, kind="model"))
-    prepare_data.run(ctx(work / "data", "prepare", {"task": "syn-sent", "max_seq_length": 64},
-                         {"model": work / "model"}, kind="data", task="syn-sent"))
+    store = Path(tempfile.mkdtemp(prefix="xstilts-bench-tune-"))
+    model = ctx(store, "prepare", "model", {"model": TINY, "seed": 0}, {}, kind="model")
+    prepare_model.run(model)
+    done(model)
+    prepared = ctx(store, "prepare", "data", {"task": "syn-sent", "max_seq_length": 64}, {"model": "prepare/model"},
+                   kind="data", task="syn-sent")
+    prepare_data.run(prepared)
+    done(prepared)
     rows = {}
     for scheduler in ("asha", "fifo"):
         search = {"space": {"learning_rate": {"grid": LEARNING_RATES}}, "trials": 1, "scheduler": scheduler,
-                  "grace_period": 1, "reduction_factor": 2, "budget_steps": args.budget, "max_concurrent": None}
+                  "grace_period": args.grace, "reduction_factor": 2, "budget_steps": args.budget, "max_concurrent": None}
         started = time.perf_counter()
-        result = tune.run(ctx(work / f"tune-{scheduler}", "tune",
+        result = tune.run(ctx(store, "tune", scheduler,
                               {"task": "syn-sent", "role": "target", "seed": 0, "hparams": HPARAMS, "search": search},
-                              {"model": work / "model", "data": work / "data"}, task="syn-sent"))
+                              {"model": "prepare/model", "data": "prepare/data"}, task="syn-sent"))
         steps = sum(t["evaluations"] for t in result["trials"]) * HPARAMS["eval_interval"]
         rows[scheduler] = (steps, result["best"]["learning_rate"], result["best_metric"],
                            sum(t["stopped_early"] for t in result["trials"]), time.perf_counter() - started)
