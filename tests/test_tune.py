@@ -116,67 +116,115 @@ def _kill_session(sid: int) -> None:
         time.sleep(0.2)
 
 
+class SearchJob:
+    """A tune node's job (`python -m jobs.entry`, its own session, as on a cluster) for
+    the four-rate search, after its prepare nodes ran; it is stopped mid-search."""
+
+    def __init__(self, tmp_path: Path, storage: str, env: dict[str, str]) -> None:
+        raw = _raw(tmp_path / "unused")
+        raw["storage"] = storage
+        raw["target"]["search"].update(scheduler="fifo", budget_steps=40)
+        self.spec = tmp_path / "resume.yaml"
+        self.spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+        self.env = env
+        self.experiment = open_experiment(str(self.spec))
+        self.experiment.materialize()
+        for node in self.experiment.plan.nodes:
+            if node.stage == "prepare":
+                assert run_node(self.experiment.store.url, node.ref, job_id="test") == 0, node.label
+        self.node = next(n for n in self.experiment.plan.nodes if n.stage == "tune")
+        self.progress_path = self.experiment.store.node_path("tune", self.node.key, "progress.json")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jobs.entry", "--store", self.experiment.store.url, "--ref", self.node.ref],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def progress(self) -> dict[str, Any]:
+        return self.experiment.store.read_json(self.progress_path) or {}
+
+    def wait_for_finished_trials(self, count: int) -> None:
+        _wait_for(lambda: self.progress().get("finished", 0) >= count, 300, f"{count} finished trials")
+        time.sleep(2)  # past Ray's experiment-state save period (1 s)
+
+    def finished_trials(self) -> dict[float, float]:
+        """learning rate -> start time of each trial finished so far."""
+        before = self.progress()
+        assert before["finished"] < len(LEARNING_RATES), "the search must be stopped before it ends"
+        finished = {t["config"]["learning_rate"]: t["started"] for t in before["trials"] if t["state"] == "TERMINATED"}
+        assert len(finished) >= 2 and all(finished.values()), before
+        return finished
+
+    def check_resumed(self, finished_before: dict[float, float], stopped_at: float) -> None:
+        """The search ended, resumed, without running a trial that had finished again."""
+        result = self.experiment.result(self.node)
+        assert result is not None and result["resumed"] is True
+        assert len(result["trials"]) == len(LEARNING_RATES)
+        rows = {t["config"]["learning_rate"]: t for t in result["trials"]}
+        for lr, started in finished_before.items():
+            assert rows[lr]["started"] == started, f"trial lr={lr} finished before the stop and ran again"
+        # The search went on after the stop. (A trial still running in the snapshot may
+        # have reported its last result just before it: Ray then counts it as done.)
+        assert any(t["started"] > stopped_at for t in result["trials"]), json.dumps([stopped_at, result["trials"]])
+        assert all(t["state"] == "TERMINATED" and t["evaluations"] == 4 for t in result["trials"]), result["trials"]
+        assert result["best"] == {"learning_rate": WINNER}
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            _kill_session(self.process.pid)
+        self.process.wait()
+
+
 def test_killed_search_resumes_from_the_store_without_rerunning_finished_trials(
     tmp_path: Path, s3_env: dict[str, str], monkeypatch: Any
 ) -> None:
     """A tune node on s3:// (Ray's state through a pyarrow filesystem) is SIGKILLed with
     its Ray after two of four trials finished; launching again resumes the search:
     the finished trials keep their start times (not rerun), the rest run, and the
-    chosen value reaches training."""
+    chosen value reaches training. While it runs, status shows the search's progress."""
     from tests.grid import cli_env, run_cli, status_json
 
     for name, value in s3_env.items():
         monkeypatch.setenv(name, value)
-    raw = _raw(tmp_path / "unused")
-    raw["storage"] = "s3://xstilts-test/resume"
-    raw["target"]["search"].update(scheduler="fifo", budget_steps=40)
-    spec = tmp_path / "resume.yaml"
-    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
-    experiment = open_experiment(str(spec))
-    experiment.materialize()
-    for node in experiment.plan.nodes:
-        if node.stage == "prepare":
-            assert run_node(experiment.store.url, node.ref, job_id="test") == 0, node.label
-    tune_node = next(n for n in experiment.plan.nodes if n.stage == "tune")
-    progress_path = experiment.store.node_path("tune", tune_node.key, "progress.json")
-
-    job = subprocess.Popen([sys.executable, "-m", "jobs.entry", "--store", experiment.store.url, "--ref", tune_node.ref],
-                           env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = SearchJob(tmp_path, "s3://xstilts-test/resume", cli_env(s3_env))
     try:
-        _wait_for(lambda: (experiment.store.read_json(progress_path) or {}).get("finished", 0) >= 2, 300,
-                  "two finished trials")
-        rows = {row["key"]: row for row in status_json(spec, env=cli_env(s3_env))["nodes"]}
-        live = rows[tune_node.key]
+        job.wait_for_finished_trials(2)
+        rows = {row["key"]: row for row in status_json(job.spec, env=job.env)["nodes"]}
+        live = rows[job.node.key]
         assert live["status"] == "running" and live["search"]["finished"] >= 2, live
         assert live["headline"].startswith(f"search {live['search']['finished']}/4 finished"), live["headline"]
         assert "best learning_rate=0.003" in live["headline"], live["headline"]
-        time.sleep(2)  # past Ray's experiment-state save period (1 s)
-        before = experiment.store.read_json(progress_path)
-        _kill_session(job.pid)  # the job and every Ray process it started, as SLURM kills a job's cgroup
+        finished_before = job.finished_trials()
+        _kill_session(job.process.pid)  # the job and every Ray process it started, as SLURM kills a job's cgroup
         killed_at = time.time()
     finally:
-        if job.poll() is None:
-            _kill_session(job.pid)
-        job.wait()
-    assert before["finished"] < len(LEARNING_RATES), "the search must be killed before it ends"
-    finished_before = {t["config"]["learning_rate"]: t["started"] for t in before["trials"] if t["state"] == "TERMINATED"}
-    assert len(finished_before) >= 2 and all(finished_before.values()), before
+        job.kill()
 
-    relaunch = run_cli("launch", str(spec), "--wait", env=cli_env(s3_env), timeout=900)
+    relaunch = run_cli("launch", str(job.spec), "--wait", env=job.env, timeout=900)
     assert relaunch.returncode == 0, relaunch.stdout + relaunch.stderr
-    result = experiment.result(tune_node)
-    assert result["resumed"] is True
-    assert len(result["trials"]) == len(LEARNING_RATES)
-    rows = {t["config"]["learning_rate"]: t for t in result["trials"]}
-    for lr, started in finished_before.items():
-        assert rows[lr]["started"] == started, f"trial lr={lr} finished before the kill and ran again"
-    # The search went on after the kill. (A trial still running in the snapshot may
-    # have reported its last result just before the kill: Ray then counts it as done.)
-    assert any(t["started"] > killed_at for t in result["trials"]), json.dumps([killed_at, before, result["trials"]])
-    assert all(t["state"] == "TERMINATED" and t["evaluations"] == 4 for t in result["trials"]), result["trials"]
-    assert result["best"] == {"learning_rate": WINNER}
-    train = next(n for n in experiment.plan.nodes if n.stage == "train-target")
-    assert experiment.result(train)["tuned"] == {"learning_rate": WINNER}
+    job.check_resumed(finished_before, killed_at)
+    train = next(n for n in job.experiment.plan.nodes if n.stage == "train-target")
+    assert job.experiment.result(train)["tuned"] == {"learning_rate": WINNER}
+
+
+def test_preempted_search_saves_its_state_asks_for_requeue_and_resumes(tmp_path: Path) -> None:
+    """SLURM's preemption signal (SIGUSR2) stops the search gracefully: the job exits
+    with the requeue code and the node is `preempted`; the next run resumes it."""
+    from jobs.entry import EXIT_REQUEUE
+    from tests.grid import cli_env
+
+    job = SearchJob(tmp_path, str(tmp_path / "store"), cli_env())
+    try:
+        job.wait_for_finished_trials(2)
+        finished_before = job.finished_trials()
+        job.process.send_signal(signal.SIGUSR2)
+        stopped_at = time.time()
+        assert job.process.wait(timeout=120) == EXIT_REQUEUE
+    finally:
+        job.kill()
+    state = job.experiment.store.read_json(job.experiment.store.node_path("tune", job.node.key, "state.json"))
+    assert state["status"] == "preempted" and state["requeues"] == 1, state
+    assert run_node(job.experiment.store.url, job.node.ref, job_id="requeued") == 0
+    job.check_resumed(finished_before, stopped_at)
 
 
 def test_batch_size_search_with_an_epoch_fraction_budget(tmp_path: Path) -> None:

@@ -97,9 +97,10 @@ STAGE_MODULES: dict[str, str] = {
 }
 
 
-CHECKPOINTABLE_STAGES = frozenset({"train-intermediate", "train-target"})
-"""Stages that save a checkpoint and raise `Preempted` when asked to stop; any other
-stage is short enough to be interrupted and rerun from the start."""
+CHECKPOINTABLE_STAGES = frozenset({"train-intermediate", "train-target", "tune"})
+"""Stages that save their state and raise `Preempted` when asked to stop (training: a
+checkpoint; tune: Ray Tune's experiment state); any other stage is short enough to be
+interrupted and rerun from the start."""
 
 
 def stage_module(node: dict[str, Any]) -> str:

@@ -16,7 +16,9 @@ Where things run and live:
 - Ray's experiment state lives in the store, under the node's `ray/` folder (a local
   path, or the cloud store through a pyarrow filesystem over fsspec). A killed or
   preempted search is resumed from there with `Tuner.restore`: finished trials are kept
-  (not rerun), unfinished ones start again, errored ones are retried.
+  (not rerun), unfinished ones start again, errored ones are retried. On SLURM's
+  preemption signal the search stops gracefully, saves that state and raises
+  `Preempted`, so the job is requeued like a training job.
 - `progress.json` in the node folder (`jobs.tune_progress`) is rewritten as trials start, report and end;
   `xstilts status` shows it while the search runs.
 
@@ -30,16 +32,20 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from jobs import data
 from jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
 from jobs.ray_cluster import allocation_gpus, ray_in_allocation
-from jobs.stages.base import StageContext
+from jobs.stages.base import Preempted, StageContext
 from jobs.tune_progress import PROGRESS_FILE, SearchProgress
 from jobs.tasks.registry import get_task
 from launcher.store import Store
@@ -90,6 +96,32 @@ def chosen_values(config: dict[str, Any], names: list[str]) -> dict[str, Any]:
     from launcher.spec import INTEGER_SEARCHABLE
 
     return {k: int(config[k]) if k in INTEGER_SEARCHABLE else config[k] for k in names}
+
+
+@contextmanager
+def graceful_stop_on(stop: threading.Event) -> Iterator[None]:
+    """While the body runs `tuner.fit()`, turn `stop` (set by jobs.entry on SIGUSR2 or
+    SIGTERM) into Ray Tune's own graceful stop, SIGUSR1: it ends the trials, saves the
+    experiment state one last time and returns, so the next run restores from it.
+
+    The signal is sent only once Ray's handler is installed (during `fit()`); before
+    that SIGUSR1 would kill the process.
+    """
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.5):
+            if stop.is_set() and signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+
+    watcher = threading.Thread(target=watch, name="xstilts-tune-stop", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join()
 
 
 def ray_storage(store: Store, node_dir: str) -> tuple[str, Any]:
@@ -163,7 +195,12 @@ def _search(ctx: StageContext) -> dict[str, Any]:
             run_config=tune.RunConfig(storage_path=storage_path, storage_filesystem=storage_fs, name=SEARCH_NAME,
                                       verbose=0, callbacks=[progress]),
         )
-    grid = tuner.fit()
+    if ctx.stop.is_set():
+        raise Preempted("stop requested before the search started")
+    with graceful_stop_on(ctx.stop):
+        grid = tuner.fit()
+    if ctx.stop.is_set():
+        raise Preempted(f"search stopped; Ray's state is saved in {experiment} and resumes on the next run")
     trials = [_trial_row(result, list(search["space"]), evaluations) for result in grid]
     progress.write_final(trials)
     finished = [t for t in trials if t["best_dev"] is not None]
