@@ -39,6 +39,7 @@ class PaperTable:
             "intermediates": self.intermediates,
             "targets": self.targets,
             "metrics": self.metrics,
+            "modality": {i: modality_label(i) for i in self.intermediates},
             "cells": [
                 {"intermediate": i, "target": t, **self.cells[(i, t)].as_dict()}
                 for i in self.intermediates for t in self.targets
@@ -87,12 +88,28 @@ def format_cell(cell: Cell) -> str:
 CAPTION = "cells: mean ± std over seeds of the average over languages; (delta against none); best per column in bold"
 
 
+def modality_label(intermediate: str) -> str:
+    """How a row is marked: `multimodal`, `text`, `text control` (a control of a
+    multimodal task: the same captions without usable images), or `-` for the baseline."""
+    from jobs.tasks.registry import BASELINE, TASKS
+
+    if intermediate == BASELINE:
+        return "-"
+    task = TASKS.get(intermediate)
+    if task is None:  # a mixture of text tasks
+        return "text"
+    if task.control_of:
+        return "text control"
+    return task.modality
+
+
 def render_rich(table: PaperTable) -> Any:
-    """A rich Table; the best mean per column is bold."""
+    """A rich Table; the best mean per column is bold, rows are marked by modality."""
     from rich.table import Table
 
     out = Table()
     out.add_column("intermediate")
+    out.add_column("modality")
     for target in table.targets:
         out.add_column(f"{target}\n{table.metrics[target]}", justify="right")
     best = {
@@ -105,5 +122,5 @@ def render_rich(table: PaperTable) -> Any:
             cell = table.cells[(intermediate, target)]
             text = format_cell(cell)
             values.append(f"[bold]{text}[/bold]" if cell.mean is not None and cell.mean == best[target] else text)
-        out.add_row(intermediate, *values)
+        out.add_row(intermediate, modality_label(intermediate), *values)
     return out

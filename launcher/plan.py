@@ -26,6 +26,9 @@ KEY_VERSION = 2
 
 KEY_LENGTH = 16
 
+GENERATED_CAPTIONS = frozenset({"syn-shapes"})
+"""Caption datasets made by the project (never read from `data_dir`)."""
+
 
 @dataclass(frozen=True)
 class Node:
@@ -178,20 +181,44 @@ def build_plan(spec: Spec) -> Plan:
             model_config.pop(unused)
     model = builder.add(Node(stage="prepare", kind="model", config={"model": model_config, "seed": 0}))
 
+    def reads_data_dir(source_kind: str, name: str) -> bool:
+        return spec.data_dir is not None and source_kind != "synthetic" and name not in GENERATED_CAPTIONS
+
+    def images_node(dataset: str) -> Node:
+        """One prepare-images node per caption dataset and vision encoder: its features
+        serve every image-caption task of the dataset (and every seed)."""
+        assert spec.vision is not None  # validated: image tasks need a vision section
+        config: dict[str, Any] = {"dataset": dataset, "vision": spec.vision.encoder(),
+                                  "chunk_size": spec.vision.chunk_size}
+        if reads_data_dir("captions", dataset):
+            config["data_dir"] = spec.data_dir
+        return builder.add(Node(stage="prepare", kind="images", task=dataset, config=config))
+
     def data_node(task: str, role: str, hparams_of: str | None = None) -> Node:
         hp = spec.hparams_for(role, hparams_of or task)
         config: dict[str, Any] = {"task": task, "max_seq_length": hp.max_seq_length}
-        if spec.data_dir is not None and TASKS[task].source.kind != "synthetic":
+        source = TASKS[task].source
+        if reads_data_dir(source.kind, source.name):
             config["data_dir"] = spec.data_dir  # only when set: keys of hub-data specs stay as they were
-        return builder.add(Node(stage="prepare", kind="data", task=task, inputs={"model": model}, config=config))
+        inputs: dict[str, Node] = {"model": model}
+        if TASKS[task].kind == "image_text":
+            inputs["images"] = images_node(source.name)
+        return builder.add(Node(stage="prepare", kind="data", task=task, inputs=inputs, config=config))
 
     def train_config(task: str, role: str, seed: int, hparams_of: str | None = None, **extra: Any) -> dict[str, Any]:
         hparams = spec.hparams_for(role, hparams_of or task).model_dump(mode="json")
         return {"task": task, "seed": seed, "hparams": hparams, **extra}
 
+    def image_settings(task: str) -> dict[str, Any]:
+        """Image-caption tasks that read images: the prefix length (training and tune nodes)."""
+        if task in TASKS and TASKS[task].kind == "image_text" and TASKS[task].images != "none" and spec.vision:
+            return {"prefix_length": spec.vision.prefix_length}
+        return {}
+
     def tune_config(task: str, role: str, search: Search) -> dict[str, Any]:
         hparams = spec.hparams_for(role, task).model_dump(mode="json")
-        return {"task": task, "role": role, "seed": 0, "hparams": hparams, "search": search.model_dump(mode="json")}
+        return {"task": task, "role": role, "seed": 0, "hparams": hparams, "search": search.model_dump(mode="json"),
+                **image_settings(task)}
 
     def tune_input(task: str, role: str, data: Node) -> dict[str, Node]:
         """`{"tune": node}` when the stage searches hyperparameters: one tune node per task
@@ -244,7 +271,7 @@ def build_plan(spec: Spec) -> Plan:
             extra = {"mixture": list(members)}
         else:
             data = data_node(task, "intermediate")
-            inputs, extra = {"data": data, **tune_input(task, "intermediate", data)}, {}
+            inputs, extra = {"data": data, **tune_input(task, "intermediate", data)}, image_settings(task)
         for seed in spec.seeds:
             intermediate_nodes[(task, seed)] = builder.add(Node(
                 stage="train-intermediate", task=task, seed=seed, intermediate=task,

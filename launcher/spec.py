@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from jobs.tasks.registry import BASELINE, TASKS, task_names
+from jobs.tasks.registry import BASELINE, CAPTION_DATASETS, TASKS, task_names
 from launcher.errors import UserError, did_you_mean, unknown_choice
 
 STAGES: tuple[str, ...] = ("prepare", "tune", "train-intermediate", "train-target", "evaluate")
@@ -159,6 +159,28 @@ class ModelSpec(_Strict):
         return self
 
 
+class VisionSpec(_Strict):
+    """The frozen vision encoder of image-caption intermediate tasks, and how its
+    features enter the text encoder."""
+
+    name: str | None = Field(None, description="CLIP / SigLIP / ViT on the hub or a local directory, "
+                                               "e.g. openai/clip-vit-base-patch32")
+    tiny: dict[str, int] | None = Field(None, description="CLIPVisionConfig arguments for a random tiny encoder")
+    seed: int = Field(0, ge=0, description="tiny encoders: initialisation seed")
+    prefix_length: int = Field(4, gt=0, description="image prefix embeddings placed before the caption")
+    chunk_size: int = Field(256, gt=0, description="images encoded and stored per chunk of features.zarr")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> VisionSpec:
+        if (self.name is None) == (self.tiny is None):
+            raise ValueError("give exactly one of 'name' (hub name or path) and 'tiny' (inline config)")
+        return self
+
+    def encoder(self) -> dict[str, Any]:
+        """What decides the features (part of the prepare-images node's key)."""
+        return {"name": self.name} if self.name else {"tiny": dict(self.tiny or {}), "seed": self.seed}
+
+
 class Resources(_Strict):
     """What one node of a stage asks of the cluster. Not part of node keys."""
 
@@ -198,10 +220,17 @@ class Spec(_Strict):
         description="local task data for offline clusters: the official XTREME layout, or "
         "<task>/<split>-<lang>.jsonl|tsv; unset: the Hugging Face hub",
     )
+    vision: VisionSpec | None = Field(None, description="vision encoder of image-caption intermediate tasks")
     cluster: str = "local"
     checkpointing: Checkpointing = Checkpointing()
     resources: dict[Literal["prepare", "tune", "train-intermediate", "train-target", "evaluate"], Resources] = Field(
         default_factory=dict
+    )
+    gpu_hours: dict[Literal["prepare", "tune", "train-intermediate", "train-target", "evaluate"],
+                    float | dict[str, float]] = Field(
+        default_factory=dict,
+        description="estimated GPU-hours per node of a stage (or per task: {task: hours, default: hours}); "
+        "`xstilts plan` multiplies them by the node counts. Not part of keys.",
     )
 
     @field_validator("seeds")
@@ -230,6 +259,14 @@ class Spec(_Strict):
             problems.append("target.mixtures: mixtures are intermediate tasks only")
         problems.extend(_mixture_problems(self.intermediate.mixtures))
         problems.extend(_search_problems(self.intermediate.search))
+        image_tasks = [t for t in self.intermediate.tasks if t in TASKS and TASKS[t].kind == "image_text"]
+        if image_tasks and self.vision is None:
+            problems.append(f"vision: intermediate tasks {', '.join(image_tasks)} need a vision encoder: "
+                            "`vision: {name: openai/clip-vit-base-patch32}` or `vision: {tiny: {...}}`")
+        for mixture, members in self.intermediate.mixtures.items():
+            if any(m in TASKS and TASKS[m].kind == "image_text" for m in members):
+                problems.append(f"intermediate.mixtures.{mixture}: image-caption tasks cannot be mixed "
+                                "(they train a different model around the encoder)")
         for role, stage in (("intermediate", self.intermediate), ("target", self.target)):
             valid = task_names(role) + ([BASELINE, *stage.mixtures] if role == "intermediate" else [])
             for task in stage.tasks:
@@ -248,9 +285,21 @@ class Spec(_Strict):
                     stage.hparams_for(task)
                 except ValidationError as exc:
                     problems.extend(_format_validation(exc, prefix=f"{role}.per_task.{task}"))
+        for stage, hours in self.gpu_hours.items():
+            names = set(self.intermediate.tasks) | set(self.target.tasks) | {"default"}
+            for task in (hours if isinstance(hours, dict) else {}):
+                if task not in names and task not in TASKS and task not in CAPTION_DATASETS:
+                    problems.append(f"gpu_hours.{stage}: {unknown_choice('task', task, sorted(names))}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def gpu_hours_for(self, stage: str, task: str | None) -> float | None:
+        """Estimated GPU-hours of one node (None: the spec gives no estimate for it)."""
+        hours = self.gpu_hours.get(stage)  # type: ignore[call-overload]
+        if isinstance(hours, dict):
+            return hours.get(task or "", hours.get("default"))
+        return hours
 
     def resources_for(self, stage: str) -> Resources:
         return self.resources.get(stage, Resources())  # type: ignore[call-overload]

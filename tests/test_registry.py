@@ -12,7 +12,7 @@ from jobs.tasks.registry import (
     METRICS, SPLITS, TASK_KINDS, TASKS, TATOEBA_ISO3, TYDIQA_LANGUAGE_NAMES, UDPOS_TREEBANKS, get_task, task_names,
 )
 
-REAL = sorted(name for name, task in TASKS.items() if task.source.kind != "synthetic")
+REAL = sorted(name for name, task in TASKS.items() if task.source.kind not in ("synthetic", "captions"))
 TARGETS = sorted(set(XTREME_LANGUAGES) | set(XTREME_R_LANGUAGES))
 INTERMEDIATES = sorted(
     ["anli_plus", "mnli", "qqp", "squad", "squad_v2", "hellaswag", "commonsenseqa", "cosmosqa", "socialiqa", "ccg",
@@ -66,7 +66,8 @@ def test_every_task_states_its_data_metric_and_kind(name: str) -> None:
 
 
 def test_intermediate_tasks_are_english_only_and_never_targets() -> None:
-    assert sorted(n for n in task_names("intermediate") if not n.startswith("syn-")) == INTERMEDIATES
+    text = [n for n in task_names("intermediate") if not n.startswith("syn-") and TASKS[n].kind != "image_text"]
+    assert sorted(text) == INTERMEDIATES
     for name in INTERMEDIATES:
         task = get_task(name)
         assert task.roles == ("intermediate",)
@@ -132,3 +133,21 @@ def test_registry_and_sources_import_without_torch_or_datasets() -> None:
     code = ("import sys, jobs.tasks.registry, jobs.tasks.sources; "
             "assert not {'torch', 'datasets', 'transformers'} & set(sys.modules), sys.modules.keys()")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+
+
+def test_caption_tasks_pair_each_multimodal_task_with_its_control() -> None:
+    """Every caption dataset has the three objectives (multimodal) and two controls
+    (text modality, naming the multimodal task they control for); no test split."""
+    from jobs.tasks.registry import CAPTION_DATASETS
+
+    for dataset in CAPTION_DATASETS:
+        tasks = {n: t for n, t in TASKS.items() if t.kind == "image_text" and t.source.name == dataset}
+        assert sorted(tasks) == sorted(f"{dataset}-{s}" for s in ("itm", "contrastive", "mcm", "mcm-text", "itm-shuffled"))
+        for name, task in tasks.items():
+            assert task.roles == ("intermediate",) and task.splits == ("train", "dev")
+            if task.control_of:
+                control = TASKS[task.control_of]
+                assert task.modality == "text" and control.modality == "multimodal"
+                assert control.objective == task.objective and control.images == "paired" != task.images
+            else:
+                assert task.modality == "multimodal" and task.images == "paired"

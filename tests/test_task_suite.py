@@ -27,8 +27,8 @@ from jobs.tasks.registry import BASELINE, TASKS, task_names
 from launcher.experiment import open_experiment
 from tests.task_fixtures import write_fixture
 
-REAL_TARGETS = [name for name in task_names("target") if TASKS[name].source.kind != "synthetic"]
-REAL_INTERMEDIATES = [name for name in task_names("intermediate") if TASKS[name].source.kind != "synthetic"]
+REAL_TARGETS = [name for name in task_names("target") if TASKS[name].source.kind not in ("synthetic", "captions")]
+REAL_INTERMEDIATES = [name for name in task_names("intermediate") if TASKS[name].source.kind not in ("synthetic", "captions")]
 
 HPARAMS: dict[str, Any] = {
     "learning_rate": 1e-3, "batch_size": 4, "max_steps": 2, "eval_interval": 2, "max_seq_length": 64,

@@ -16,6 +16,7 @@ HEADS: dict[str, str] = {
     "span_qa": "jobs.heads.span_qa:SpanQAHead",
     "retrieval": "jobs.heads.retrieval:RetrievalHead",
     "dual_encoder": "jobs.heads.dual_encoder:DualEncoderHead",
+    "image_text": "jobs.heads.image_text:ImageTextHead",
 }
 """Task kind -> "module:class" of its head; imported on use, so that a kind's
 dependencies load only where that kind runs."""

@@ -72,6 +72,16 @@ class TaskHead(ABC):
 
     # ------------------------------------------------------------------ data
 
+    def expand(self, examples: Sequence[Example], split: str) -> list[Example]:
+        """The rows a split is prepared from, made from its canonical examples (image-text
+        matching pairs each caption with a matching and a mismatching image); by default
+        the examples themselves."""
+        return list(examples)
+
+    def configure(self, data_dir: Path, node_config: dict[str, Any]) -> None:
+        """Before training: read what the head needs besides the features, from the
+        prepared data folder (image features) and the node's config. Nothing by default."""
+
     @abstractmethod
     def encode(
         self, examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_seq_length: int, split: str

@@ -90,6 +90,7 @@ class StageContext:
 STAGE_MODULES: dict[str, str] = {
     "prepare/model": "jobs.stages.prepare_model",
     "prepare/data": "jobs.stages.prepare_data",
+    "prepare/images": "jobs.stages.prepare_images",
     "tune": "jobs.stages.tune",
     "train-intermediate": "jobs.stages.train",
     "train-target": "jobs.stages.train",

@@ -44,12 +44,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
         task = replace(task, labels=data.open_tagset(examples["train"]["en"]))
     head = head_for(task)
     out = ctx.out_dir / data.DATA_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    if task.kind == "image_text":
+        _bind_images(ctx, head, out)
     counts: dict[str, dict[str, int]] = {}
     features: dict[str, dict[str, int]] = {}
     for split, by_lang in examples.items():
         for lang, rows in by_lang.items():
             if not rows:
                 raise ValueError(f"task {task.name}: no {split} examples for language '{lang}'")
+            rows = head.expand(rows, split)
             columns = head.encode(rows, tokenizer, max_seq_length, split)
             data.save_split(out, split, lang, columns, rows)
             counts.setdefault(split, {})[lang] = len(rows)
@@ -70,6 +74,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     )
     ctx.log.info("prepared %s: %s in %.1fs", task.name, counts, time.perf_counter() - started)
     return {"task": task.name, "counts": counts, "features": features}
+
+
+def _bind_images(ctx: StageContext, head: Any, out: Any) -> None:
+    """Image-caption tasks: the pooled features of the dataset's images (input `images`,
+    a prepare-images node) go beside the prepared data, for pairing and for training."""
+    from jobs.multimodal.features import read_features
+
+    if "images" not in ctx.inputs:
+        raise ValueError(f"task {ctx.config['task']} needs an `images` input (the image features node)")
+    features = read_features(str(ctx.inputs["images"] / "features.zarr"))
+    head.bind_images(features.ids, features.pooled)
+    head.save_images(out)
 
 
 def write_gold(task: str, lang: str, references: Any, out_dir: Any) -> None:

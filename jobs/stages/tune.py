@@ -162,7 +162,7 @@ def _search(ctx: StageContext) -> dict[str, Any]:
     inputs = dict(ctx.node["inputs"])
     encoder_input = "init" if "init" in inputs else "model"
     spec = TrialSpec(ctx.store_url, inputs[encoder_input], inputs["data"], task, hparams, budget,
-                     int(cfg.get("seed", 0)), bool(cfg.get("continue_head")))
+                     int(cfg.get("seed", 0)), bool(cfg.get("continue_head")), dict(cfg))
 
     def trial(config: dict[str, Any]) -> None:
         spec.run(config)
@@ -248,7 +248,7 @@ class TrialSpec:
     since the trial may run on another host of the allocation."""
 
     def __init__(self, store_url: str, encoder_ref: str, data_ref: str, task: Any, hparams: dict[str, Any],
-                 budget: int, seed: int, continue_head: bool) -> None:
+                 budget: int, seed: int, continue_head: bool, node_config: dict[str, Any]) -> None:
         self.store_url = store_url
         self.encoder_ref = encoder_ref
         self.data_ref = data_ref
@@ -257,6 +257,7 @@ class TrialSpec:
         self.budget = budget
         self.seed = seed
         self.continue_head = continue_head
+        self.node_config = node_config
 
     def run(self, config: dict[str, Any]) -> None:
         """One trial: our trainer for `budget` steps, reporting the dev metric to Ray Tune."""
@@ -279,6 +280,7 @@ class TrialSpec:
         pad_id = AutoTokenizer.from_pretrained(encoder_dir).pad_token_id
         train_data, dev_data, dev_examples = data.english_train_dev(data_dir, pad_id)
         head = head_for(self.task)
+        head.configure(data_dir, self.node_config)
         hparams = {**self.hparams, **chosen_values(config, list(config)), "max_steps": self.budget, "patience": None}
         train_config = TrainConfig.from_hparams(hparams, len(train_data), self.seed)
         metrics_path = Path(tempfile.mkdtemp(prefix="trial-")) / "metrics.jsonl"

@@ -27,7 +27,9 @@ TaskKind = Literal[
 ]
 Modality = Literal["text", "multimodal"]
 Role = Literal["intermediate", "target"]
-SourceKind = Literal["synthetic", "hf", "local"]
+SourceKind = Literal["synthetic", "hf", "local", "captions"]
+Objective = Literal["itm", "contrastive", "mcm"]
+ImageUse = Literal["paired", "none", "shuffled"]
 
 TASK_KINDS: tuple[str, ...] = (
     "classification", "tagging", "multiple_choice", "span_qa", "retrieval", "dual_encoder", "image_text",
@@ -56,6 +58,8 @@ class DataSource:
     `lang_configs` overrides it per language with one or more configs to concatenate
     (UD treebanks, Tatoeba's ISO 639-3 names).
     `kind="local"`: no hub copy exists; only `data_dir` files can provide it.
+    `kind="captions"`: an image-caption dataset of `jobs.multimodal.captions` (hub,
+    local folder or generated), named by `name`.
 
     `row_format` names the converter in `jobs.tasks.sources` that turns this source's
     rows into canonical examples. `label_names[i]` is the task label of the hub's integer
@@ -129,6 +133,15 @@ class Task:
     group: str | None = None
     train_first: str | None = None
     retrieval_layer: tuple[tuple[int, int], ...] = ()
+    objective: Objective | None = None
+    """Image-caption tasks: image-text matching, contrastive alignment or masked caption
+    modelling (`jobs.heads.image_text`)."""
+    images: ImageUse = "paired"
+    """Image-caption tasks: each caption with its own image, with no image (a text-only
+    control), or with images shuffled across captions (a control that keeps the input
+    form but removes what the image says about the caption)."""
+    control_of: str | None = None
+    """A control task names the multimodal task it controls for (the analysis pairs them)."""
 
     @property
     def eval_languages(self) -> tuple[str, ...]:
@@ -648,7 +661,57 @@ _INTERMEDIATES: tuple[Task, ...] = (
     ),
 )
 
-_TASKS: tuple[Task, ...] = _SYNTHETIC + _TARGETS + _INTERMEDIATES
+CAPTION_DATASETS: dict[str, str] = {
+    "coco": "COCO Captions, Karpathy splits (113k train images, 5 captions each)",
+    "flickr30k": "Flickr30k, Karpathy splits (29k train images, 5 captions each)",
+    "cc3m": "Conceptual Captions 3M (one web alt-text caption per image)",
+    "multi30k": "Multi30K, English side (Flickr30k images, one caption each)",
+    "syn-shapes": "generated shapes and colours, captions in the demo's synthetic English",
+}
+"""Image-caption datasets (`jobs.multimodal.captions` loads them); torch-free names here."""
+
+CAPTION_OBJECTIVES: tuple[tuple[str, Objective, ImageUse, str], ...] = (
+    ("itm", "itm", "paired", "image-text matching: does the caption describe the image "
+                             "(negatives: random and the most similar other image)"),
+    ("contrastive", "contrastive", "paired", "contrastive image-caption alignment, in-batch negatives, "
+                                             "learned temperature"),
+    ("mcm", "mcm", "paired", "masked caption modelling with the image as a prefix"),
+    ("mcm-text", "mcm", "none", "control: masked caption modelling without the image"),
+    ("itm-shuffled", "itm", "shuffled", "control: image-text matching with images shuffled across captions"),
+)
+"""Task suffix, objective, image use, description. Controls are text-modality tasks whose
+`control_of` is the multimodal task with the same objective."""
+
+OBJECTIVE_METRIC: dict[str, str] = {"itm": "accuracy", "contrastive": "accuracy", "mcm": "token_accuracy"}
+"""English dev metric of each objective: ITM pair accuracy; contrastive: caption-to-image
+recall@1 over the dev images (an accuracy of retrieved image ids); MCM: accuracy on the
+masked tokens."""
+
+
+def _caption_tasks() -> tuple[Task, ...]:
+    tasks = []
+    for dataset, about in CAPTION_DATASETS.items():
+        for suffix, objective, images, description in CAPTION_OBJECTIVES:
+            control = images != "paired"
+            tasks.append(Task(
+                name=f"{dataset}-{suffix}",
+                kind="image_text",
+                source=DataSource("captions", dataset),
+                languages=(),  # no test split: intermediate training and English dev only
+                labels=("mismatch", "match") if objective == "itm" else (),
+                metric=OBJECTIVE_METRIC[objective],
+                roles=("intermediate",),
+                modality="text" if control else "multimodal",
+                english_training_data=about,
+                description=description,
+                objective=objective,
+                images=images,
+                control_of=f"{dataset}-{objective}" if control else None,
+            ))
+    return tuple(tasks)
+
+
+_TASKS: tuple[Task, ...] = _SYNTHETIC + _TARGETS + _INTERMEDIATES + _caption_tasks()
 
 TASKS: dict[str, Task] = {task.name: task for task in _TASKS}
 

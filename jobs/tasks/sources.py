@@ -107,6 +107,10 @@ def load_examples(task: Task | str, split: str, lang: str, data_dir: str | Path 
         )
     if task.source.kind == "synthetic":
         return _synthetic(task.source.name, split, lang)
+    if task.source.kind == "captions":  # image-caption datasets: their own loaders (hub, local, generated)
+        from jobs.multimodal.captions import load_captions
+
+        return load_captions(task.source.name, split, str(data_dir) if data_dir is not None else None)
     if data_dir is not None:
         return _load_local(task, split, lang, Path(data_dir))
     return _load_hub(task, split, lang)

@@ -1,0 +1,1 @@
+"""Multimodal (image-caption) intermediate tasks: caption datasets, vision features, heads."""

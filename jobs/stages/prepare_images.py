@@ -1,0 +1,70 @@
+"""Stage `prepare` (kind `images`): encode every image of a caption dataset once.
+
+Config: {"dataset": name, "vision": <vision spec>, "data_dir": str | None, "chunk_size": int}.
+The images are those of the dataset's train and dev captions (sorted union of their
+image ids, so the row order does not depend on the caption order). Unlike other stages
+this one writes straight into its node folder in the store (`features.zarr`) instead of
+`ctx.out_dir`: encoding a real dataset is long, and a preempted or killed node must
+resume chunk by chunk rather than start over from an empty scratch directory. The entry
+still writes `result.json` and `DONE` after `run` returns, so downstream nodes only see
+a complete store; they read it as `<input dir>/features.zarr`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from jobs.modeling import quiet_progress_bars
+from jobs.multimodal import captions
+from jobs.multimodal.features import write_features
+from jobs.multimodal.vision import VisionEncoder
+from jobs.stages.base import StageContext
+from launcher.store import Store
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+FEATURES_STORE = "features.zarr"
+"""The store's name inside the node folder (and so inside a fetched input directory)."""
+
+SPLITS = ("train", "dev")
+DEFAULT_CHUNK_SIZE = 256
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    quiet_progress_bars()
+    dataset = str(ctx.config["dataset"])
+    data_dir = ctx.config.get("data_dir")
+    chunk_size = int(ctx.config.get("chunk_size") or DEFAULT_CHUNK_SIZE)
+    started = time.perf_counter()
+    image_ids = dataset_image_ids(dataset, data_dir)
+    encoder = VisionEncoder.load(ctx.config["vision"])
+    url = features_url(ctx)
+
+    def load(ids: Sequence[str]) -> Iterator[tuple[str, Image]]:
+        return captions.load_images(dataset, ids, data_dir)
+
+    ctx.log.info("encoding %d images of %s with %s into %s", len(image_ids), dataset, encoder.describe(), url)
+    stats = write_features(url, image_ids, load, encoder, chunk_size=chunk_size, progress=sys.stderr.isatty())
+    ctx.log.info("image features of %s: %s in %.1fs", dataset, stats, time.perf_counter() - started)
+    return {**stats, "dataset": dataset, "store": FEATURES_STORE}
+
+
+def dataset_image_ids(dataset: str, data_dir: str | None) -> list[str]:
+    """Sorted union of the image ids of the dataset's train and dev captions."""
+    ids: set[str] = set()
+    for split in SPLITS:
+        ids.update(str(row["image_id"]) for row in captions.load_captions(dataset, split, data_dir))
+    return sorted(ids)
+
+
+def features_url(ctx: StageContext) -> str:
+    """Where this node's store lives: in its node folder in the store, so that a rerun
+    finds the chunks already done; without a store (a stage run by hand), in out_dir."""
+    if ctx.store_url is None:
+        return str(ctx.out_dir / FEATURES_STORE)
+    store = Store(ctx.store_url)
+    return store.url_of(store.node_path(ctx.node["stage"], ctx.node["key"]) + "/" + FEATURES_STORE)
