@@ -55,7 +55,8 @@ from typing import Literal
 
 from jobs.tasks.registry import RATING_LABELS, SYNTHETIC_LANGUAGES, TASKS, get_task
 
-__all__ = ["LANGUAGES", "SIZES", "SYNTHETIC_TASKS", "LanguageSpec", "corpus", "generate", "word_form"]
+__all__ = ["LANGUAGES", "SIZES", "SYNTHETIC_TASKS", "LanguageSpec", "corpus", "generate", "unambiguous_lemmas",
+           "word_form"]
 
 SYNTHETIC_TASKS: tuple[str, ...] = tuple(
     sorted(name for name, task in TASKS.items() if task.source.kind == "synthetic")
@@ -291,6 +292,17 @@ def _syllable_map(language: str) -> dict[str, str]:
         free.remove(target)
         mapping[syllable] = target
     return mapping
+
+
+def unambiguous_lemmas(pool: str) -> tuple[int, ...]:
+    """Lemma indices of a sampling pool ('NOUN', 'ADJ0', 'ADP', ...; see `_Lexicon`) in
+    frequency order, without homographs: words other modules (generated captions) can
+    use knowing no other lemma is spelled the same."""
+    lexicon = _lexicon()
+    spellings: dict[str, int] = {}
+    for lemma in lexicon.lemmas:
+        spellings[lemma.form] = spellings.get(lemma.form, 0) + 1
+    return tuple(i for i in lexicon.by_class[pool] if spellings[lexicon.lemmas[i].form] == 1)
 
 
 def word_form(lemma_index: int, language: str) -> str:

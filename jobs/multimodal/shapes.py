@@ -30,7 +30,6 @@ import bisect
 import random
 import re
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -110,13 +109,11 @@ def words() -> dict[str, str]:
     Each concept takes the next lemma of its pool whose spelling no other lemma shares:
     a homograph (noun/verb, adjective/adverb) would make a caption word ambiguous.
     """
-    from jobs.synthetic import _lexicon, word_form
+    from jobs.synthetic import unambiguous_lemmas, word_form
 
-    lexicon = _lexicon()
-    spellings = Counter(lemma.form for lemma in lexicon.lemmas)
     table: dict[str, str] = {}
     for concepts, pool in _VOCABULARY_PLAN:
-        unambiguous = [i for i in lexicon.by_class[pool] if spellings[lexicon.lemmas[i].form] == 1]
+        unambiguous = unambiguous_lemmas(pool)
         if len(unambiguous) < len(concepts):
             raise RuntimeError(f"lexicon pool {pool} has too few unambiguous lemmas for {concepts}")
         for concept, lemma_index in zip(concepts, unambiguous):
