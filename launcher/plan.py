@@ -203,6 +203,7 @@ def build_plan(spec: Spec) -> Plan:
         inputs: dict[str, Node] = {"model": model}
         if TASKS[task].kind == "image_text":
             inputs["images"] = images_node(source.name)
+            config.update(image_settings(task))  # captions leave room for the image prefix
         return builder.add(Node(stage="prepare", kind="data", task=task, inputs=inputs, config=config))
 
     def train_config(task: str, role: str, seed: int, hparams_of: str | None = None, **extra: Any) -> dict[str, Any]:

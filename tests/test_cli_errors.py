@@ -98,7 +98,7 @@ def test_launch_refuses_memory_storage(write_spec: Callable[..., Path]) -> None:
 def test_dry_run_writes_nothing(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     result = run_cli("launch", str(write_spec()), "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "33 to run" in result.stdout
+    assert "56 to run" in result.stdout
     assert not (tmp_path / "store").exists()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from jobs.tasks import registry
-from jobs.tasks.registry import DataSource, Task
+from jobs.tasks.registry import TASKS, DataSource, Task
 from launcher.plan import build_plan
 from launcher.spec import load_spec, validate
 from tests.conftest import DEMO_SPEC, demo_raw
@@ -16,8 +16,10 @@ def test_counts_match_the_matrix() -> None:
     plan = build_plan(spec)
     inter = [t for t in spec.intermediate.tasks if t != "none"]
     n_int, n_tgt, n_seed = len(spec.intermediate.tasks), len(spec.target.tasks), len(spec.seeds)
+    caption_sets = {TASKS[t].source.name for t in inter if TASKS[t].kind == "image_text"}
+    assert caption_sets == {"syn-shapes"}
     assert plan.counts() == {
-        "prepare": 1 + len(inter) + n_tgt,  # the model, then one data node per task
+        "prepare": 1 + len(caption_sets) + len(inter) + n_tgt,  # the model, image features, one data node per task
         "train-intermediate": len(inter) * n_seed,
         "train-target": n_int * n_tgt * n_seed,
         "evaluate": n_int * n_tgt * n_seed,

@@ -86,9 +86,13 @@ class ImageTextHead(TaskHead):
         np.save(data_dir / IMAGES_FILE, self.pooled.astype(np.float16))
         (data_dir / IMAGE_IDS_FILE).write_text(json.dumps(self.image_ids))
 
+    def configure_prefix(self, node_config: dict[str, Any]) -> None:
+        """The image prefix length of the node (prepare and training nodes carry it)."""
+        self.prefix_length = int(node_config.get("prefix_length") or DEFAULT_PREFIX_LENGTH)
+
     def configure(self, data_dir: Path, node_config: dict[str, Any]) -> None:
         """Training time: the saved image features and the prefix length of the node."""
-        self.prefix_length = int(node_config.get("prefix_length") or DEFAULT_PREFIX_LENGTH)
+        self.configure_prefix(node_config)
         path = data_dir / IMAGES_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{self.task.name}: no image features at {path}; was the data prepared "
@@ -150,8 +154,11 @@ class ImageTextHead(TaskHead):
     ) -> dict[str, list[Any]]:
         if not examples:
             return {"input_ids": []}
-        ids = list(tokenizer([str(e["caption"]) for e in examples], truncation=True,
-                             max_length=max_seq_length)["input_ids"])
+        room = max_seq_length - (self.prefix_length if self.uses_images else 0)  # prefix + caption fit
+        if room < 4:
+            raise ValueError(f"{self.task.name}: max_seq_length {max_seq_length} leaves no room for captions "
+                             f"after {self.prefix_length} image prefix embeddings")
+        ids = list(tokenizer([str(e["caption"]) for e in examples], truncation=True, max_length=room)["input_ids"])
         columns: dict[str, list[Any]] = {"input_ids": ids, IMAGE_ROW: [self._row(e) for e in examples]}
         if self.objective == "itm":
             columns["labels"] = [1 if e["label"] == MATCH else 0 for e in examples]

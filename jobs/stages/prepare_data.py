@@ -78,9 +78,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def _bind_images(ctx: StageContext, head: Any, out: Any) -> None:
     """Image-caption tasks: the pooled features of the dataset's images (input `images`,
-    a prepare-images node) go beside the prepared data, for pairing and for training."""
+    a prepare-images node) go beside the prepared data, for pairing and for training;
+    captions are cut so that they and the image prefix fit `max_seq_length`."""
     from jobs.multimodal.features import read_features
 
+    head.configure_prefix(ctx.config)
     if "images" not in ctx.inputs:
         raise ValueError(f"task {ctx.config['task']} needs an `images` input (the image features node)")
     features = read_features(str(ctx.inputs["images"] / "features.zarr"))

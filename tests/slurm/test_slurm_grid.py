@@ -93,7 +93,7 @@ def test_demo_runs_as_arrays_and_relaunch_submits_nothing(slurm: Any, tmp_path: 
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"submitted {len(plan['nodes'])} nodes in 7 arrays" in first.stdout
     assert "zero-shot cross-lingual transfer" in first.stdout  # the table's title
-    assert sbatch_count(calls) == 7  # one per stage wave, not 33
+    assert sbatch_count(calls) == 7  # one per stage wave, not 56
     status = status_json(spec, env=env)
     assert status["counts"] == {"done": len(plan["nodes"])}, status
     states = node_states(tmp_path / "store")
