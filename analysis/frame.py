@@ -1,0 +1,61 @@
+"""The tidy results table every analysis starts from, and its per-cell reduction.
+
+One row per (intermediate, target, seed, language, metric): `analysis.collect` builds it
+from an experiment's evaluate nodes; tables, statistics, plots and the report only read
+it. Keeping the shape in one place lets each of them be tested on generated frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+COLUMNS: tuple[str, ...] = (
+    "intermediate", "target", "seed", "language", "metric", "value",
+    "key", "modality", "control_of", "cost_hours", "cost_unit",
+)
+"""`key`: the evaluate node; `modality`: multimodal, text, text control or - (the
+baseline); `control_of`: the multimodal task a control row controls for; `cost_*`: the
+cell's compute (train-target and evaluate attempts, wall hours x devices)."""
+
+CELL = ["intermediate", "target", "seed"]
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=_dtype(name)) for name in COLUMNS})
+
+
+def _dtype(name: str) -> Any:
+    return {"seed": "int64", "value": "float64", "cost_hours": "float64"}.get(name, "object")
+
+
+def headline_metric(target: str) -> str:
+    """The metric a target is ranked by (QA: the mean of EM and F1, as the suite score)."""
+    from jobs.tasks.registry import TASKS
+
+    return TASKS[target].metric
+
+
+def cell_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (intermediate, target, seed): the target's headline metric averaged over its
+    languages (XTREME's task score), with the row's modality and control_of."""
+    if frame.empty:
+        return pd.DataFrame(columns=[*CELL, "score", "languages", "modality", "control_of"])
+    headline = frame[frame["metric"] == frame["target"].map(headline_metric)]
+    grouped = headline.groupby(CELL, sort=True)
+    scores = grouped["value"].mean().rename("score").to_frame()
+    scores["languages"] = grouped["language"].nunique()
+    labels = headline.drop_duplicates("intermediate").set_index("intermediate")[["modality", "control_of"]]
+    scores = scores.reset_index().join(labels, on="intermediate")
+    return scores[[*CELL, "score", "languages", "modality", "control_of"]]
+
+
+def deltas(scores: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:
+    """`cell_scores` rows with `delta`: score minus the baseline's score of the same
+    (target, seed); rows without a baseline counterpart are dropped, and so is the
+    baseline itself."""
+    base = scores[scores["intermediate"] == baseline].set_index(["target", "seed"])["score"].rename("base")
+    joined = scores[scores["intermediate"] != baseline].join(base, on=["target", "seed"], how="inner")
+    joined["delta"] = joined["score"] - joined["base"]
+    return joined.drop(columns="base").reset_index(drop=True)
