@@ -1,19 +1,34 @@
-"""The paper-style table: rows intermediate tasks, columns target tasks.
+"""The paper-style table: rows intermediate tasks, columns target tasks plus the average.
 
 A cell is the mean and standard deviation over seeds of the target's headline metric
-averaged over its languages (as XTREME reports a task), and the delta of that mean
-against the `none` row (the pretrained encoder without intermediate training).
+averaged over its languages (as XTREME reports a task; QA: the mean of EM and F1), and
+the delta of that mean against the `none` row (the pretrained encoder without
+intermediate training). The last column is the average over the targets (the suite
+score of the grid), computed per seed where a seed has every target, then averaged.
+A cell without results says why (running, queued, failed, not run) instead of failing.
+
+Renderers: rich (terminal), Markdown, LaTeX, CSV (one line per cell) and JSON.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.results import ResultRow
 from jobs.tasks.registry import BASELINE, TASKS
+
+AVERAGE = "average"
+"""The column (and JSON key) of the mean over target tasks."""
+
+CAPTION = ("cells: mean ± std over seeds of the average over languages (QA: mean of EM and F1); "
+           "(delta against none); best per column in bold; average: mean over the targets")
+FORMATS = ("rich", "md", "csv", "latex", "json")
 
 
 @dataclass(frozen=True)
@@ -22,9 +37,11 @@ class Cell:
     std: float | None
     n: int
     delta: float | None  # mean minus the `none` row's mean; None for the baseline itself
+    status: str | None = None
+    """Why there is no (or not every) result: e.g. "running 1/2", "failed 2/2", "not planned"."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "n": self.n, "delta": self.delta}
+        return {"mean": self.mean, "std": self.std, "n": self.n, "delta": self.delta, "status": self.status}
 
 
 @dataclass
@@ -33,6 +50,17 @@ class PaperTable:
     targets: list[str]
     metrics: dict[str, str]  # target -> headline metric
     cells: dict[tuple[str, str], Cell]
+    """(intermediate, target or AVERAGE) -> cell."""
+    best: dict[str, float] = field(default_factory=dict)
+    """column -> the best mean in it (marked in every format)."""
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.targets, AVERAGE]
+
+    def is_best(self, intermediate: str, column: str) -> bool:
+        cell = self.cells[(intermediate, column)]
+        return cell.mean is not None and cell.mean == self.best.get(column)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,13 +69,13 @@ class PaperTable:
             "metrics": self.metrics,
             "modality": {i: modality_label(i) for i in self.intermediates},
             "cells": [
-                {"intermediate": i, "target": t, **self.cells[(i, t)].as_dict()}
-                for i in self.intermediates for t in self.targets
+                {"intermediate": i, "target": t, **self.cells[(i, t)].as_dict(), "best": self.is_best(i, t)}
+                for i in self.intermediates for t in self.columns
             ],
         }
 
 
-def seed_scores(rows: list[ResultRow], target: str, metric: str) -> dict[tuple[str, int], float]:
+def seed_scores(rows: Iterable[ResultRow], target: str, metric: str) -> dict[tuple[str, int], float]:
     """(intermediate, seed) -> the metric averaged over the target's languages."""
     per_seed: dict[tuple[str, int], list[float]] = defaultdict(list)
     for row in rows:
@@ -56,43 +84,83 @@ def seed_scores(rows: list[ResultRow], target: str, metric: str) -> dict[tuple[s
     return {cell: statistics.fmean(values) for cell, values in per_seed.items()}
 
 
-def paper_table(rows: list[ResultRow], intermediates: list[str], targets: list[str]) -> PaperTable:
-    cells: dict[tuple[str, str], Cell] = {}
+def rows_of_frame(frame: Any) -> list[ResultRow]:
+    """Tidy rows from `analysis.collect`'s frame (the table only needs these columns)."""
+    return [
+        ResultRow(r.intermediate, r.target, int(r.seed), r.language, r.metric, float(r.value), r.key)
+        for r in frame.itertuples(index=False)
+    ]
+
+
+def _cell(values: Sequence[float], status: str | None) -> Cell:
+    if not values:
+        return Cell(None, None, 0, None, status or "no results")
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return Cell(statistics.fmean(values), std, len(values), None, status)
+
+
+def paper_table(
+    rows: Iterable[ResultRow] | Any, intermediates: list[str], targets: list[str],
+    reasons: dict[tuple[str, str], str] | None = None,
+) -> PaperTable:
+    """The table from tidy rows (or `analysis.collect`'s frame); `reasons` says why a
+    cell lacks results (from `missing_reasons`)."""
+    if hasattr(rows, "itertuples"):
+        rows = rows_of_frame(rows)
+    rows = list(rows)
+    reasons = reasons or {}
     metrics = {t: TASKS[t].metric for t in targets}
+    per_target = {t: seed_scores(rows, t, metrics[t]) for t in targets}
+    cells: dict[tuple[str, str], Cell] = {}
     for target in targets:
-        scores = seed_scores(rows, target, metrics[target])
-        means: dict[str, float] = {}
         for intermediate in intermediates:
-            values = [v for (i, _seed), v in sorted(scores.items()) if i == intermediate]
-            if values:
-                means[intermediate] = statistics.fmean(values)
-            std = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
-            cells[(intermediate, target)] = Cell(means.get(intermediate), std, len(values), None)
-        base = means.get(BASELINE)
+            values = [v for (i, _seed), v in sorted(per_target[target].items()) if i == intermediate]
+            cells[(intermediate, target)] = _cell(values, reasons.get((intermediate, target)))
+    for intermediate in intermediates:
+        seeds = sorted({s for t in targets for (i, s) in per_target[t] if i == intermediate})
+        complete = [statistics.fmean(per_target[t][(intermediate, s)] for t in targets) for s in seeds
+                    if all((intermediate, s) in per_target[t] for t in targets)]
+        partial = any(cells[(intermediate, t)].mean is None for t in targets) and bool(targets)
+        cells[(intermediate, AVERAGE)] = _cell(complete, "needs every target" if partial or not complete else None)
+    for column in [*targets, AVERAGE]:
+        base = cells[(BASELINE, column)].mean if (BASELINE, column) in cells else None
         for intermediate in intermediates:
-            cell = cells[(intermediate, target)]
+            cell = cells[(intermediate, column)]
             if intermediate != BASELINE and base is not None and cell.mean is not None:
-                cells[(intermediate, target)] = Cell(cell.mean, cell.std, cell.n, cell.mean - base)
-    return PaperTable(intermediates, targets, metrics, cells)
+                cells[(intermediate, column)] = Cell(cell.mean, cell.std, cell.n, cell.mean - base, cell.status)
+    best = {}
+    for column in [*targets, AVERAGE]:
+        means = [cells[(i, column)].mean for i in intermediates if cells[(i, column)].mean is not None]
+        if means:
+            best[column] = max(means)
+    return PaperTable(intermediates, targets, metrics, cells, best)
+
+
+def missing_reasons(missing: Any) -> dict[tuple[str, str], str]:
+    """(intermediate, target) -> "running 1/3, failed 1/3" from a frame of unfinished
+    evaluate nodes (columns intermediate, target, seed, status: `analysis.collect`)."""
+    reasons: dict[tuple[str, str], str] = {}
+    if missing is None or len(missing) == 0:
+        return reasons
+    for (intermediate, target), group in missing.groupby(["intermediate", "target"]):
+        counts = group["status"].value_counts()
+        total = len(group)
+        reasons[(intermediate, target)] = ", ".join(f"{status} {n}/{total}" for status, n in counts.items())
+    return reasons
 
 
 def format_cell(cell: Cell) -> str:
     if cell.mean is None:
-        return "-"
+        return cell.status if cell.status and cell.status != "no results" else "-"
     text = f"{cell.mean:.1f} ± {cell.std:.1f}" if cell.std is not None else f"{cell.mean:.1f}"
     if cell.delta is not None:
         text += f" ({cell.delta:+.1f})"
     return text
 
 
-CAPTION = "cells: mean ± std over seeds of the average over languages; (delta against none); best per column in bold"
-
-
 def modality_label(intermediate: str) -> str:
     """How a row is marked: `multimodal`, `text`, `text control` (a control of a
     multimodal task: the same captions without usable images), or `-` for the baseline."""
-    from jobs.tasks.registry import BASELINE, TASKS
-
     if intermediate == BASELINE:
         return "-"
     task = TASKS.get(intermediate)
@@ -103,6 +171,10 @@ def modality_label(intermediate: str) -> str:
     return task.modality
 
 
+def _header(table: PaperTable, column: str) -> str:
+    return f"{column} ({table.metrics[column]})" if column in table.metrics else column
+
+
 def render_rich(table: PaperTable) -> Any:
     """A rich Table; the best mean per column is bold, rows are marked by modality."""
     from rich.table import Table
@@ -110,17 +182,70 @@ def render_rich(table: PaperTable) -> Any:
     out = Table()
     out.add_column("intermediate")
     out.add_column("modality")
-    for target in table.targets:
-        out.add_column(f"{target}\n{table.metrics[target]}", justify="right")
-    best = {
-        t: max((table.cells[(i, t)].mean for i in table.intermediates if table.cells[(i, t)].mean is not None), default=None)
-        for t in table.targets
-    }
+    for column in table.columns:
+        out.add_column(f"{column}\n{table.metrics.get(column, 'mean')}", justify="right")
     for intermediate in table.intermediates:
         values = []
-        for target in table.targets:
-            cell = table.cells[(intermediate, target)]
-            text = format_cell(cell)
-            values.append(f"[bold]{text}[/bold]" if cell.mean is not None and cell.mean == best[target] else text)
+        for column in table.columns:
+            text = format_cell(table.cells[(intermediate, column)])
+            values.append(f"[bold]{text}[/bold]" if table.is_best(intermediate, column) else text)
         out.add_row(intermediate, modality_label(intermediate), *values)
     return out
+
+
+def render_markdown(table: PaperTable) -> str:
+    header = ["intermediate", "modality", *(_header(table, c) for c in table.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---", *["---:"] * len(table.columns)]) + "|"]
+    for intermediate in table.intermediates:
+        cells = []
+        for column in table.columns:
+            text = format_cell(table.cells[(intermediate, column)])
+            cells.append(f"**{text}**" if table.is_best(intermediate, column) else text)
+        lines.append("| " + " | ".join([intermediate, modality_label(intermediate), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def render_latex(table: PaperTable) -> str:
+    """A booktabs tabular: mean$\\pm$std and the delta in small type."""
+    spec = "ll" + "r" * len(table.columns)
+    head = " & ".join(["Intermediate", "Modality", *(_latex_escape(c) for c in table.columns)])
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head + r" \\", r"\midrule"]
+    for intermediate in table.intermediates:
+        cells = []
+        for column in table.columns:
+            cell = table.cells[(intermediate, column)]
+            if cell.mean is None:
+                cells.append(_latex_escape(format_cell(cell)))
+                continue
+            text = f"{cell.mean:.1f}$\\pm${cell.std or 0.0:.1f}"
+            if table.is_best(intermediate, column):
+                text = rf"\textbf{{{text}}}"
+            if cell.delta is not None:
+                text += rf" {{\small ({cell.delta:+.1f})}}"
+            cells.append(text)
+        lines.append(" & ".join([_latex_escape(intermediate), _latex_escape(modality_label(intermediate)), *cells])
+                     + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: PaperTable) -> str:
+    """One line per cell: the numbers, not their formatting."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["intermediate", "modality", "target", "metric", "mean", "std", "n", "delta", "best", "status"])
+    for intermediate in table.intermediates:
+        for column in table.columns:
+            cell = table.cells[(intermediate, column)]
+            writer.writerow([intermediate, modality_label(intermediate), column, table.metrics.get(column, "mean"),
+                             "" if cell.mean is None else f"{cell.mean:.6f}",
+                             "" if cell.std is None else f"{cell.std:.6f}", cell.n,
+                             "" if cell.delta is None else f"{cell.delta:.6f}",
+                             int(table.is_best(intermediate, column)), cell.status or ""])
+    return buffer.getvalue()
