@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -28,7 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-analysis_app = typer.Typer(help="Turn results into tables.", no_args_is_help=True)
+analysis_app = typer.Typer(help="Turn results into tidy data, tables, statistics, plots and a report.", no_args_is_help=True)
 app.add_typer(analysis_app, name="analysis")
 
 out = Console(highlight=False)
@@ -576,18 +577,147 @@ def _print_scores(result: dict[str, Any], suite: str, task_langs: dict[str, tupl
 # analysis
 
 
+def _frame(experiment: Experiment, no_cache: bool = False) -> Any:
+    """The experiment's tidy results (`analysis.collect`), read in parallel and cached."""
+    from analysis.collect import collect_frame
+
+    return collect_frame(experiment, use_cache=not no_cache)
+
+
+def _missing_note(experiment: Experiment) -> tuple[Any, str]:
+    """Unfinished evaluate nodes, and one line saying what is missing ("" if nothing)."""
+    from analysis.collect import missing_cells
+
+    missing = missing_cells(experiment)
+    if len(missing) == 0:
+        return missing, ""
+    counts = missing["status"].value_counts()
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return missing, f"{len(missing)} of {len(experiment.plan.evaluations())} evaluations missing ({parts})"
+
+
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="read every node again (ignore the rows cache)")]
+
+
+@analysis_app.command("collect")
+def analysis_collect(
+    spec: SpecArg, override: OverrideOpt = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="file to write (default: print CSV)")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="csv | parquet | json (default: from -o's suffix)")] = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """One tidy table of every result: intermediate, target, seed, language, metric, value,
+    node key, modality, cost."""
+    from analysis.collect import FORMATS, write_frame
+
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
+    experiment = _open(spec, override)
+    frame = _frame(experiment, no_cache)
+    _, note = _missing_note(experiment)
+    if output is None:
+        if fmt not in (None, "csv"):
+            raise UserError(f"--format {fmt} needs -o FILE (only csv prints to the terminal)")
+        sys.stdout.write(frame.to_csv(index=False))
+    else:
+        write_frame(frame, output, fmt)
+        err.print(f"{len(frame)} rows -> {output}")
+    if note:
+        err.print(f"[yellow]{note}[/yellow]")
+
+
 @analysis_app.command("table")
-def analysis_table(spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False) -> None:
-    """The paper-style table: intermediate tasks x target tasks, mean ± std, delta vs none."""
-    from analysis.results import collect
-    from analysis.table import paper_table
+def analysis_table(
+    spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
+    fmt: Annotated[str, typer.Option("--format", help="rich | md | csv | latex | json")] = "rich",
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """The paper-style table: intermediate tasks x target tasks and their average, mean ±
+    std over seeds, delta vs none, best per column marked; missing cells say why."""
+    from analysis.table import CAPTION, FORMATS, missing_reasons, paper_table, render_csv, render_latex
+    from analysis.table import render_markdown, render_rich
+
+    fmt = "json" if as_json else fmt
+    if fmt not in FORMATS:
+        raise UserError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
+    experiment = _open(spec, override)
+    missing, note = _missing_note(experiment)
+    table = paper_table(_frame(experiment, no_cache), experiment.spec.intermediate.tasks,
+                        experiment.spec.target.tasks, missing_reasons(missing))
+    if fmt == "json":
+        print(json.dumps(table.to_json(), indent=1))
+    elif fmt == "md":
+        sys.stdout.write(render_markdown(table))
+    elif fmt == "csv":
+        sys.stdout.write(render_csv(table))
+    elif fmt == "latex":
+        sys.stdout.write(render_latex(table))
+    else:
+        out.print(f"[bold]{experiment.spec.name}: zero-shot cross-lingual transfer[/bold]")
+        out.print(render_rich(table))
+        out.print(f"[dim]{CAPTION}[/dim]")
+    if note:
+        err.print(f"[yellow]{note}[/yellow]")
+
+
+@analysis_app.command("compare")
+def analysis_compare(
+    spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
+    by: Annotated[str, typer.Option("--by", help="what to compare: modality")] = "modality",
+    boot: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples")] = 10000,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """The research question: mean delta of multimodal against text-only intermediate
+    tasks (and each multimodal task against its control), 95% bootstrap intervals over
+    targets and seeds, a paired test per target, and a per-language breakdown."""
+    from analysis.stats import compare_by_modality
+
+    if by != "modality":
+        raise UserError(f"--by: unknown grouping '{by}'; valid: modality")
+    experiment = _open(spec, override)
+    _, note = _missing_note(experiment)
+    comparison = compare_by_modality(_frame(experiment, no_cache), n_boot=boot)
+    if as_json:
+        print(json.dumps({**comparison.to_json(), "missing": note or None}, indent=1))
+    else:
+        sys.stdout.write(comparison.render_text().rstrip() + "\n")
+    if note:
+        err.print(f"[yellow]{note}: the comparison uses the finished cells only[/yellow]")
+
+
+@analysis_app.command("plot")
+def analysis_plot(
+    spec: SpecArg, override: OverrideOpt = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="folder for the figures (PNG and SVG)")] = Path("figures"),
+    target: Annotated[Optional[str], typer.Option("--target", help="target of the per-language bars")] = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Figures: delta heatmap, per-language bars, training curves, learning-rate sensitivity."""
+    from analysis.plots import plot_all
 
     experiment = _open(spec, override)
-    if as_json:
-        table = paper_table(collect(experiment), experiment.spec.intermediate.tasks, experiment.spec.target.tasks)
-        print(json.dumps(table.to_json(), indent=1))
-        return
-    _print_table(experiment)
+    if target is not None and target not in experiment.spec.target.tasks:
+        raise UserError(f"--target: {unknown_choice('target', target, experiment.spec.target.tasks)}")
+    _, note = _missing_note(experiment)
+    written = plot_all(experiment, _frame(experiment, no_cache), output, target=target)
+    for path in written:
+        out.print(str(path))
+    if note:
+        err.print(f"[yellow]{note}[/yellow]")
+
+
+@analysis_app.command("report")
+def analysis_report(
+    spec: SpecArg, override: OverrideOpt = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="the Markdown file to write")] = Path("report.md"),
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """A Markdown report: the table, the modality comparison and the figures."""
+    from analysis.report import write_report
+
+    experiment = _open(spec, override)
+    path = write_report(experiment, _frame(experiment, no_cache), output)
+    out.print(str(path))
 
 
 def main() -> None:

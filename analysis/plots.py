@@ -1,0 +1,404 @@
+"""The experiment's figures: delta heatmap, per-language bars, training curves, LR sensitivity.
+
+Each figure has a pure `*_data` function (the numbers behind it, testable on generated
+frames), a `plot_*` function that draws those numbers into PNG and SVG (and draws nothing
+when there is nothing to show, so a half-finished grid still gets its other figures),
+and `plot_all` that reads what it needs from an experiment. Torch-free: it runs on a
+login node next to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on a login node; set before anything imports pyplot
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from analysis.frame import cell_scores, deltas, headline_metric  # noqa: E402
+from analysis.table import modality_label  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+HEATMAP_TITLE = "Delta against no intermediate training (points)"
+CURVES_TITLE = "English dev metric during training"
+LR_TITLE = "Learning-rate sensitivity (tune nodes)"
+MAX_CURVES_PER_PANEL = 12
+"""More lines than this in one panel are unreadable; the rest are left out (and logged)."""
+
+PRIMARY_KEY: dict[str, str] = {
+    "seqeval_f1": "f1", "squad_em_f1": "f1", "squad_v2_em_f1": "f1", "mlqa_em_f1": "f1", "bucc_f1": "f1",
+}
+"""Registry metric -> the key of a dev evaluation that ranks models. A copy of
+`jobs.heads.base.PRIMARY_KEY` (which imports torch): dev curves must show the value the
+trainer selected on."""
+
+
+@dataclass
+class Figures:
+    """What `render_figures` did: files written per figure, and why a figure was skipped."""
+
+    written: dict[str, list[Path]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [path for paths in self.written.values() for path in paths]
+
+    def pngs(self) -> dict[str, Path]:
+        """Figure name -> its PNG (what a Markdown report links)."""
+        return {name: next(p for p in paths if p.suffix == ".png") for name, paths in self.written.items()}
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
+    """Write `fig` as PNG and SVG. SVG text stays text (not glyph paths) so the files
+    can be searched and their titles checked."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "xstilts"}):
+        fig.savefig(paths[0], dpi=120, bbox_inches="tight")
+        fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+    return paths
+
+
+def _ordered(present: Iterable[str], preferred: Sequence[str] | None) -> list[str]:
+    """`present` names in the spec's order (`preferred`), unknown ones after it sorted:
+    rows and columns then read like the spec and the paper table."""
+    present = list(dict.fromkeys(present))
+    order = [name for name in (preferred or []) if name in present]
+    return order + sorted(name for name in present if name not in order)
+
+
+def _modalities(frame: pd.DataFrame) -> dict[str, str]:
+    """intermediate -> modality label, from the frame where it has one."""
+    labels = {name: modality_label(name) for name in frame["intermediate"].unique()} if not frame.empty else {}
+    if "modality" in frame:
+        for name, label in frame.drop_duplicates("intermediate")[["intermediate", "modality"]].itertuples(index=False):
+            if isinstance(label, str) and label:
+                labels[name] = label
+    return labels
+
+
+def _row_label(intermediate: str, modality: Mapping[str, str]) -> str:
+    label = modality.get(intermediate) or modality_label(intermediate)
+    return intermediate if label == "-" else f"{intermediate} [{label}]"
+
+
+# ----------------------------------------------------------------------------- 1. heatmap
+
+
+def heatmap_data(frame: pd.DataFrame, intermediates: Sequence[str] | None = None,
+                 targets: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean over seeds of the paired delta (score minus `none`'s score of the same target
+    and seed); rows intermediate tasks, columns targets, NaN where a cell has no pair."""
+    table = deltas(cell_scores(frame))
+    if table.empty:
+        return pd.DataFrame(dtype=float)
+    means = table.groupby(["intermediate", "target"])["delta"].mean().unstack("target")
+    rows = _ordered(means.index, intermediates)
+    columns = _ordered(means.columns, targets)
+    return means.reindex(index=rows, columns=columns).astype(float)
+
+
+def plot_heatmap(data: pd.DataFrame, out_dir: Path, modality: Mapping[str, str] | None = None,
+                 metrics: Mapping[str, str] | None = None, stem: str = "delta_heatmap") -> list[Path]:
+    """Diverging colours centred on 0 (gain blue, loss red) with the values written in."""
+    if data.empty or data.isna().all().all():
+        return []
+    modality = modality or {}
+    values = data.to_numpy(dtype=float)
+    limit = float(np.nanmax(np.abs(values))) or 1.0
+    fig = Figure(figsize=(2.0 + 1.5 * data.shape[1], 1.6 + 0.55 * data.shape[0]))
+    ax = fig.add_subplot()
+    cmap = colormaps["RdBu"].copy()
+    cmap.set_bad("#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(data.shape[1]), [_column_label(t, metrics) for t in data.columns])
+    ax.set_yticks(range(data.shape[0]), [_row_label(i, modality) for i in data.index])
+    for (row, column), value in np.ndenumerate(values):
+        text = "n/a" if math.isnan(value) else f"{value:+.1f}"
+        dark = not math.isnan(value) and abs(value) > 0.6 * limit
+        ax.text(column, row, text, ha="center", va="center", color="white" if dark else "black", fontsize=9)
+    fig.colorbar(image, ax=ax, label="delta (points)")
+    ax.set_title(HEATMAP_TITLE)
+    return _save(fig, out_dir, stem)
+
+
+def _column_label(target: str, metrics: Mapping[str, str] | None) -> str:
+    metric = (metrics or {}).get(target)
+    return f"{target}\n({metric})" if metric else target
+
+
+# ----------------------------------------------------------------------------- 2. languages
+
+
+def language_data(frame: pd.DataFrame, target: str, intermediates: Sequence[str] | None = None) -> pd.DataFrame:
+    """The target's headline metric per language, mean over seeds; rows intermediate
+    tasks, columns languages (English first: the transfer source)."""
+    if frame.empty:
+        return pd.DataFrame(dtype=float)
+    rows = frame[(frame["target"] == target) & (frame["metric"] == headline_metric(target))]
+    if rows.empty:
+        return pd.DataFrame(dtype=float)
+    means = rows.groupby(["intermediate", "language"])["value"].mean().unstack("language")
+    languages = _ordered(means.columns, ["en"])
+    return means.reindex(index=_ordered(means.index, intermediates), columns=languages).astype(float)
+
+
+def default_target(frame: pd.DataFrame, targets: Sequence[str] | None = None) -> str | None:
+    """The first target (in the spec's order) that has any result."""
+    if frame.empty:
+        return None
+    present = _ordered(frame["target"].unique(), targets)
+    return present[0] if present else None
+
+
+def plot_languages(data: pd.DataFrame, target: str, metric: str, out_dir: Path,
+                   modality: Mapping[str, str] | None = None) -> list[Path]:
+    """Grouped bars: one group per language, one bar per intermediate task, so the drop
+    with language distance and the gains of each intermediate read side by side."""
+    if data.empty or data.isna().all().all():
+        return []
+    modality = modality or {}
+    n_rows, n_languages = data.shape
+    width = 0.8 / n_rows
+    fig = Figure(figsize=(max(6.0, 1.0 + n_languages * (0.35 * n_rows + 0.5)), 4.5))
+    ax = fig.add_subplot()
+    colors = colormaps["tab10"]
+    positions = np.arange(n_languages)
+    for index, intermediate in enumerate(data.index):
+        offsets = positions - 0.4 + width * (index + 0.5)
+        hatch = "//" if modality.get(intermediate) == "text control" else None
+        ax.bar(offsets, data.loc[intermediate].to_numpy(dtype=float), width, label=_row_label(intermediate, modality),
+               color=colors(index % 10), hatch=hatch, edgecolor="white" if hatch else None)
+    ax.set_xticks(positions, list(data.columns))
+    ax.set_xlabel("language")
+    ax.set_ylabel(f"{metric} (mean over seeds)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(language_title(target, metric))
+    return _save(fig, out_dir, f"languages_{_slug(target)}")
+
+
+def language_title(target: str, metric: str) -> str:
+    return f"{target}: {metric} per language (mean over seeds)"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+# ----------------------------------------------------------------------------- 3. curves
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training node's log: which panel and line it is, its task's metric, its events."""
+
+    panel: str
+    label: str
+    metric: str
+    records: list[dict[str, Any]]
+
+
+def parse_metrics(text: str | None) -> list[dict[str, Any]]:
+    """The events of a metrics.jsonl; a torn last line (a job still writing) is ignored."""
+    records = []
+    for line in (text or "").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def dev_value(record: Mapping[str, Any], metric: str) -> float | None:
+    """The value the trainer selected on in a dev evaluation (mixtures: their `mean`)."""
+    for key in (PRIMARY_KEY.get(metric, metric), metric, "mean"):
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def curve_data(runs: Iterable[Run]) -> pd.DataFrame:
+    """Columns panel, label, metric, step, value: one row per English dev evaluation."""
+    rows = []
+    for run in runs:
+        for record in run.records:
+            if record.get("event") != "eval" or record.get("split", "dev") != "dev":
+                continue
+            value = dev_value(record, run.metric)
+            if value is not None and "step" in record:
+                rows.append({"panel": run.panel, "label": run.label, "metric": run.metric,
+                             "step": int(record["step"]), "value": value})
+    return pd.DataFrame(rows, columns=["panel", "label", "metric", "step", "value"])
+
+
+def plot_curves(data: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One panel per kind of training (intermediate, target), one line per node."""
+    if data.empty:
+        return []
+    panels = list(dict.fromkeys(data["panel"]))
+    fig = Figure(figsize=(6.0 * len(panels), 4.5))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        lines = data[data["panel"] == panel]
+        for label in dict.fromkeys(lines["label"]):
+            line = lines[lines["label"] == label].sort_values("step")
+            ax.plot(line["step"], line["value"], marker=".", label=f"{label} ({line['metric'].iloc[0]})")
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("dev metric")
+        ax.legend(fontsize=7)
+    fig.suptitle(CURVES_TITLE)
+    return _save(fig, out_dir, "training_curves")
+
+
+def training_runs(experiment: Any, target: str | None = None) -> list[Run]:
+    """The logs of the experiment's training nodes worth drawing: every intermediate
+    training and the target trainings of `target` (default: the first target), both
+    of the first seed, so that the lines compare tasks rather than seeds. Nodes without
+    a metrics.jsonl yet are left out."""
+    from jobs.tasks.registry import TASKS
+
+    spec, store = experiment.spec, experiment.store
+    seed = spec.seeds[0] if spec.seeds else None
+    target = target or (spec.target.tasks[0] if spec.target.tasks else None)
+    panels = {"train-intermediate": "intermediate training",
+              "train-target": f"target training: {target}"}
+    runs: dict[str, list[Run]] = {panel: [] for panel in panels.values()}
+    for node in experiment.plan.nodes:
+        if node.stage not in panels or node.seed != seed:
+            continue
+        if node.stage == "train-target" and node.task != target:
+            continue
+        records = parse_metrics(store.read_text(store.node_path(node.stage, node.key, "metrics.jsonl")))
+        if not records:
+            continue
+        label = node.task if node.stage == "train-intermediate" else f"{node.intermediate} -> {node.task}"
+        metric = TASKS[node.task].metric if node.task in TASKS else "mean"
+        runs[panels[node.stage]].append(Run(panels[node.stage], label, metric, records))
+    for panel, found in runs.items():
+        if len(found) > MAX_CURVES_PER_PANEL:
+            log.info("training curves: %s has %d runs; drawing the first %d", panel, len(found), MAX_CURVES_PER_PANEL)
+    return [run for found in runs.values() for run in found[:MAX_CURVES_PER_PANEL]]
+
+
+# ----------------------------------------------------------------------------- 4. LR
+
+
+def lr_data(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per finished trial that set a learning rate: label (the tuned task),
+    learning_rate, best_dev, stopped_early, metric. Failed trials (no dev value) have
+    nothing to plot."""
+    rows = []
+    for label, result in results.items():
+        for trial in result.get("trials") or []:
+            rate = (trial.get("config") or {}).get("learning_rate")
+            if rate is None or trial.get("best_dev") is None:
+                continue
+            rows.append({"label": label, "learning_rate": float(rate), "best_dev": float(trial["best_dev"]),
+                         "stopped_early": bool(trial.get("stopped_early")), "metric": result.get("metric", "")})
+    return pd.DataFrame(rows, columns=["label", "learning_rate", "best_dev", "stopped_early", "metric"])
+
+
+def plot_lr(data: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Best dev per trial against its learning rate (log scale), a line through the mean
+    at each rate per tuned task; trials ASHA stopped early are drawn as crosses, since
+    their best dev comes from fewer evaluations."""
+    if data.empty:
+        return []
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.add_subplot()
+    colors = colormaps["tab10"]
+    for index, label in enumerate(dict.fromkeys(data["label"])):
+        trials = data[data["label"] == label]
+        color = colors(index % 10)
+        mean = trials.groupby("learning_rate")["best_dev"].mean().sort_index()
+        ax.plot(mean.index, mean.to_numpy(), color=color, label=f"{label} ({trials['metric'].iloc[0]})")
+        full, early = trials[~trials["stopped_early"]], trials[trials["stopped_early"]]
+        ax.scatter(full["learning_rate"], full["best_dev"], color=color, marker="o")
+        ax.scatter(early["learning_rate"], early["best_dev"], color=color, marker="x", s=60)
+    if data["stopped_early"].any():
+        ax.scatter([], [], color="gray", marker="x", label="stopped early")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("best dev metric")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(LR_TITLE)
+    return _save(fig, out_dir, "lr_sensitivity")
+
+
+def tune_results(experiment: Any) -> dict[str, dict[str, Any]]:
+    """label -> result.json of every finished tune node (per cell: `intermediate -> task`)."""
+    results = {}
+    for node in experiment.plan.nodes:
+        if node.stage != "tune":
+            continue
+        result = experiment.result(node)
+        if result is None:
+            continue
+        label = node.task if node.intermediate is None else f"{node.intermediate} -> {node.task}"
+        results[label] = result
+    return results
+
+
+# ----------------------------------------------------------------------------- all
+
+
+def render_figures(experiment: Any, frame: pd.DataFrame, out_dir: Path, target: str | None = None) -> Figures:
+    """Every figure of the experiment; one without data is recorded with the reason."""
+    out_dir = Path(out_dir)
+    spec = experiment.spec
+    intermediates, targets = list(spec.intermediate.tasks), list(spec.target.tasks)
+    modality = _modalities(frame)
+    metrics = {t: headline_metric(t) for t in _ordered(frame["target"].unique(), targets)} if not frame.empty else {}
+    figures = Figures()
+
+    def record(name: str, title: str, paths: list[Path], reason: str) -> None:
+        figures.titles[name] = title
+        if paths:
+            figures.written[name] = paths
+        else:
+            figures.skipped[name] = reason
+            log.info("figure %s skipped: %s", name, reason)
+
+    record("delta_heatmap", HEATMAP_TITLE,
+           plot_heatmap(heatmap_data(frame, intermediates, targets), out_dir, modality, metrics),
+           "no target has results for both `none` and another intermediate task of the same seed")
+    chosen = target or default_target(frame, targets)
+    if chosen is None:
+        record("languages", "Per-language scores", [], "no evaluation results yet")
+    else:
+        metric = headline_metric(chosen)
+        record("languages", language_title(chosen, metric),
+               plot_languages(language_data(frame, chosen, intermediates), chosen, metric, out_dir, modality),
+               f"no results for target {chosen}")
+    record("training_curves", CURVES_TITLE, plot_curves(curve_data(training_runs(experiment, chosen)), out_dir),
+           "no training node has written a dev evaluation to metrics.jsonl yet")
+    record("lr_sensitivity", LR_TITLE, plot_lr(lr_data(tune_results(experiment)), out_dir),
+           "no finished tune node with learning-rate trials (the spec may not search)")
+    return figures
+
+
+def plot_all(experiment: Any, frame: pd.DataFrame, out_dir: Path, target: str | None = None) -> list[Path]:
+    """PNG and SVG of every figure that has data, written into `out_dir`; figures
+    without data are skipped and logged."""
+    return render_figures(experiment, frame, out_dir, target).paths
