@@ -125,8 +125,7 @@ def plot_heatmap(data: pd.DataFrame, out_dir: Path, modality: Mapping[str, str] 
     limit = float(np.nanmax(np.abs(values))) or 1.0
     fig = Figure(figsize=(2.0 + 1.5 * data.shape[1], 1.6 + 0.55 * data.shape[0]))
     ax = fig.add_subplot()
-    cmap = colormaps["RdBu"].copy()
-    cmap.set_bad("#dddddd")
+    cmap = colormaps["RdBu"].with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(data.shape[1]), [_column_label(t, metrics) for t in data.columns])
     ax.set_yticks(range(data.shape[0]), [_row_label(i, modality) for i in data.index])

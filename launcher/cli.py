@@ -581,7 +581,12 @@ def _frame(experiment: Experiment, no_cache: bool = False) -> Any:
     """The experiment's tidy results (`analysis.collect`), read in parallel and cached."""
     from analysis.collect import collect_frame
 
-    return collect_frame(experiment, use_cache=not no_cache)
+    try:
+        return collect_frame(experiment, use_cache=not no_cache)
+    except ValueError as exc:  # a finished node whose result.json is missing or unreadable
+        raise UserError(f"results of '{experiment.spec.name}': {exc}") from None
+    except OSError as exc:
+        raise UserError(f"storage: cannot read {experiment.store.url}: {exc}") from None
 
 
 def _missing_note(experiment: Experiment) -> tuple[Any, str]:
@@ -620,7 +625,10 @@ def analysis_collect(
             raise UserError(f"--format {fmt} needs -o FILE (only csv prints to the terminal)")
         sys.stdout.write(frame.to_csv(index=False))
     else:
-        write_frame(frame, output, fmt)
+        try:
+            write_frame(frame, output, fmt)
+        except ValueError as exc:
+            raise UserError(f"-o {output}: {exc}") from None
         err.print(f"{len(frame)} rows -> {output}")
     if note:
         err.print(f"[yellow]{note}[/yellow]")

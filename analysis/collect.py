@@ -1,0 +1,388 @@
+"""Collect an experiment's evaluation results into the tidy frame (`analysis.frame.COLUMNS`).
+
+Every analysis starts from this frame, and on a real grid it means reading thousands of
+small files, possibly from an object store where each read is a round trip. Two things
+keep that cheap:
+
+- reads run in parallel threads (the store is fsspec; s3fs and local files are both
+  safe to call from several threads), one task per evaluate node;
+- a node is immutable once its `DONE` marker exists (keys are content hashes), so the
+  rows read from it never change. They are kept in one consolidated cache object in the
+  store, `<root>/<experiment>/analysis/rows-cache.parquet`; a later collect reads only
+  that object plus the nodes it does not hold yet, and rewrites it only when it learned
+  something new.
+
+What is cached is what the nodes say (values, and the wall hours of their attempts); what
+depends on the spec or the registry (devices per stage, modality labels) is applied when
+the frame is built, so editing `resources` or the registry never leaves stale numbers in
+the cache. Torch-free: runs on a login node.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import sys
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.frame import COLUMNS, empty_frame
+from analysis.table import modality_label
+from launcher.experiment import Experiment
+from launcher.plan import Node
+from launcher.spec import Spec
+from launcher.state import STATUSES
+from launcher.store import Store
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "rows-cache.parquet"
+CACHE_VERSION = "1"
+"""Bumped when the cached columns change meaning; an older cache is then rebuilt."""
+_CACHE_META = b"xstilts.rows-cache"
+
+CACHED_COLUMNS: tuple[str, ...] = (
+    "intermediate", "target", "seed", "language", "metric", "value", "key", "train_hours", "eval_hours",
+)
+"""Per row, what its evaluate node (and the cell's train-target nodes) say: immutable once done."""
+
+FORMATS: tuple[str, ...] = ("csv", "parquet", "json")
+_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
+
+_BLOCKING_ORDER = ("failed", "cancelled", "interrupted", "preempted", "running", "queued", "pending")
+"""Which status describes an unfinished cell when several of its nodes are unfinished:
+a problem that blocks it first, then progress (running before waiting)."""
+assert set(_BLOCKING_ORDER) == set(STATUSES) - {"done"}
+
+MISSING_COLUMNS: tuple[str, ...] = ("intermediate", "target", "seed", "status", "stage", "key")
+
+
+# -- the frame ------------------------------------------------------------------------------
+def collect_frame(experiment: Experiment, workers: int = 16, use_cache: bool = True) -> pd.DataFrame:
+    """The tidy frame of every finished evaluate node of the experiment.
+
+    One row per (evaluate node, language, metric key of that language's scores), in plan
+    order then language and metric. Unfinished evaluate nodes contribute nothing (see
+    `missing_cells`). With `use_cache=False` the cache is neither read nor written.
+    """
+    evaluations = experiment.plan.evaluations()
+    store = experiment.store
+    path = cache_path(experiment)
+    cached = read_cache(store, path) if use_cache else _empty_cached()
+    known = set(cached["key"].unique())
+    fresh = read_nodes(store, [node for node in evaluations if node.key not in known], workers)
+    combined = _concat([cached, fresh])
+    if use_cache and not fresh.empty:
+        write_cache(store, path, combined)
+    return build_frame(combined, evaluations, experiment.spec)
+
+
+def cache_path(experiment: Experiment) -> str:
+    return experiment.store.experiment_path(experiment.spec.name, "analysis", CACHE_FILE)
+
+
+def build_frame(cached: pd.DataFrame, evaluations: list[Node], spec: Spec) -> pd.DataFrame:
+    """`COLUMNS` rows of the plan's evaluate nodes from cached rows: costs from the spec's
+    devices, labels from the registry. Rows of nodes outside the plan (an older spec of
+    the same experiment name) stay in the cache but not in the frame."""
+    order = {node.key: index for index, node in enumerate(evaluations)}
+    rows = cached[cached["key"].isin(order)].copy()
+    if rows.empty:
+        return empty_frame()
+    (train_devices, eval_devices), unit = stage_devices(spec)
+    rows["cost_hours"] = rows["train_hours"] * train_devices + rows["eval_hours"] * eval_devices
+    rows["cost_unit"] = unit
+    labels = {name: modality_label(name) for name in rows["intermediate"].unique()}
+    rows["modality"] = rows["intermediate"].map(labels)
+    rows["control_of"] = rows["intermediate"].map({name: control_of(name) for name in labels})
+    rows["_order"] = rows["key"].map(order)
+    rows = rows.sort_values(["_order", "language", "metric"], kind="stable")
+    return typed(rows[list(COLUMNS)].reset_index(drop=True))
+
+
+def stage_devices(spec: Spec) -> tuple[tuple[int, int], str]:
+    """((train-target devices, evaluate devices), unit). GPU-hours when either stage uses
+    GPUs (a CPU-only stage then costs 0 GPU-hours: mixing CPU- and GPU-hours in one sum
+    would mean nothing), else CPU-hours."""
+    train, evaluate = spec.resources_for("train-target"), spec.resources_for("evaluate")
+    if train.gpus > 0 or evaluate.gpus > 0:
+        return (train.gpus, evaluate.gpus), "gpu"
+    return (train.cpus, evaluate.cpus), "cpu"
+
+
+def control_of(intermediate: str) -> str | None:
+    """The multimodal task a control intermediate controls for (None otherwise, also for
+    the baseline and mixtures, which are not registry tasks)."""
+    from jobs.tasks.registry import TASKS
+
+    task = TASKS.get(intermediate)
+    return task.control_of if task is not None else None
+
+
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the dtypes of `empty_frame()`, so frames from every path (fresh, cached,
+    read back from a file) compare equal."""
+    frame = frame.astype(empty_frame().dtypes.to_dict())
+    if "control_of" in frame:
+        column = frame["control_of"].astype(object)
+        frame["control_of"] = column.where(column.notna() & (column != ""), None)  # "" and NaN from files
+    return frame
+
+
+# -- reading nodes ---------------------------------------------------------------------------
+def read_nodes(store: Store, nodes: list[Node], workers: int) -> pd.DataFrame:
+    """Cached-column rows of those `nodes` that are done, read `workers` nodes at a time."""
+    if not nodes:
+        return _empty_cached()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        parts = [part for part in pool.map(lambda node: read_node(store, node), nodes) if part is not None]
+    if not parts:
+        return _empty_cached()
+    columns = {name: list(chain.from_iterable(part[name] for part in parts)) for name in CACHED_COLUMNS}
+    return pd.DataFrame(columns).astype(_empty_cached().dtypes.to_dict())
+
+
+def read_node(store: Store, node: Node) -> dict[str, list[Any]] | None:
+    """The rows of one evaluate node (as columns), or None when it is not done. Reads its
+    DONE marker, result.json and state.json, and the state.json of the cell's
+    train-target nodes."""
+    if not store.is_done(node.stage, node.key):
+        return None
+    result_path = store.node_path(node.stage, node.key, "result.json")
+    result = store.read_json(result_path)
+    if not isinstance(result, dict) or not isinstance(result.get("languages"), dict):
+        raise ValueError(f"{store.url_of(result_path)}: the node is DONE but has no valid result.json")
+    eval_hours = wall_hours(store.read_json(store.node_path(node.stage, node.key, "state.json")))
+    train_hours = sum(wall_hours(store.read_json(store.node_path(n.stage, n.key, "state.json")))
+                      for n in train_chain(node))
+    return node_rows(result, node, train_hours, eval_hours)
+
+
+def train_chain(evaluate: Node) -> list[Node]:
+    """The train-target nodes of an evaluate node's cell: its `model` input and, for a target
+    with a first fine-tuning (XCOPA after SIQA), that node's `init`, and so on. Retrieval
+    targets evaluate the intermediate encoder (or the pretrained model): none."""
+    chain = []
+    node = evaluate.inputs.get("model")
+    while node is not None and node.stage == "train-target":
+        chain.append(node)
+        node = node.inputs.get("init")
+    return chain
+
+
+def wall_hours(state: dict[str, Any] | None) -> float:
+    """Wall hours of a node's attempts (ended - started); an attempt without `ended` (killed
+    without a word) counts 0: its length is unknown."""
+    total = 0.0
+    for attempt in (state or {}).get("attempts", []):
+        started, ended = attempt.get("started"), attempt.get("ended")
+        if isinstance(started, (int, float)) and isinstance(ended, (int, float)):
+            total += max(0.0, ended - started)
+    return total / 3600.0
+
+
+def node_rows(result: dict[str, Any], node: Node, train_hours: float, eval_hours: float) -> dict[str, list[Any]]:
+    """One row per (language, metric key) of an evaluate result, as column lists (a
+    DataFrame per node would cost more than reading the node from a local disk)."""
+    languages, metrics, values = [], [], []
+    for language, scores in sorted(result["languages"].items()):
+        for metric, value in sorted(scores.items()):
+            languages.append(language)
+            metrics.append(metric)
+            values.append(float(value))
+    n = len(values)
+    return {
+        "intermediate": [node.intermediate] * n, "target": [node.task] * n, "seed": [node.seed] * n,
+        "language": languages, "metric": metrics, "value": values, "key": [node.key] * n,
+        "train_hours": [train_hours] * n, "eval_hours": [eval_hours] * n,
+    }
+
+
+def _empty_cached() -> pd.DataFrame:
+    dtypes = {"seed": "int64", "value": "float64", "train_hours": "float64", "eval_hours": "float64"}
+    return pd.DataFrame({name: pd.Series(dtype=dtypes.get(name, "object")) for name in CACHED_COLUMNS})
+
+
+def _concat(parts: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    parts = [part for part in parts if not part.empty]
+    if not parts:
+        return _empty_cached()
+    if len(parts) == 1:
+        return parts[0]
+    return pd.concat(parts, ignore_index=True)[list(CACHED_COLUMNS)]
+
+
+# -- the cache -------------------------------------------------------------------------------
+def read_cache(store: Store, path: str) -> pd.DataFrame:
+    """The cached rows, or none when there is no cache or it is unreadable or of another
+    version (it is only an accelerator: rebuilding it is always correct)."""
+    import pyarrow.parquet as pq
+
+    try:
+        data = store.fs.cat_file(path)
+    except FileNotFoundError:
+        return _empty_cached()
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as exc:  # a truncated or foreign file: rebuild
+        log.warning("ignoring unreadable rows cache %s: %s", path, exc)
+        return _empty_cached()
+    meta = table.schema.metadata or {}
+    if meta.get(_CACHE_META) != CACHE_VERSION.encode() or tuple(table.column_names) != CACHED_COLUMNS:
+        log.warning("ignoring rows cache %s of another version", path)
+        return _empty_cached()
+    return table.to_pandas().astype(_empty_cached().dtypes.to_dict())
+
+
+def write_cache(store: Store, path: str, rows: pd.DataFrame) -> None:
+    """Replace the cache atomically. A store we may not write (read-only credentials) only
+    costs the speed-up, so a failure is logged, not raised."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(rows[list(CACHED_COLUMNS)], preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _CACHE_META: CACHE_VERSION.encode()})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    try:
+        write_bytes(store, path, buffer.getvalue())
+    except OSError as exc:
+        log.warning("could not write rows cache %s: %s", path, exc)
+
+
+def write_bytes(store: Store, path: str, data: bytes) -> None:
+    """Store.write_text for bytes: a temporary name renamed into place on a local
+    filesystem (readers never see half a file), a single PUT (atomic) on object stores."""
+    if store.is_local:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    else:
+        store.fs.pipe_file(path, data)
+
+
+# -- unfinished cells ------------------------------------------------------------------------
+def missing_cells(experiment: Experiment, statuses: dict[str, tuple[str, dict[str, Any]]] | None = None) -> pd.DataFrame:
+    """One row per cell whose evaluate node is not done: (intermediate, target, seed,
+    status, stage, key). The status is the most telling one among the evaluate node and
+    its unfinished inputs (`_BLOCKING_ORDER`); `stage` and `key` name that node, so a
+    cell waiting on a failed intermediate training says so. `statuses` (from
+    `experiment.statuses()`) may be passed when the caller already has them."""
+    if statuses is None:
+        statuses = experiment.statuses(need_slurm=False)
+    rows = []
+    for node in experiment.plan.evaluations():
+        if statuses[node.key][0] == "done":
+            continue
+        blocker = _blocking_node(node, statuses)
+        rows.append({"intermediate": node.intermediate, "target": node.task, "seed": node.seed,
+                     "status": statuses[blocker.key][0], "stage": blocker.stage, "key": blocker.key})
+    frame = pd.DataFrame(rows, columns=list(MISSING_COLUMNS))
+    return frame.astype({"seed": "int64"}) if not frame.empty else frame
+
+
+def _blocking_node(evaluate: Node, statuses: dict[str, tuple[str, dict[str, Any]]]) -> Node:
+    """The unfinished node (the evaluate node or an input, nearest first) with the most
+    telling status."""
+    rank = {status: i for i, status in enumerate(_BLOCKING_ORDER)}
+    best, seen, frontier = evaluate, {evaluate.key}, [evaluate]
+    while frontier:
+        following = []
+        for node in frontier:
+            status = statuses.get(node.key, ("pending", {}))[0]
+            if status != "done" and rank.get(status, len(rank)) < rank.get(statuses[best.key][0], len(rank)):
+                best = node
+            for dep in node.inputs.values():
+                if dep.key not in seen:
+                    seen.add(dep.key)
+                    following.append(dep)
+        frontier = following
+    return best
+
+
+# -- files -----------------------------------------------------------------------------------
+def infer_format(path: str | Path, fmt: str | None = None) -> str:
+    """`fmt`, or the format the file's suffix names; ValueError naming the choices."""
+    if fmt is None:
+        suffix = Path(str(path)).suffix.lower()
+        if suffix not in _SUFFIXES:
+            raise ValueError(f"cannot tell the format of '{path}' from its suffix; "
+                             f"name one of {', '.join(FORMATS)} (suffixes {', '.join(_SUFFIXES)})")
+        return _SUFFIXES[suffix]
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format '{fmt}'; valid formats: {', '.join(FORMATS)}")
+    return fmt
+
+
+def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The frame as JSON-ready dicts (native ints and floats; NaN and missing as None)."""
+    records = []
+    for row in frame.to_dict("records"):
+        records.append({name: _plain(value) for name, value in row.items()})
+    return records
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path, fmt: str | None = None) -> None:
+    """Write the frame as csv, parquet or json (a list of records). `path` "-" writes to
+    stdout (format csv unless given). Raises ValueError for an unknown format."""
+    fmt = infer_format(path, fmt if fmt is not None or str(path) != "-" else "csv")
+    if str(path) == "-":
+        _write_stream(frame, fmt)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        Path(path).write_text(json.dumps(frame_records(frame), indent=1) + "\n")
+
+
+def _write_stream(frame: pd.DataFrame, fmt: str) -> None:
+    if fmt == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif fmt == "parquet":
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.flush()
+    else:
+        sys.stdout.write(json.dumps(frame_records(frame), indent=1) + "\n")
+
+
+def read_frame(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
+    """A frame written by `write_frame`, with the tidy dtypes back. CSV is read without
+    pandas' NA guessing: "nan" (Min Nan) and "NA" are language codes, not missing values."""
+    fmt = infer_format(path, fmt)
+    if fmt == "csv":
+        missing = ["", "nan", "NaN"]
+        frame = pd.read_csv(path, keep_default_na=False, na_values={"value": missing, "cost_hours": missing},
+                            dtype={"seed": "int64", "value": "float64", "cost_hours": "float64"})
+    elif fmt == "parquet":
+        frame = pd.read_parquet(path)
+    else:
+        frame = pd.DataFrame(json.loads(Path(path).read_text()), columns=list(COLUMNS))
+    if frame.empty:
+        return empty_frame()
+    return typed(frame[list(COLUMNS)])

@@ -1,0 +1,491 @@
+"""Does multimodal intermediate training help cross-lingual transfer more than text-only?
+
+The unit of evidence is a delta: a cell's XTREME-R task score (`frame.cell_scores`) minus
+the score of `none` (no intermediate training) for the same target and seed, so target
+difficulty and the seed's fine-tuning luck cancel before groups are compared.
+
+Uncertainty comes from a two-level percentile bootstrap: resample target tasks with
+replacement, then seeds with replacement within each drawn target. Why both levels:
+the question is about XTREME-R's *population of tasks* (another set of targets could
+favour images less), and within a target the seeds are the only replication of the
+fine-tuning noise; resampling only rows would treat the 3 seeds x 30 intermediates of
+one target as independent evidence and give far too narrow intervals. Group means are
+row-weighted (the mean delta of every multimodal row), so each resample recomputes them
+as ratios of sums over the drawn (target, seed) cells, which vectorises over resamples.
+
+Everything here is torch-free and reads only the tidy frame (`analysis.frame.COLUMNS`);
+missing groups are reported in `Comparison.problems` instead of raised, so a partially
+finished grid still gets a report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from analysis.frame import cell_scores, deltas
+
+BASELINE = "none"
+MULTIMODAL = "multimodal"
+TEXT = "text"
+LEVEL = 0.95
+_CHUNK = 2000  # resamples per vectorised block: bounds memory for large grids
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class TargetDifference:
+    """Multimodal minus text on one target; `p` from a paired t-test across seeds."""
+
+    target: str
+    difference: float | None
+    ci: tuple[float, float] | None
+    n_seeds: int
+    t: float | None = None
+    p: float | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ControlDifference:
+    """A multimodal task minus its control(s), paired on (target, seed)."""
+
+    task: str
+    controls: list[str]
+    difference: float | None
+    ci: tuple[float, float] | None
+    n_pairs: int
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class LanguageDifference:
+    """The main difference recomputed from one language's headline scores."""
+
+    language: str
+    difference: float | None
+    ci: tuple[float, float] | None
+    n_targets: int
+    n_cells: int
+
+
+@dataclass
+class Comparison:
+    """Everything `compare_by_modality` found; render with `render_text`/`render_markdown`."""
+
+    multimodal: float | None = None
+    text: float | None = None
+    difference: float | None = None
+    ci: tuple[float, float] | None = None
+    n_multimodal: int = 0
+    n_text: int = 0
+    n_targets: int = 0
+    multimodal_tasks: list[str] = field(default_factory=list)
+    text_tasks: list[str] = field(default_factory=list)
+    targets: list[TargetDifference] = field(default_factory=list)
+    controls: list[ControlDifference] = field(default_factory=list)
+    languages: list[LanguageDifference] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    n_boot: int = 10000
+    seed: int = 0
+
+    @property
+    def excludes_zero(self) -> bool | None:
+        return _excludes_zero(self.ci)
+
+    def sentence(self) -> str:
+        """The plain answer to the research question, or what stops it being given."""
+        if self.difference is None or self.multimodal is None or self.text is None:
+            return "No modality comparison: " + "; ".join(self.problems or ["no data"]) + "."
+        direction = "better" if self.difference >= 0 else "worse"
+        head = (
+            f"Multimodal intermediate tasks change the XTREME-R score by {self.multimodal:+.2f} points on average, "
+            f"text-only ones by {self.text:+.2f}: multimodal is {direction} by {abs(self.difference):.2f} points"
+        )
+        if self.ci is None:
+            return head + " (no confidence interval: a single target and seed)."
+        verdict = "excludes" if self.excludes_zero else "includes"
+        return head + f" (95% CI {_fmt_ci(self.ci)}); the interval {verdict} zero."
+
+    def render_text(self) -> str:
+        """A few plain lines: the sentence, per-target table, controls, languages."""
+        lines = [self.sentence()]
+        lines += [f"note: {problem}" for problem in self.problems]
+        if self.targets:
+            lines += ["", "per target (multimodal - text; paired t-test across seeds):"]
+            lines += [f"  {'target':<14} {'seeds':>5} {'diff':>7}  {'95% CI':<18} {'p':>8}"]
+            for row in self.targets:
+                lines.append(
+                    f"  {row.target:<14} {row.n_seeds:>5} {_fmt(row.difference):>7}  "
+                    f"{_fmt_ci(row.ci):<18} {_fmt_p(row.p):>8}" + (f"  ({row.note})" if row.note else "")
+                )
+        if self.controls:
+            lines += ["", "multimodal task vs its control (paired on target and seed):"]
+            for c in self.controls:
+                lines.append(
+                    f"  {c.task} vs {', '.join(c.controls)}: {_fmt(c.difference)} points "
+                    f"(95% CI {_fmt_ci(c.ci)}, {c.n_pairs} pairs)" + (f" ({c.note})" if c.note else "")
+                )
+        lines += self._language_lines()
+        return "\n".join(lines)
+
+    def _language_lines(self, k: int = 3) -> list[str]:
+        ranked = sorted((lang for lang in self.languages if lang.difference is not None),
+                        key=lambda lang: lang.difference, reverse=True)  # type: ignore[arg-type, return-value]
+        if not ranked:
+            return []
+
+        def item(lang: LanguageDifference) -> str:
+            return f"{lang.language} {_fmt(lang.difference)} {_fmt_ci(lang.ci)}"
+
+        lines = ["", f"per language ({len(ranked)} languages; multimodal - text):"]
+        lines.append("  largest:  " + "; ".join(item(lang) for lang in ranked[:k]))
+        rest = ranked[max(k, len(ranked) - k):]  # never repeat a language listed as largest
+        if rest:
+            lines.append("  smallest: " + "; ".join(item(lang) for lang in rest[::-1]))
+        return lines
+
+    def render_markdown(self) -> str:
+        """The same content as Markdown tables, for the report."""
+        parts = [self.sentence()]
+        if self.problems:
+            parts.append("\n".join(f"- {problem}" for problem in self.problems))
+        if self.targets:
+            rows = [[t.target, str(t.n_seeds), _fmt(t.difference), _fmt_ci(t.ci), _fmt_p(t.p), t.note or ""]
+                    for t in self.targets]
+            parts.append("**Per target** (multimodal - text delta; paired t-test across seeds)\n\n"
+                         + _md_table(["target", "seeds", "difference", "95% CI", "p", "note"], rows))
+        if self.controls:
+            rows = [[c.task, ", ".join(c.controls), str(c.n_pairs), _fmt(c.difference), _fmt_ci(c.ci)]
+                    for c in self.controls]
+            parts.append("**Multimodal task vs control** (paired on target and seed)\n\n"
+                         + _md_table(["task", "control", "pairs", "difference", "95% CI"], rows))
+        if self.languages:
+            ranked = sorted(self.languages, key=lambda lang: -math.inf if lang.difference is None else lang.difference,
+                            reverse=True)
+            rows = [[lang.language, str(lang.n_targets), _fmt(lang.difference), _fmt_ci(lang.ci)] for lang in ranked]
+            parts.append("**Per language** (multimodal - text delta of the language's headline score)\n\n"
+                         + _md_table(["language", "targets", "difference", "95% CI"], rows))
+        return "\n\n".join(parts) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain, JSON-serialisable dict (points rounded to 4 decimals, p to 4 digits)."""
+        return {
+            "multimodal": _r(self.multimodal),
+            "text": _r(self.text),
+            "difference": _r(self.difference),
+            "ci": _r_ci(self.ci),
+            "excludes_zero": self.excludes_zero,
+            "n_multimodal": self.n_multimodal,
+            "n_text": self.n_text,
+            "n_targets": self.n_targets,
+            "multimodal_tasks": list(self.multimodal_tasks),
+            "text_tasks": list(self.text_tasks),
+            "targets": [
+                {"target": t.target, "difference": _r(t.difference), "ci": _r_ci(t.ci), "n_seeds": t.n_seeds,
+                 "t": _r(t.t), "p": _r_p(t.p), "note": t.note}
+                for t in self.targets
+            ],
+            "controls": [
+                {"task": c.task, "controls": list(c.controls), "difference": _r(c.difference), "ci": _r_ci(c.ci),
+                 "n_pairs": c.n_pairs, "note": c.note}
+                for c in self.controls
+            ],
+            "languages": [
+                {"language": lang.language, "difference": _r(lang.difference), "ci": _r_ci(lang.ci),
+                 "n_targets": lang.n_targets, "n_cells": lang.n_cells}
+                for lang in self.languages
+            ],
+            "problems": list(self.problems),
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+            "level": LEVEL,
+            "sentence": self.sentence(),
+        }
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def compare_by_modality(frame: pd.DataFrame, n_boot: int = 10000, seed: int = 0) -> Comparison:
+    """Multimodal vs text-only intermediate tasks, from a tidy results frame.
+
+    Controls (modality "text control") are left out of the text group: they exist to
+    isolate what the images add to a caption task, not to represent text-only STILTs.
+    Each estimate draws from its own generator seeded with `seed`, so adding a language or
+    a control never changes another estimate's interval.
+    """
+    result = Comparison(n_boot=n_boot, seed=seed)
+    cells = _cell_deltas(frame, result.problems)
+    if cells is None:
+        return result
+    mm, tx = cells[cells["modality"] == MULTIMODAL], cells[cells["modality"] == TEXT]
+    result.multimodal_tasks = sorted(mm["intermediate"].unique())
+    result.text_tasks = sorted(tx["intermediate"].unique())
+    result.n_multimodal, result.n_text = len(mm), len(tx)
+    result.multimodal = _mean(mm["delta"])
+    result.text = _mean(tx["delta"])
+    result.controls = _control_differences(cells, n_boot, seed)
+    if mm.empty or tx.empty:
+        missing = "multimodal" if mm.empty else "text-only"
+        result.problems.append(f"no {missing} intermediate rows with a baseline: no multimodal - text difference")
+        return result
+    result.n_targets = int(pd.concat([mm, tx])["target"].nunique())
+    result.difference, result.ci = group_difference(mm, tx, n_boot, seed)
+    result.targets = _target_differences(mm, tx, n_boot, seed)
+    result.languages = _language_differences(frame, n_boot, seed)
+    return result
+
+
+def _cell_deltas(frame: pd.DataFrame, problems: list[str]) -> pd.DataFrame | None:
+    """`deltas(cell_scores(frame))`, or None with the reason appended to `problems`."""
+    if frame.empty:
+        problems.append("the results frame is empty")
+        return None
+    scores = cell_scores(frame)
+    if not (scores["intermediate"] == BASELINE).any():
+        problems.append(f"no baseline ({BASELINE!r}) rows: deltas need the score without intermediate training")
+        return None
+    cells = deltas(scores, baseline=BASELINE)
+    if cells.empty:
+        problems.append(f"no intermediate task shares a (target, seed) with the baseline ({BASELINE!r})")
+        return None
+    return cells
+
+
+# ----------------------------------------------------------------------------- the bootstrap
+
+
+@dataclass(frozen=True)
+class CellSums:
+    """Per (target, seed slot): sum and count of deltas of groups a and b.
+
+    Padded to the largest number of seeds; `n_seeds[t]` says how many slots of target t
+    are real, so targets with different seed sets bootstrap correctly.
+    """
+
+    a_sum: np.ndarray
+    a_cnt: np.ndarray
+    b_sum: np.ndarray
+    b_cnt: np.ndarray
+    n_seeds: np.ndarray
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.n_seeds.sum())
+
+
+def cell_sums(a: pd.DataFrame, b: pd.DataFrame, value: str = "delta") -> CellSums:
+    """Aggregate two groups of rows (target, seed, `value`) onto a shared cell grid."""
+    keys = pd.concat([a[["target", "seed"]], b[["target", "seed"]]]).drop_duplicates()
+    keys = keys.sort_values(["target", "seed"]).reset_index(drop=True)
+    targets = sorted(keys["target"].unique())
+    t_index = {t: i for i, t in enumerate(targets)}
+    keys["t"] = keys["target"].map(t_index)
+    keys["s"] = keys.groupby("target").cumcount()
+    n_seeds = keys.groupby("t").size().reindex(range(len(targets)), fill_value=0).to_numpy()
+    shape = (len(targets), int(n_seeds.max()) if len(targets) else 0)
+
+    def fill(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        total, count = np.zeros(shape), np.zeros(shape)
+        grouped = rows.groupby(["target", "seed"])[value].agg(["sum", "count"]).reset_index()
+        located = grouped.merge(keys, on=["target", "seed"])
+        np.add.at(total, (located["t"].to_numpy(), located["s"].to_numpy()), located["sum"].to_numpy(float))
+        np.add.at(count, (located["t"].to_numpy(), located["s"].to_numpy()), located["count"].to_numpy(float))
+        return total, count
+
+    a_sum, a_cnt = fill(a)
+    b_sum, b_cnt = fill(b)
+    return CellSums(a_sum, a_cnt, b_sum, b_cnt, n_seeds)
+
+
+def bootstrap_differences(sums: CellSums, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """`n_boot` two-level resamples of mean(a) - mean(b); NaN where a draw lacks a group.
+
+    Level 1 draws as many targets as there are, with replacement; level 2 draws, for each
+    drawn target, as many of its seeds as it has, with replacement. A cell drawn k times
+    weighs k times in both groups' sums. With few targets (XTREME-R has 10) a percentile
+    interval is somewhat narrow (about sqrt((n-1)/n)), a known limit worth stating next
+    to the number rather than hiding behind a more elaborate interval.
+    """
+    n_targets, width = sums.a_sum.shape
+    out = np.empty(n_boot)
+    slots = np.arange(width)
+    for start in range(0, n_boot, _CHUNK):
+        size = min(_CHUNK, n_boot - start)
+        t_draw = rng.integers(0, n_targets, size=(size, n_targets))
+        seeds_of = sums.n_seeds[t_draw][..., None]
+        s_draw = np.minimum((rng.random((size, n_targets, width)) * seeds_of).astype(np.int64), width - 1)
+        keep = slots < seeds_of
+        t_idx = np.broadcast_to(t_draw[..., None], s_draw.shape)
+
+        def total(values: np.ndarray) -> np.ndarray:
+            return np.where(keep, values[t_idx, s_draw], 0.0).sum(axis=(1, 2))
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:start + size] = total(sums.a_sum) / total(sums.a_cnt) - total(sums.b_sum) / total(sums.b_cnt)
+    return out
+
+
+def percentile_ci(draws: np.ndarray, level: float = LEVEL) -> tuple[float, float] | None:
+    """The percentile interval of the finite draws; None when none are finite."""
+    finite = draws[np.isfinite(draws)]
+    if finite.size == 0:
+        return None
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def group_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int,
+                     value: str = "delta") -> tuple[float | None, tuple[float, float] | None]:
+    """mean(a) - mean(b) over rows, with the two-level bootstrap CI.
+
+    The CI is None when there is only one (target, seed) cell: resampling a single value
+    says nothing about its uncertainty.
+    """
+    if a.empty or b.empty:
+        return None, None
+    difference = float(a[value].mean() - b[value].mean())
+    sums = cell_sums(a, b, value)
+    if sums.n_cells < 2:
+        return difference, None
+    draws = bootstrap_differences(sums, n_boot, np.random.default_rng(seed))
+    return difference, percentile_ci(draws)
+
+
+# ----------------------------------------------------------------------------- breakdowns
+
+
+def _target_differences(mm: pd.DataFrame, tx: pd.DataFrame, n_boot: int, seed: int) -> list[TargetDifference]:
+    """Per target: difference, seed-resampling CI, and a paired t-test across seeds.
+
+    The test pairs, for each seed, the mean multimodal and mean text delta of that seed:
+    both share the seed's baseline run, so the pairing removes the seed's luck.
+    """
+    rows = []
+    for target in sorted(set(mm["target"]) | set(tx["target"])):
+        a, b = mm[mm["target"] == target], tx[tx["target"] == target]
+        difference, ci = group_difference(a, b, n_boot, seed)
+        paired = (a.groupby("seed")["delta"].mean() - b.groupby("seed")["delta"].mean()).dropna()
+        t, p, note = _paired_test(paired.to_numpy(), a.empty, b.empty)
+        rows.append(TargetDifference(target, difference, ci, int(paired.size), t, p, note))
+    return rows
+
+
+def _paired_test(paired: np.ndarray, no_a: bool, no_b: bool) -> tuple[float | None, float | None, str | None]:
+    """One-sample t-test of per-seed differences against 0, or why there is none."""
+    if no_a or no_b:
+        return None, None, f"no {'multimodal' if no_a else 'text-only'} rows"
+    if paired.size < 2:
+        return None, None, f"{paired.size} seed(s) with both groups: no paired test"
+    if np.allclose(paired, paired[0]):
+        return None, None, "identical differences across seeds: t-test undefined"
+    test = scipy_stats.ttest_1samp(paired, 0.0)
+    return float(test.statistic), float(test.pvalue), None
+
+
+def _control_differences(cells: pd.DataFrame, n_boot: int, seed: int) -> list[ControlDifference]:
+    """Each multimodal task against the rows whose control_of names it.
+
+    Only (target, seed) cells where the task and a control both exist count, so the
+    difference is paired: same target, same seed, same baseline.
+    """
+    out = []
+    controlled = cells[cells["control_of"].notna()]
+    for task in sorted(cells.loc[cells["modality"] == MULTIMODAL, "intermediate"].unique()):
+        controls = controlled[controlled["control_of"] == task]
+        if controls.empty:
+            continue
+        a = cells[cells["intermediate"] == task]
+        shared = a[["target", "seed"]].merge(controls[["target", "seed"]].drop_duplicates())
+        a, b = (rows.merge(shared, on=["target", "seed"]) for rows in (a, controls))
+        names = sorted(controls["intermediate"].unique())
+        n_pairs = int(len(shared.drop_duplicates()))
+        if n_pairs == 0:
+            out.append(ControlDifference(task, names, None, None, 0, "no (target, seed) with both"))
+            continue
+        difference, ci = group_difference(a, b, n_boot, seed)
+        out.append(ControlDifference(task, names, difference, ci, n_pairs))
+    return out
+
+
+def language_deltas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Deltas per (intermediate, target, seed, language) of the headline metric.
+
+    `cell_scores` of a one-language slice is exactly that language's headline score, so
+    reusing it keeps the metric choice and labelling identical to the main analysis.
+    """
+    parts = []
+    for language, rows in frame.groupby("language", sort=True):
+        scores = cell_scores(rows)
+        if not (scores["intermediate"] == BASELINE).any():
+            continue
+        part = deltas(scores, baseline=BASELINE)
+        part["language"] = language
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=["intermediate", "target", "seed", "delta", "modality", "language"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _language_differences(frame: pd.DataFrame, n_boot: int, seed: int) -> list[LanguageDifference]:
+    """The main difference per language, bootstrapped over that language's targets and seeds."""
+    out = []
+    per_language = language_deltas(frame)
+    for language, rows in per_language.groupby("language", sort=True):
+        a, b = rows[rows["modality"] == MULTIMODAL], rows[rows["modality"] == TEXT]
+        if a.empty or b.empty:
+            continue
+        difference, ci = group_difference(a, b, n_boot, seed)
+        n_cells = int(pd.concat([a, b])[["target", "seed"]].drop_duplicates().shape[0])
+        out.append(LanguageDifference(str(language), difference, ci, int(rows["target"].nunique()), n_cells))
+    return out
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _mean(values: pd.Series) -> float | None:
+    return float(values.mean()) if len(values) else None
+
+
+def _excludes_zero(ci: tuple[float, float] | None) -> bool | None:
+    return None if ci is None else bool(ci[0] > 0 or ci[1] < 0)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def _fmt_ci(ci: tuple[float, float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def _fmt_p(p: float | None) -> str:
+    return "-" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _r(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
+def _r_p(p: float | None) -> float | None:
+    return None if p is None or not math.isfinite(p) else float(f"{p:.4g}")
+
+
+def _r_ci(ci: tuple[float, float] | None) -> list[float | None] | None:
+    return None if ci is None else [_r(ci[0]), _r(ci[1])]

@@ -1,0 +1,325 @@
+"""analysis.collect on stores written the way jobs write them (no training: the node
+files are generated), on a local path and on S3 (moto)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.collect import (
+    CACHE_FILE, cache_path, collect_frame, infer_format, missing_cells, read_frame, train_chain, write_frame,
+)
+from analysis.frame import COLUMNS
+from launcher.experiment import Experiment, open_experiment
+from launcher.plan import Node, build_plan
+from launcher.spec import validate
+from launcher.store import DONE, Store
+from tests.conftest import demo_raw
+
+T0 = 1_800_000_000.0
+SCORES = {
+    "syn-sent": lambda v: {"accuracy": v},
+    "syn-pos": lambda v: {"f1": v, "precision": v + 1, "recall": v - 1, "seqeval_f1": v},
+}
+
+
+def spec_raw(storage: str, gpus: bool = False) -> dict[str, Any]:
+    raw = demo_raw()
+    raw["storage"] = storage
+    if gpus:
+        raw["resources"] = {"train-target": {"gpus": 2, "cpus": 8}, "evaluate": {"gpus": 1, "cpus": 8}}
+    return raw
+
+
+def open_raw(tmp_path: Path, raw: dict[str, Any]) -> Experiment:
+    path = tmp_path / f"spec-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    experiment = open_experiment(str(path))
+    experiment.materialize()
+    return experiment
+
+
+def value_of(node: Node, language: str) -> float:
+    """A distinct, reproducible score per (cell, language)."""
+    return round(10 + 3 * node.seed + len(node.intermediate) + "en qaa qab qac".split().index(language) * 0.25, 4)
+
+
+def evaluate_result(node: Node) -> dict[str, Any]:
+    languages = {lang: SCORES[node.task](value_of(node, lang)) for lang in ("en", "qaa", "qab", "qac")}
+    return {"task": node.task, "metric": "x", "languages": languages, "average": 0.0,
+            "node": {"key": node.key, "stage": node.stage, "seconds": 1.0}}
+
+
+def attempts(hours: list[float | None]) -> list[dict[str, Any]]:
+    """Attempts of the given wall hours one after the other; None: killed, no `ended`."""
+    out, start = [], T0
+    for i, h in enumerate(hours):
+        attempt = {"started": start, "host": "h", "job_id": str(i), "attempt": i + 1}
+        if h is not None:
+            attempt.update(ended=start + h * 3600, outcome="done" if i == len(hours) - 1 else "preempted")
+            start += h * 3600
+        out.append(attempt)
+    return out
+
+
+def train_hours(node: Node) -> list[float | None]:
+    return [0.5, None, 1.25] if node.seed == 1 else [2.0]
+
+
+def eval_hours(node: Node) -> list[float | None]:
+    return [0.1]
+
+
+def finish(store: Store, node: Node, hours: list[float | None], result: dict[str, Any] | None = None) -> None:
+    """What a job leaves in a done node: state with its attempts, result.json, DONE last."""
+    folder = store.node_path(node.stage, node.key)
+    store.write_json(f"{folder}/state.json", {"status": "done", "attempts": attempts(hours)})
+    store.write_json(f"{folder}/result.json", result or {"node": {"seconds": 1.0}})
+    store.write_text(f"{folder}/{DONE}", f"{time.time()}\n")
+
+
+def finish_cell(store: Store, node: Node) -> None:
+    for train in train_chain(node):
+        finish(store, train, train_hours(train))
+    finish(store, node, eval_hours(node), evaluate_result(node))
+
+
+def set_status(store: Store, node: Node, status: str) -> None:
+    store.write_json(store.node_path(node.stage, node.key, "state.json"),
+                     {"status": status, "attempts": attempts([0.2]) if status == "failed" else []})
+
+
+def expected_rows(experiment: Experiment, nodes: list[Node], devices: tuple[int, int], unit: str) -> pd.DataFrame:
+    """The frame the generated files must give, computed independently of the module."""
+    rows = []
+    for node in nodes:
+        train = sum(h or 0 for t in train_chain(node) for h in train_hours(t))
+        cost = train * devices[0] + sum(h or 0 for h in eval_hours(node)) * devices[1]
+        for language in ("en", "qaa", "qab", "qac"):
+            for metric, value in sorted(SCORES[node.task](value_of(node, language)).items()):
+                control = "syn-shapes-mcm" if node.intermediate == "syn-shapes-mcm-text" else None
+                modality = {"none": "-", "syn-shapes-mcm": "multimodal", "syn-shapes-mcm-text": "text control"}
+                rows.append({"intermediate": node.intermediate, "target": node.task, "seed": node.seed,
+                             "language": language, "metric": metric, "value": value, "key": node.key,
+                             "modality": modality.get(node.intermediate, "text"), "control_of": control,
+                             "cost_hours": cost, "cost_unit": unit})
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["control_of"] = frame["control_of"].astype(object).where(frame["control_of"].notna(), None)
+    return frame
+
+
+def assert_same_rows(frame: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert list(frame.columns) == list(COLUMNS)
+    order = ["key", "language", "metric"]
+    got = frame.sort_values(order).reset_index(drop=True)
+    want = expected.sort_values(order).reset_index(drop=True)
+    for name in COLUMNS:
+        if name in ("value", "cost_hours"):
+            assert got[name].tolist() == pytest.approx(want[name].tolist(), rel=1e-9), name
+        else:
+            assert got[name].tolist() == want[name].tolist(), name
+
+
+class Reads:
+    """Records the paths the store reads (cat_file) and checks (exists) while active."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.cat: list[str] = []
+        self.exists: list[str] = []
+        self.lock = threading.Lock()
+        fs = store.fs
+        monkeypatch.setattr(fs, "cat_file", self._wrap(fs.cat_file, self.cat))
+        monkeypatch.setattr(fs, "exists", self._wrap(fs.exists, self.exists))
+
+    def _wrap(self, real: Callable[..., Any], log: list[str]) -> Callable[..., Any]:
+        def wrapper(path: str, *args: Any, **kwargs: Any) -> Any:
+            with self.lock:
+                log.append(str(path))
+            return real(path, *args, **kwargs)
+        return wrapper
+
+    def node_reads(self) -> set[str]:
+        """'stage/key' of every node a file was read from."""
+        return {"/".join(p.split("/nodes/", 1)[1].split("/")[:2]) for p in self.cat if "/nodes/" in p}
+
+    def clear(self) -> None:
+        self.cat.clear()
+        self.exists.clear()
+
+
+# -- tests -----------------------------------------------------------------------------------
+def test_rows_values_and_costs_equal_what_the_nodes_hold(tmp_path: Path) -> None:
+    experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store"), gpus=True))
+    evaluations = experiment.plan.evaluations()
+    for node in evaluations:
+        finish_cell(experiment.store, node)
+    frame = collect_frame(experiment, workers=4)
+    assert len(frame) == len(evaluations) // 2 * 4 * (1 + 4)  # syn-sent: accuracy; syn-pos: 4 keys
+    assert_same_rows(frame, expected_rows(experiment, evaluations, (2, 1), "gpu"))
+    # seed 1: 0.5 + 1.25 train hours (the killed attempt counts 0) x 2 GPUs + 0.1 evaluate x 1 GPU
+    seed1 = frame[(frame["seed"] == 1) & (frame["intermediate"] == "syn-rate")]
+    assert set(seed1["cost_hours"].round(9)) == {round(1.75 * 2 + 0.1, 9)}
+    assert frame.dtypes["seed"] == "int64" and frame.dtypes["value"] == "float64"
+    assert all(v is None for v in frame.loc[frame["intermediate"] != "syn-shapes-mcm-text", "control_of"])
+
+
+def test_cpu_units_and_retrieval_and_xcopa_chains(tmp_path: Path) -> None:
+    experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store")))
+    node = experiment.plan.evaluations()[0]
+    finish_cell(experiment.store, node)
+    frame = collect_frame(experiment, workers=2)
+    assert set(frame["cost_unit"]) == {"cpu"}  # default resources: 1 CPU per stage
+    assert set(frame["cost_hours"].round(9)) == {round(sum(h or 0 for h in train_hours(node)) + 0.1, 9)}
+
+    raw = demo_raw()
+    raw["intermediate"]["tasks"] = ["none", "syn-rate"]
+    raw["target"]["tasks"] = ["xcopa", "tatoeba"]
+    plan = build_plan(validate(raw))
+    stages = {(n.task, n.intermediate): [(t.stage, t.task) for t in train_chain(n)] for n in plan.evaluations()}
+    assert stages[("xcopa", "syn-rate")] == [("train-target", "xcopa"), ("train-target", "socialiqa")]
+    assert stages[("tatoeba", "syn-rate")] == [] and stages[("tatoeba", "none")] == []
+
+
+def test_half_finished_experiment_lists_missing_cells(tmp_path: Path) -> None:
+    experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store")))
+    store, evaluations = experiment.store, experiment.plan.evaluations()
+    done, failed_eval, failed_train, queued = evaluations[:-3], evaluations[-3], evaluations[-2], evaluations[-1]
+    for node in done:
+        finish_cell(store, node)
+    for train in train_chain(failed_eval):
+        finish(store, train, train_hours(train))
+    set_status(store, failed_eval, "failed")
+    set_status(store, train_chain(failed_train)[0], "failed")
+    set_status(store, train_chain(queued)[0], "queued")
+
+    frame = collect_frame(experiment, workers=4)
+    assert set(frame["key"]) == {n.key for n in done}
+    assert_same_rows(frame, expected_rows(experiment, done, (1, 1), "cpu"))
+
+    missing = missing_cells(experiment)
+    assert list(missing.columns[:4]) == ["intermediate", "target", "seed", "status"]
+    got = {(r.intermediate, r.target, r.seed): (r.status, r.stage) for r in missing.itertuples()}
+    assert got == {
+        (failed_eval.intermediate, failed_eval.task, failed_eval.seed): ("failed", "evaluate"),
+        (failed_train.intermediate, failed_train.task, failed_train.seed): ("failed", "train-target"),
+        (queued.intermediate, queued.task, queued.seed): ("queued", "train-target"),
+    }
+    # nothing finished: every cell is missing, pending on its first unfinished node
+    fresh = open_raw(tmp_path, spec_raw(str(tmp_path / "empty")))
+    assert collect_frame(fresh).empty and list(collect_frame(fresh).columns) == list(COLUMNS)
+    assert set(missing_cells(fresh)["status"]) == {"pending"}
+    assert len(missing_cells(fresh)) == len(evaluations)
+
+
+def test_cache_skips_finished_nodes_and_grows_incrementally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store")))
+    store, evaluations = experiment.store, experiment.plan.evaluations()
+    for node in evaluations[:-2]:
+        finish_cell(store, node)
+    reads = Reads(store, monkeypatch)
+
+    first = collect_frame(experiment, workers=4)
+    assert store.exists(cache_path(experiment)) and cache_path(experiment).endswith(f"demo/analysis/{CACHE_FILE}")
+    assert len(reads.node_reads()) == len(evaluations[:-2]) * 2  # each cell: evaluate + train-target
+    cache_written = Path(cache_path(experiment)).stat().st_mtime_ns
+
+    reads.clear()
+    second = collect_frame(experiment, workers=4)
+    pd.testing.assert_frame_equal(first, second)
+    assert reads.node_reads() == set()  # nothing of a cached node is read...
+    checked = {p.split("/nodes/")[1].split("/")[1] for p in reads.exists if "/nodes/" in p}
+    assert checked == {n.key for n in evaluations[-2:]}  # ...only unfinished nodes are checked
+    assert Path(cache_path(experiment)).stat().st_mtime_ns == cache_written  # nothing new: not rewritten
+
+    newly = evaluations[-2]
+    finish_cell(store, newly)
+    reads.clear()
+    third = collect_frame(experiment, workers=4)
+    assert reads.node_reads() == {f"evaluate/{newly.key}", *(t.ref for t in train_chain(newly))}
+    assert len(third) == len(first) + len(expected_rows(experiment, [newly], (1, 1), "cpu"))
+    assert_same_rows(third, expected_rows(experiment, evaluations[:-1], (1, 1), "cpu"))
+
+    reads.clear()  # the updated cache serves the new node too; no cache: everything read again
+    pd.testing.assert_frame_equal(collect_frame(experiment), third)
+    assert reads.node_reads() == set()
+    pd.testing.assert_frame_equal(collect_frame(experiment, use_cache=False), third)
+    assert len(reads.node_reads()) == len(evaluations[:-1]) * 2
+
+
+def test_costs_follow_the_spec_not_the_cache(tmp_path: Path) -> None:
+    """Resources are not part of keys: changing them must not be hidden by cached rows."""
+    storage = str(tmp_path / "store")
+    experiment = open_raw(tmp_path, spec_raw(storage))
+    for node in experiment.plan.evaluations():
+        finish_cell(experiment.store, node)
+    cpu = collect_frame(experiment)
+    gpu = collect_frame(open_raw(tmp_path, spec_raw(storage, gpus=True)))
+    assert set(cpu["cost_unit"]) == {"cpu"} and set(gpu["cost_unit"]) == {"gpu"}
+    assert gpu["cost_hours"].sum() > cpu["cost_hours"].sum()
+    assert gpu[["key", "value"]].equals(cpu[["key", "value"]])
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
+    experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store")))
+    for node in experiment.plan.evaluations()[:3]:
+        finish_cell(experiment.store, node)
+    first = collect_frame(experiment)
+    Path(cache_path(experiment)).write_bytes(b"not parquet")
+    pd.testing.assert_frame_equal(collect_frame(experiment), first)
+    pd.testing.assert_frame_equal(collect_frame(experiment), first)  # and the rebuilt cache is valid
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_write_frame_round_trips(tmp_path: Path, fmt: str) -> None:
+    experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store"), gpus=True))
+    for node in experiment.plan.evaluations():
+        finish_cell(experiment.store, node)
+    frame = collect_frame(experiment)
+    frame.loc[0, "language"] = "nan"  # a real code (Min Nan) that pandas would read as missing
+    out = tmp_path / "out" / f"rows.{fmt}"
+    write_frame(frame, out)
+    back = read_frame(out)
+    pd.testing.assert_frame_equal(back, frame, check_exact=False, rtol=1e-12)
+    assert back["control_of"].isna().sum() == frame["control_of"].isna().sum() > 0
+    assert all(v is None or isinstance(v, str) for v in back["control_of"])  # None, not NaN
+    other = tmp_path / "rows.data"
+    write_frame(frame, other, fmt)
+    pd.testing.assert_frame_equal(read_frame(other, fmt), back, check_exact=False, rtol=1e-12)
+
+
+def test_unknown_formats_name_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="csv, parquet, json"):
+        infer_format(tmp_path / "x.csv", "xlsx")
+    with pytest.raises(ValueError, match="csv, parquet, json"):
+        write_frame(pd.DataFrame(columns=list(COLUMNS)), tmp_path / "x.xlsx")
+
+
+def test_collect_on_s3(s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    experiment = open_raw(tmp_path, spec_raw(f"s3://xstilts-test/collect-{uuid.uuid4().hex[:8]}", gpus=True))
+    store, evaluations = experiment.store, experiment.plan.evaluations()
+    assert not store.is_local
+    for node in evaluations[:-1]:
+        finish_cell(store, node)
+    reads = Reads(store, monkeypatch)
+    cold = collect_frame(experiment, workers=8)
+    assert_same_rows(cold, expected_rows(experiment, evaluations[:-1], (2, 1), "gpu"))
+    assert store.exists(cache_path(experiment))
+    reads.clear()
+    warm = collect_frame(experiment, workers=8)
+    pd.testing.assert_frame_equal(cold, warm)
+    assert reads.node_reads() == set()
+    finish_cell(store, evaluations[-1])
+    reads.clear()
+    full = collect_frame(experiment, workers=8)
+    assert reads.node_reads() == {evaluations[-1].ref, *(t.ref for t in train_chain(evaluations[-1]))}
+    assert_same_rows(full, expected_rows(experiment, evaluations, (2, 1), "gpu"))
+    assert missing_cells(experiment).empty
