@@ -39,6 +39,10 @@ SpecArg = Annotated[str, typer.Argument(help="experiment spec YAML")]
 OverrideOpt = Annotated[
     Optional[list[str]], typer.Option("--override", "-o", help="override a spec value: key.path=value (repeatable)")
 ]
+LongOverrideOpt = Annotated[
+    Optional[list[str]], typer.Option("--override", help="override a spec value: key.path=value (repeatable)")
+]
+"""For the analysis commands whose -o is their output (as in `collect -o FILE`)."""
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="cluster profile name or YAML path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
@@ -606,7 +610,7 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="read every node ag
 
 @analysis_app.command("collect")
 def analysis_collect(
-    spec: SpecArg, override: OverrideOpt = None,
+    spec: SpecArg, override: LongOverrideOpt = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="file to write (default: print CSV)")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="csv | parquet | json (default: from -o's suffix)")] = None,
     no_cache: NoCacheOpt = False,
@@ -695,7 +699,7 @@ def analysis_compare(
 
 @analysis_app.command("plot")
 def analysis_plot(
-    spec: SpecArg, override: OverrideOpt = None,
+    spec: SpecArg, override: LongOverrideOpt = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="folder for the figures (PNG and SVG)")] = Path("figures"),
     target: Annotated[Optional[str], typer.Option("--target", help="target of the per-language bars")] = None,
     no_cache: NoCacheOpt = False,
@@ -716,7 +720,7 @@ def analysis_plot(
 
 @analysis_app.command("report")
 def analysis_report(
-    spec: SpecArg, override: OverrideOpt = None,
+    spec: SpecArg, override: LongOverrideOpt = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="the Markdown file to write")] = Path("report.md"),
     no_cache: NoCacheOpt = False,
 ) -> None:
