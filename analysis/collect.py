@@ -24,9 +24,7 @@ import io
 import json
 import logging
 import math
-import os
 import sys
-import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
@@ -254,24 +252,9 @@ def write_cache(store: Store, path: str, rows: pd.DataFrame) -> None:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     try:
-        write_bytes(store, path, buffer.getvalue())
+        store.write_bytes(path, buffer.getvalue())
     except OSError as exc:
         log.warning("could not write rows cache %s: %s", path, exc)
-
-
-def write_bytes(store: Store, path: str, data: bytes) -> None:
-    """Store.write_text for bytes: a temporary name renamed into place on a local
-    filesystem (readers never see half a file), a single PUT (atomic) on object stores."""
-    if store.is_local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    else:
-        store.fs.pipe_file(path, data)
 
 
 # -- unfinished cells ------------------------------------------------------------------------

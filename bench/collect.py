@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +45,7 @@ from launcher.experiment import Experiment, open_experiment  # noqa: E402
 from launcher.plan import Node  # noqa: E402
 from launcher.store import DONE, Store  # noqa: E402
 from tests.conftest import demo_raw  # noqa: E402
+from tests.moto import moto_server  # noqa: E402
 
 INTERMEDIATES = [
     "none", "mnli", "qqp", "squad", "squad_v2", "hellaswag", "commonsenseqa", "cosmosqa", "socialiqa", "ccg",
@@ -134,37 +132,6 @@ def timed(run: Callable[[], Any], repeats: int, calls: StoreCalls,
     return times, out, per_run
 
 
-@contextmanager
-def moto_server() -> Iterator[dict[str, str]]:
-    """moto in server mode on a free loopback port (as tests/conftest.py starts it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
-        import boto3
-
-        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="bench")
-        yield env
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def measure(name: str, experiment: Experiment, args: argparse.Namespace) -> dict[str, Any]:
     store: Store = experiment.store
     started = time.perf_counter()
@@ -210,7 +177,7 @@ def main() -> None:
     results = []
     try:
         results.append(measure("file://", open_grid(work, f"file://{work / 'store'}", args.seeds), args))
-        with moto_server() as env:
+        with moto_server(["bench"]) as env:
             os.environ.update(env)
             results.append(measure("s3 (moto)", open_grid(work, f"s3://bench/{uuid.uuid4().hex[:8]}", args.seeds), args))
     finally:

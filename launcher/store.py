@@ -118,7 +118,11 @@ class Store:
     # -- writing -------------------------------------------------------------------------
     def write_text(self, path: str, text: str) -> None:
         """Write a whole file atomically: readers see the old content or the new, never half."""
-        data = text.encode()
+        self.write_bytes(path, text.encode())
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Atomically, as `write_text`: a temporary name renamed into place on a local
+        filesystem, a single PUT on object stores."""
         if self.is_local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"

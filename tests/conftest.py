@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -56,41 +53,12 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
 S3_BUCKETS = ("xstilts-test", "xstilts-ckpt")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_env() -> Iterator[dict[str, str]]:
     """A real S3 endpoint: moto in server mode on loopback, with the test buckets.
     Yields the environment that points boto (and so s3fs) at it."""
-    server = shutil.which("moto_server")
-    assert server, "moto_server is installed with the dev extra (moto[server])"
-    port = _free_port()
-    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
-    import boto3
+    assert shutil.which("moto_server"), "moto_server is installed with the dev extra (moto[server])"
+    from tests.moto import moto_server
 
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    for bucket in S3_BUCKETS:
-        client.create_bucket(Bucket=bucket)
-    try:
+    with moto_server(S3_BUCKETS) as env:
         yield env
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
