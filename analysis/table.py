@@ -180,8 +180,8 @@ def render_rich(table: PaperTable) -> Any:
     from rich.table import Table
 
     out = Table()
-    out.add_column("intermediate")
-    out.add_column("modality")
+    out.add_column("intermediate", no_wrap=True)  # names must stay whole: they tell rows apart
+    out.add_column("modality", no_wrap=True)
     for column in table.columns:
         out.add_column(f"{column}\n{table.metrics.get(column, 'mean')}", justify="right")
     for intermediate in table.intermediates:
