@@ -28,6 +28,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.frame import cell_scores, deltas, headline_metric  # noqa: E402
 from analysis.table import modality_label  # noqa: E402
+from jobs.metrics import PRIMARY_KEY  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,6 @@ LR_TITLE = "Learning-rate sensitivity (tune nodes)"
 MAX_CURVES_PER_PANEL = 12
 """More lines than this in one panel are unreadable; the rest are left out (and logged)."""
 
-PRIMARY_KEY: dict[str, str] = {
-    "seqeval_f1": "f1", "squad_em_f1": "f1", "squad_v2_em_f1": "f1", "mlqa_em_f1": "f1", "bucc_f1": "f1",
-}
-"""Registry metric -> the key of a dev evaluation that ranks models. A copy of
-`jobs.heads.base.PRIMARY_KEY` (which imports torch): dev curves must show the value the
-trainer selected on."""
 
 
 @dataclass

@@ -356,6 +356,27 @@ def map_at_20(
     return {"map_at_20": value}
 
 
+PRIMARY_KEY: dict[str, str] = {
+    "accuracy": "accuracy",
+    "seqeval_f1": "f1",
+    "squad_em_f1": "f1",
+    "squad_v2_em_f1": "f1",
+    "mlqa_em_f1": "f1",
+    "bucc_f1": "f1",
+    "map_at_20": "map_at_20",
+}
+"""Registry metric -> the key of its result that ranks models (dev selection, tables).
+QA selects on F1, as the XTREME recipes do; the suite score later averages EM and F1."""
+
+
+def primary_value(metric: str, result: dict[str, float]) -> float:
+    """The number that ranks models under `metric` (see `PRIMARY_KEY`)."""
+    for key in (PRIMARY_KEY.get(metric, metric), metric):
+        if key in result:
+            return float(result[key])
+    raise KeyError(f"result of metric '{metric}' has none of the keys {PRIMARY_KEY.get(metric, metric)!r}, {metric!r}")
+
+
 METRICS: dict[str, MetricFn] = {
     "accuracy": accuracy,
     "token_accuracy": token_accuracy,
