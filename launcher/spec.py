@@ -19,6 +19,9 @@ from jobs.tasks.registry import BASELINE, CAPTION_DATASETS, TASKS, task_names
 from launcher.errors import UserError, did_you_mean, unknown_choice
 
 STAGES: tuple[str, ...] = ("prepare", "tune", "train-intermediate", "train-target", "evaluate")
+StageName = Literal["prepare", "tune", "train-intermediate", "train-target", "evaluate"]
+"""A spec key that names a stage (`resources`, `gpu_hours`)."""
+assert typing.get_args(StageName) == STAGES
 
 
 class _Strict(BaseModel):
@@ -223,11 +226,10 @@ class Spec(_Strict):
     vision: VisionSpec | None = Field(None, description="vision encoder of image-caption intermediate tasks")
     cluster: str = "local"
     checkpointing: Checkpointing = Checkpointing()
-    resources: dict[Literal["prepare", "tune", "train-intermediate", "train-target", "evaluate"], Resources] = Field(
+    resources: dict[StageName, Resources] = Field(
         default_factory=dict
     )
-    gpu_hours: dict[Literal["prepare", "tune", "train-intermediate", "train-target", "evaluate"],
-                    float | dict[str, float]] = Field(
+    gpu_hours: dict[StageName, float | dict[str, float]] = Field(
         default_factory=dict,
         description="estimated GPU-hours per node of a stage (or per task: {task: hours, default: hours}); "
         "`xstilts plan` multiplies them by the node counts. Not part of keys.",

@@ -62,3 +62,18 @@ def s3_env() -> Iterator[dict[str, str]]:
 
     with moto_server(S3_BUCKETS) as env:
         yield env
+
+
+def register_two_step_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A synthetic target trained XCOPA's way: first on `syn-first` (its own train-target
+    node), then on itself with the head kept (`train_first`)."""
+    from jobs.tasks import registry
+    from jobs.tasks.registry import DataSource, Task
+
+    first = Task(name="syn-first", kind="classification", source=DataSource("synthetic", "syn-rate"),
+                 languages=("en",), labels=("a", "b"), metric="accuracy", roles=("intermediate",))
+    target = Task(name="syn-two-step", kind="classification", source=DataSource("synthetic", "syn-sent"),
+                  languages=("en", "qaa"), labels=("negative", "positive"), metric="accuracy", roles=("target",),
+                  train_first="syn-first")
+    monkeypatch.setitem(registry.TASKS, first.name, first)
+    monkeypatch.setitem(registry.TASKS, target.name, target)

@@ -8,7 +8,7 @@ from jobs.tasks import registry
 from jobs.tasks.registry import TASKS, DataSource, Task
 from launcher.plan import build_plan
 from launcher.spec import load_spec, validate
-from tests.conftest import DEMO_SPEC, demo_raw
+from tests.conftest import DEMO_SPEC, demo_raw, register_two_step_target
 
 
 def test_counts_match_the_matrix() -> None:
@@ -130,13 +130,7 @@ def test_mixture_errors_name_the_problem() -> None:
 def test_train_first_runs_before_the_target_with_its_head_kept(monkeypatch) -> None:
     """XCOPA's recipe: the first fine-tuning (SIQA) is its own node; the target's training
     continues from it (encoder and head) and is what gets evaluated."""
-    first = Task(name="syn-first", kind="classification", source=DataSource("synthetic", "syn-rate"),
-                 languages=("en",), labels=("a", "b"), metric="accuracy", roles=("intermediate",))
-    target = Task(name="syn-two-step", kind="classification", source=DataSource("synthetic", "syn-sent"),
-                  languages=("en", "qaa"), labels=("negative", "positive"), metric="accuracy", roles=("target",),
-                  train_first="syn-first")
-    monkeypatch.setitem(registry.TASKS, first.name, first)
-    monkeypatch.setitem(registry.TASKS, target.name, target)
+    register_two_step_target(monkeypatch)
     raw = demo_raw()
     raw["target"]["tasks"] = ["syn-two-step"]
     raw["intermediate"]["tasks"] = ["none"]

@@ -9,13 +9,11 @@ from typing import Any
 
 import pytest
 
-from jobs.tasks import registry
-from jobs.tasks.registry import DataSource, Task
 from launcher import slurm
 from launcher.errors import UserError
 from launcher.plan import Node, Plan, build_plan
 from launcher.spec import STAGES, validate
-from tests.conftest import demo_raw
+from tests.conftest import demo_raw, register_two_step_target
 
 INTERMEDIATES = ["none", "syn-rate"]
 TARGETS = ["syn-sent", "syn-pos"]
@@ -123,13 +121,7 @@ def test_per_cell_with_a_mixture_searches_on_the_mixtures_checkpoint() -> None:
 def test_per_cell_with_a_first_fine_tuning_searches_on_it_with_its_head(monkeypatch: pytest.MonkeyPatch) -> None:
     """XCOPA's recipe: the cell's search starts where its training starts, from the first
     seed's first fine-tuning (SIQA), continuing that head."""
-    first = Task(name="syn-first", kind="classification", source=DataSource("synthetic", "syn-rate"),
-                 languages=("en",), labels=("a", "b"), metric="accuracy", roles=("intermediate",))
-    target = Task(name="syn-two-step", kind="classification", source=DataSource("synthetic", "syn-sent"),
-                  languages=("en", "qaa"), labels=("negative", "positive"), metric="accuracy", roles=("target",),
-                  train_first="syn-first")
-    monkeypatch.setitem(registry.TASKS, first.name, first)
-    monkeypatch.setitem(registry.TASKS, target.name, target)
+    register_two_step_target(monkeypatch)
     raw = _raw()
     raw["target"]["tasks"] = ["syn-two-step"]
     plan = build_plan(validate(raw))
