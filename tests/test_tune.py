@@ -25,6 +25,9 @@ from tests.conftest import demo_raw
 
 WINNER = 3e-3
 LEARNING_RATES = [WINNER, 1e-7, 3e-7, 1e-6]  # the winner first: ASHA's rungs then have a bar to beat
+STOPPED_SEARCH_RATES = [WINNER, 1e-7, 3e-7, 1e-6, 2e-7, 5e-7]
+"""Searches stopped mid-way: enough trials that two finish well before the last one, also
+on a machine twice as fast as the one the timings were taken on."""
 
 
 def _raw(store: Path, search: bool = True) -> dict[str, Any]:
@@ -123,7 +126,8 @@ class SearchJob:
     def __init__(self, tmp_path: Path, storage: str, env: dict[str, str]) -> None:
         raw = _raw(tmp_path / "unused")
         raw["storage"] = storage
-        raw["target"]["search"].update(scheduler="fifo", budget_steps=40)
+        raw["target"]["search"].update(scheduler="fifo", budget_steps=40,
+                                       space={"learning_rate": {"grid": STOPPED_SEARCH_RATES}})
         self.spec = tmp_path / "resume.yaml"
         self.spec.write_text(yaml.safe_dump(raw, sort_keys=False))
         self.env = env
@@ -149,7 +153,7 @@ class SearchJob:
     def finished_trials(self) -> dict[float, float]:
         """learning rate -> start time of each trial finished so far."""
         before = self.progress()
-        assert before["finished"] < len(LEARNING_RATES), "the search must be stopped before it ends"
+        assert before["finished"] < len(STOPPED_SEARCH_RATES), "the search must be stopped before it ends"
         finished = {t["config"]["learning_rate"]: t["started"] for t in before["trials"] if t["state"] == "TERMINATED"}
         assert len(finished) >= 2 and all(finished.values()), before
         return finished
@@ -158,7 +162,7 @@ class SearchJob:
         """The search ended, resumed, without running a trial that had finished again."""
         result = self.experiment.result(self.node)
         assert result is not None and result["resumed"] is True
-        assert len(result["trials"]) == len(LEARNING_RATES)
+        assert len(result["trials"]) == len(STOPPED_SEARCH_RATES)
         rows = {t["config"]["learning_rate"]: t for t in result["trials"]}
         for lr, started in finished_before.items():
             assert rows[lr]["started"] == started, f"trial lr={lr} finished before the stop and ran again"
@@ -178,7 +182,7 @@ def test_killed_search_resumes_from_the_store_without_rerunning_finished_trials(
     tmp_path: Path, s3_env: dict[str, str], monkeypatch: Any
 ) -> None:
     """A tune node on s3:// (Ray's state through a pyarrow filesystem) is SIGKILLed with
-    its Ray after two of four trials finished; launching again resumes the search:
+    its Ray after two of six trials finished; launching again resumes the search:
     the finished trials keep their start times (not rerun), the rest run, and the
     chosen value reaches training. While it runs, status shows the search's progress."""
     from tests.grid import cli_env, run_cli, status_json
@@ -191,7 +195,8 @@ def test_killed_search_resumes_from_the_store_without_rerunning_finished_trials(
         rows = {row["key"]: row for row in status_json(job.spec, env=job.env)["nodes"]}
         live = rows[job.node.key]
         assert live["status"] == "running" and live["search"]["finished"] >= 2, live
-        assert live["headline"].startswith(f"search {live['search']['finished']}/4 finished"), live["headline"]
+        planned = len(STOPPED_SEARCH_RATES)
+        assert live["headline"].startswith(f"search {live['search']['finished']}/{planned} finished"), live["headline"]
         assert "best learning_rate=0.003" in live["headline"], live["headline"]
         finished_before = job.finished_trials()
         _kill_session(job.process.pid)  # the job and every Ray process it started, as SLURM kills a job's cgroup
