@@ -121,7 +121,7 @@ def _kill_session(sid: int) -> None:
 
 class SearchJob:
     """A tune node's job (`python -m jobs.entry`, its own session, as on a cluster) for
-    the four-rate search, after its prepare nodes ran; it is stopped mid-search."""
+    a six-rate search, after its prepare nodes ran; it is stopped mid-search."""
 
     def __init__(self, tmp_path: Path, storage: str, env: dict[str, str]) -> None:
         raw = _raw(tmp_path / "unused")
