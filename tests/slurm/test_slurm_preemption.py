@@ -81,7 +81,7 @@ def test_preempted_three_ways_ends_identical(slurm: Any, tmp_path: Path) -> None
     node_name = slurm.run("squeue", "-h", "-j", job, "-o", "%N").stdout.strip()
     assert node_name, f"job {job} of the node to preempt is not running"
     slurm.run("sbatch", "-p", "high", "-w", node_name, "--exclusive", "-J", "preemptor",
-                      "--wrap", "sleep 15")
+              "-o", "/dev/null", "--wrap", "sleep 15")
 
     status = wait_for_grid(spec, env, timeout=1200)
     assert status["counts"] == {"done": len(plan["nodes"])}, status["counts"]
