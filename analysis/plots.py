@@ -97,6 +97,13 @@ def _row_label(intermediate: str, modality: Mapping[str, str]) -> str:
 # ----------------------------------------------------------------------------- 1. heatmap
 
 
+def intermediate_colors(order: Iterable[str]) -> dict[str, Any]:
+    """One colour per intermediate task, by its place in the spec, shared by every figure
+    so that a task reads the same in the bars and in the training curves."""
+    palette = colormaps["tab10"]
+    return {name: palette(index % 10) for index, name in enumerate(dict.fromkeys(order))}
+
+
 def heatmap_data(frame: pd.DataFrame, intermediates: Sequence[str] | None = None,
                  targets: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean over seeds of the paired delta (score minus `none`'s score of the same target
@@ -163,7 +170,7 @@ def default_target(frame: pd.DataFrame, targets: Sequence[str] | None = None) ->
 
 
 def plot_languages(data: pd.DataFrame, target: str, metric: str, out_dir: Path,
-                   modality: Mapping[str, str] | None = None) -> list[Path]:
+                   modality: Mapping[str, str] | None = None, colors: Mapping[str, Any] | None = None) -> list[Path]:
     """Grouped bars: one group per language, one bar per intermediate task, so the drop
     with language distance and the gains of each intermediate read side by side."""
     if data.empty or data.isna().all().all():
@@ -173,13 +180,13 @@ def plot_languages(data: pd.DataFrame, target: str, metric: str, out_dir: Path,
     width = 0.8 / n_rows
     fig = Figure(figsize=(max(6.0, 1.0 + n_languages * (0.35 * n_rows + 0.5)), 4.5))
     ax = fig.add_subplot()
-    colors = colormaps["tab10"]
+    colors = colors or intermediate_colors(data.index)
     positions = np.arange(n_languages)
     for index, intermediate in enumerate(data.index):
         offsets = positions - 0.4 + width * (index + 0.5)
         hatch = "//" if modality.get(intermediate) == "text control" else None
         ax.bar(offsets, data.loc[intermediate].to_numpy(dtype=float), width, label=_row_label(intermediate, modality),
-               color=colors(index % 10), hatch=hatch, edgecolor="white" if hatch else None)
+               color=colors.get(intermediate), hatch=hatch, edgecolor="white" if hatch else None)
     ax.set_xticks(positions, list(data.columns))
     ax.set_xlabel("language")
     ax.set_ylabel(f"{metric} (mean over seeds)")
@@ -207,6 +214,7 @@ class Run:
     label: str
     metric: str
     records: list[dict[str, Any]]
+    intermediate: str | None = None  # the row it belongs to: its colour
 
 
 def parse_metrics(text: str | None) -> list[dict[str, Any]]:
@@ -232,7 +240,8 @@ def dev_value(record: Mapping[str, Any], metric: str) -> float | None:
 
 
 def curve_data(runs: Iterable[Run]) -> pd.DataFrame:
-    """Columns panel, label, metric, step, value: one row per English dev evaluation."""
+    """Columns panel, label, intermediate, metric, step, value: one row per English dev
+    evaluation."""
     rows = []
     for run in runs:
         for record in run.records:
@@ -240,27 +249,36 @@ def curve_data(runs: Iterable[Run]) -> pd.DataFrame:
                 continue
             value = dev_value(record, run.metric)
             if value is not None and "step" in record:
-                rows.append({"panel": run.panel, "label": run.label, "metric": run.metric,
-                             "step": int(record["step"]), "value": value})
-    return pd.DataFrame(rows, columns=["panel", "label", "metric", "step", "value"])
+                rows.append({"panel": run.panel, "label": run.label, "intermediate": run.intermediate or run.label,
+                             "metric": run.metric, "step": int(record["step"]), "value": value})
+    return pd.DataFrame(rows, columns=["panel", "label", "intermediate", "metric", "step", "value"])
 
 
-def plot_curves(data: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """One panel per kind of training (intermediate, target), one line per node."""
+def plot_curves(data: pd.DataFrame, out_dir: Path, modality: Mapping[str, str] | None = None,
+                colors: Mapping[str, Any] | None = None) -> list[Path]:
+    """One panel per kind of training (intermediate, target), one line per node, coloured
+    by intermediate task as in the bars (text controls dashed); legends below the axes
+    so that they never hide a line."""
     if data.empty:
         return []
+    modality = modality or {}
+    colors = colors or intermediate_colors(data["intermediate"])
     panels = list(dict.fromkeys(data["panel"]))
-    fig = Figure(figsize=(6.0 * len(panels), 4.5))
+    most_lines = max(data[data["panel"] == panel]["label"].nunique() for panel in panels)
+    fig = Figure(figsize=(6.0 * len(panels), 4.0 + 0.22 * most_lines), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
         lines = data[data["panel"] == panel]
         for label in dict.fromkeys(lines["label"]):
             line = lines[lines["label"] == label].sort_values("step")
-            ax.plot(line["step"], line["value"], marker=".", label=f"{label} ({line['metric'].iloc[0]})")
+            intermediate = line["intermediate"].iloc[0]
+            style = "--" if modality.get(intermediate) == "text control" else "-"
+            ax.plot(line["step"], line["value"], marker=".", linestyle=style, color=colors.get(intermediate),
+                    label=f"{label} ({line['metric'].iloc[0]})")
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel("dev metric")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.suptitle(CURVES_TITLE)
     return _save(fig, out_dir, "training_curves")
 
@@ -288,7 +306,8 @@ def training_runs(experiment: Any, target: str | None = None) -> list[Run]:
             continue
         label = node.task if node.stage == "train-intermediate" else f"{node.intermediate} -> {node.task}"
         metric = TASKS[node.task].metric if node.task in TASKS else "mean"
-        runs[panels[node.stage]].append(Run(panels[node.stage], label, metric, records))
+        row = node.task if node.stage == "train-intermediate" else node.intermediate
+        runs[panels[node.stage]].append(Run(panels[node.stage], label, metric, records, row))
     for panel, found in runs.items():
         if len(found) > MAX_CURVES_PER_PANEL:
             log.info("training curves: %s has %d runs; drawing the first %d", panel, len(found), MAX_CURVES_PER_PANEL)
@@ -363,6 +382,7 @@ def render_figures(experiment: Any, frame: pd.DataFrame, out_dir: Path, target: 
     spec = experiment.spec
     intermediates, targets = list(spec.intermediate.tasks), list(spec.target.tasks)
     modality = _modalities(frame)
+    colors = intermediate_colors(intermediates)
     metrics = {t: headline_metric(t) for t in _ordered(frame["target"].unique(), targets)} if not frame.empty else {}
     figures = Figures()
 
@@ -383,9 +403,11 @@ def render_figures(experiment: Any, frame: pd.DataFrame, out_dir: Path, target: 
     else:
         metric = headline_metric(chosen)
         record("languages", language_title(chosen, metric),
-               plot_languages(language_data(frame, chosen, intermediates), chosen, metric, out_dir, modality),
+               plot_languages(language_data(frame, chosen, intermediates), chosen, metric, out_dir, modality,
+                              colors),
                f"no results for target {chosen}")
-    record("training_curves", CURVES_TITLE, plot_curves(curve_data(training_runs(experiment, chosen)), out_dir),
+    record("training_curves", CURVES_TITLE,
+           plot_curves(curve_data(training_runs(experiment, chosen)), out_dir, modality, colors),
            "no training node has written a dev evaluation to metrics.jsonl yet")
     record("lr_sensitivity", LR_TITLE, plot_lr(lr_data(tune_results(experiment)), out_dir),
            "no finished tune node with learning-rate trials (the spec may not search)")

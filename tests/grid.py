@@ -77,3 +77,41 @@ def node_states(store_root: Path) -> dict[str, dict[str, Any]]:
 
 def completed_attempts(state: dict[str, Any]) -> int:
     return sum(1 for attempt in state.get("attempts", []) if attempt.get("outcome") == "done")
+
+
+def run_upstream_in_process(spec: Path, stage: str) -> Any:
+    """Run every node of `stage`, and what they need, in this process, one after another,
+    as a compute node runs each (`jobs.entry.run_node`); returns the experiment.
+
+    For reference runs: the finished weights of one stage, without the rest of the grid
+    and without a fresh interpreter (and its imports) per node. One thread, as the local
+    launcher and the test cluster's profile run nodes, so that float sums match theirs.
+    """
+    from jobs.entry import run_node
+    from launcher.experiment import open_experiment
+
+    experiment = open_experiment(str(spec))
+    experiment.materialize()
+    needed: set[str] = set()
+
+    def need(node: Any) -> None:
+        if node.key not in needed:
+            needed.add(node.key)
+            for upstream in node.inputs.values():
+                need(upstream)
+
+    for node in experiment.plan.nodes:
+        if node.stage == stage:
+            need(node)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        for node in experiment.plan.nodes:  # dependency order
+            if node.key in needed:
+                assert run_node(experiment.store.url, node.ref, job_id="reference") == 0, node.label
+    finally:
+        if threads is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = threads
+    return experiment

@@ -160,6 +160,30 @@ def test_each_figure_is_written_as_png_and_svg(tmp_path: Path) -> None:
     _assert_figure(plots.plot_lr(lr, tmp_path), "lr_sensitivity", plots.LR_TITLE)
 
 
+def test_a_task_has_one_colour_in_every_figure_and_controls_are_dashed(tmp_path: Path) -> None:
+    """The spec's order gives the colours: `syn-rate` is the second row of the bars, and
+    must be drawn in that colour in the curves too, though there it is the only line."""
+    from matplotlib.colors import to_hex
+
+    colors = plots.intermediate_colors(["none", "syn-rate", "syn-rate-text"])
+    second = to_hex(colors["syn-rate"])
+    assert len({to_hex(c) for c in colors.values()}) == 3
+    frame = make_frame()
+    bars = plots.plot_languages(plots.language_data(frame, "syn-sent"), "syn-sent", "accuracy", tmp_path / "bars",
+                                colors=colors)
+    assert second in bars[1].read_text()
+    evaluations = [{"event": "eval", "step": s, "accuracy": 50.0 + s} for s in (1, 2, 3)]
+    curves = plots.curve_data([
+        plots.Run("target training: syn-sent", "syn-rate -> syn-sent", "accuracy", evaluations, "syn-rate"),
+        plots.Run("target training: syn-sent", "syn-rate-text -> syn-sent", "accuracy", evaluations, "syn-rate-text"),
+    ])
+    drawn = plots.plot_curves(curves, tmp_path / "curves", {"syn-rate-text": "text control"}, colors)
+    svg = drawn[1].read_text()
+    assert second in svg and to_hex(colors["syn-rate-text"]) in svg
+    assert to_hex(colors["none"]) not in svg  # no line of `none` here: its colour is not reused
+    assert svg.count("stroke-dasharray") >= 1  # the control's line
+
+
 def test_figures_without_data_are_skipped(tmp_path: Path) -> None:
     empty = make_frame([])
     assert plots.plot_heatmap(plots.heatmap_data(empty), tmp_path) == []

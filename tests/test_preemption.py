@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 
 from launcher.lease import current_lease
 from launcher.store import Store
-from tests.grid import node_states, run_cli, small_grid_raw, status_json, wait_until
+from tests.grid import node_states, run_cli, run_upstream_in_process, small_grid_raw, status_json, wait_until
 
 
 def _spec(tmp_path: Path, name: str, steps: int = 300) -> Path:
@@ -50,7 +50,7 @@ def _metrics_steps(store_root: Path, key: str) -> list[int]:
 
 def test_preempted_training_node_is_requeued_and_ends_identical(tmp_path: Path) -> None:
     reference = _spec(tmp_path, "reference")
-    assert run_cli("launch", str(reference), "--wait").returncode == 0
+    run_upstream_in_process(reference, "train-intermediate")
 
     spec = _spec(tmp_path, "preempted")
     key = _intermediate_key(spec)
@@ -81,7 +81,7 @@ def test_submitit_job_checkpoints_and_asks_for_requeue(tmp_path: Path, monkeypat
     from jobs.submitit_job import NodeJob
 
     spec = _spec(tmp_path, "grid")
-    assert run_cli("launch", str(spec), "--wait").returncode == 0
+    run_upstream_in_process(spec, "train-intermediate")
     root = tmp_path / "store-grid"
     key = _intermediate_key(spec)
     finished = _weights(root, key)

@@ -56,6 +56,15 @@ def test_tune_nodes_feed_their_choice_into_training_keys() -> None:
     assert train.inputs["tune"] is tune_nodes[0]
     plain = next(n for n in fixed.nodes if n.stage == "train-target")
     assert train.key != plain.key and train.config == plain.config  # the search is part of the key
+    # The chosen value is a function of the tune node, whose key is a function of its
+    # search: another space (so possibly another choice) means other training keys.
+    other_raw = _raw(Path("/tmp/unused"))
+    other_raw["target"]["search"]["space"] = {"learning_rate": {"grid": [1e-4, 1e-5]}}
+    other = build_plan(validate(other_raw))
+    other_train = next(n for n in other.nodes if n.stage == "train-target")
+    assert other_train.inputs["tune"].key != tune_nodes[0].key and other_train.key != train.key
+    evaluations = {n.key for n in tuned.nodes if n.stage == "evaluate"}
+    assert evaluations.isdisjoint(n.key for n in other.nodes if n.stage == "evaluate")
 
 
 def test_asha_picks_the_clear_winner_and_training_uses_it(tmp_path: Path) -> None:

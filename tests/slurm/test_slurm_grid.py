@@ -81,15 +81,19 @@ def sbatch_count(calls: Path) -> int:
 
 def test_demo_runs_as_arrays_and_relaunch_submits_nothing(slurm: Any, tmp_path: Path) -> None:
     """The demo spec through the slurm executor with `--wait`: one sbatch per stage
-    wave, the paper table at the end, and a relaunch that submits nothing. Only its
-    storage and its rows change: the text rows run here (33 nodes); the image-caption
-    rows run through the same job code in tests/test_multimodal.py, and adding them here
-    would add minutes to CI without covering anything else of SLURM."""
+    wave, the paper table at the end, and a relaunch that submits nothing. Its storage,
+    its rows and its step counts change: the text rows run here (33 nodes), each training
+    a few steps; the image-caption rows run through the same job code in
+    tests/test_multimodal.py, and the demo's full training in `make demo`. Neither would
+    cover anything more of SLURM here, only add minutes to CI."""
     env, calls = sbatch_counter(tmp_path, slurm.env)
     profile = slurm_profile(tmp_path)
     raw = demo_raw()
     raw["storage"] = str(tmp_path / "store")
     raw["intermediate"]["tasks"] = [t for t in raw["intermediate"]["tasks"] if not t.startswith("syn-shapes")]
+    raw["model"].update(pretrain_steps=20, corpus_sentences_per_language=500)
+    raw["intermediate"]["hparams"].update(max_steps=10, eval_interval=5)
+    raw["target"]["hparams"].update(max_steps=10, eval_interval=5)
     spec = write_spec(tmp_path, raw, profile)
     plan = json.loads(run_cli("plan", str(spec), "--json", env=env).stdout)
     first = run_cli("launch", str(spec), "--wait", env=env, timeout=1500)

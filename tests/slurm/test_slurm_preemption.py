@@ -19,7 +19,7 @@ import yaml
 from safetensors.numpy import load_file
 
 from launcher.store import Store
-from tests.grid import node_states, run_cli, small_grid_raw, wait_until
+from tests.grid import node_states, run_cli, run_upstream_in_process, small_grid_raw, wait_until
 from tests.slurm.test_slurm_grid import sbatch_counter, slurm_profile, wait_for_grid, write_spec
 
 
@@ -57,8 +57,7 @@ def test_preempted_three_ways_ends_identical(slurm: Any, tmp_path: Path) -> None
     reference_store = tmp_path / "reference"
     local = tmp_path / "local.yaml"
     local.write_text(yaml.safe_dump(_grid(reference_store), sort_keys=False))
-    done = run_cli("launch", str(local), "--wait", "--profile", "local")
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_upstream_in_process(local, "train-intermediate")
 
     env, _ = sbatch_counter(tmp_path, slurm.env)
     spec = write_spec(tmp_path, _grid(tmp_path / "store"), slurm_profile(tmp_path))
