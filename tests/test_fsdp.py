@@ -10,11 +10,10 @@ the 1-process run's step-9 checkpoint on two processes (1 -> 2).
 
 Exactness: the 2-process resume is bit-identical (`torch.equal`) to the uninterrupted
 2-process run - every rank restores its own RNG, data position and optimizer shard. The
-resumes across world sizes are asserted `allclose` (rtol 1e-4, atol 1e-6): the same
-global batches and the same math, but gradients may be summed in another order (one
-backward over 16 examples instead of two over 8 plus a reduce-scatter). On this machine
-the resumes came out bit-identical and whole 1- and 2-process runs differed by at most
-8e-8; the tests rely on neither.
+resumes across world sizes are asserted close (`assert_close_run`: updates within 0.1%
+of their norm, the same dev results): the same global batches and the same math, but
+gradients may be summed in another order (one backward over 16 examples instead of two
+over 8 plus a reduce-scatter), which Adam can magnify in single weights.
 """
 
 from __future__ import annotations
@@ -82,7 +81,7 @@ def test_two_processes_checkpoint_and_resume_on_one_or_two(nodes: dict[str, Path
     # 2 -> 1: this process, no process group; it checkpoints steps 9 and 12 on the way
     result = train.run(stage_ctx(nodes, tmp_path / "one", str(one), every=3))
     assert result["steps"] == HPARAMS["max_steps"]
-    assert_close_run(tmp_path / "one", reference)
+    assert_close_run(tmp_path / "one", reference, nodes["model"])
 
     # 2 -> 2 (exact) and 1 -> 2 (from the 1-process run's step 9), in one torchrun
     shutil.copytree(one, grow)
@@ -90,19 +89,41 @@ def test_two_processes_checkpoint_and_resume_on_one_or_two(nodes: dict[str, Path
     run_to_end(tmp_path, [runner_spec(nodes, tmp_path / "two", str(two), every=3),
                           runner_spec(nodes, tmp_path / "grow", str(grow), every=3)], nproc=2)
     assert_same_run(tmp_path / "two" / "rank0", reference)
-    assert_close_run(tmp_path / "grow" / "rank0", reference)
+    assert_close_run(tmp_path / "grow" / "rank0", reference, nodes["model"])
 
 
-def assert_close_run(out: Path, reference: Path) -> None:
-    """Weights allclose, the same dev results, every step logged exactly once."""
+def assert_close_run(out: Path, reference: Path, start: Path) -> None:
+    """The same training up to rounding: the same dev results, every step logged exactly
+    once, and updates (final weights minus the pretrained `start`) that differ by under
+    0.1% of the update's norm.
+
+    Not elementwise `allclose` on the weights: Adam's first steps move a weight by about
+    lr whatever the size of its gradient, so a weight whose gradient is as small as the
+    rounding noise of summing in another order (another world size, another CPU's
+    kernels) can move by lr in one run and not in the other. On the CI machine one word
+    embedding failed rtol 1e-4 that way. Here whole runs differ by about 1e-6 of the
+    update; the tagging run with a mean of per-rank means in place of the global
+    normalisation differed by 5.5e-2.
+    """
     got, expected = read_checkpoint(out / "model"), read_checkpoint(reference / "model")
     assert got.keys() == expected.keys()
-    for name, tensor in expected.items():
-        assert torch.allclose(got[name], tensor, rtol=1e-4, atol=1e-6), name
+    assert update_difference(got, expected, start) < 1e-3
     train_steps = [e["step"] for e in events(out) if e["event"] == "train"]
     assert train_steps == list(range(1, HPARAMS["max_steps"] + 1))
     evals = [e for e in comparable(events(out)) if e["event"] == "eval"]
     assert evals == [e for e in comparable(events(reference)) if e["event"] == "eval"]
+
+
+def update_difference(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], start: Path) -> float:
+    """Norm of the difference between two runs' weights over the norm of `expected`'s
+    update from the start encoder; a task head the encoder lacks counts from zero."""
+    initial = {f"roberta.{name}": tensor for name, tensor in read_checkpoint(start / "model").items()}
+    difference = update = 0.0
+    for name, final in expected.items():
+        moved = final.double() - initial.get(name, torch.zeros_like(final)).double()
+        update += float(moved.square().sum())
+        difference += float((got[name].double() - final.double()).square().sum())
+    return (difference / update) ** 0.5
 
 
 def test_world_size_does_not_change_the_run(nodes: dict[str, Path], first_torchrun: Path, tmp_path: Path) -> None:
@@ -110,7 +131,7 @@ def test_world_size_does_not_change_the_run(nodes: dict[str, Path], first_torchr
     with allclose weights and the same dev metrics (dropout is off in this model)."""
     two = first_torchrun / "straight" / "rank0"
     train.run(stage_ctx(nodes, tmp_path / "one"))
-    assert_close_run(tmp_path / "one", two)
+    assert_close_run(tmp_path / "one", two, nodes["model"])
     losses = [e["loss"] for e in events(tmp_path / "one") if e["event"] == "train"]
     assert losses == pytest.approx([e["loss"] for e in events(two) if e["event"] == "train"], rel=1e-5)
     assert json.loads((two / "model" / "config.json").read_text())["architectures"] == [
@@ -124,6 +145,6 @@ def test_tagging_loss_is_normalised_over_the_global_batch(tagging_nodes: dict[st
     means would not)."""
     train.run(stage_ctx(tagging_nodes, tmp_path / "one", task="syn-pos"))
     two = first_torchrun / "tagging" / "rank0"
-    assert_close_run(tmp_path / "one", two)
+    assert_close_run(tmp_path / "one", two, tagging_nodes["model"])
     losses = [e["loss"] for e in events(tmp_path / "one") if e["event"] == "train"]
     assert losses == pytest.approx([e["loss"] for e in events(two) if e["event"] == "train"], rel=1e-5)
