@@ -187,8 +187,9 @@ def _search(ctx: StageContext) -> dict[str, Any]:
             scheduler = FIFOScheduler()
         slots = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1))
         # reuse_actors: a new trial runs in the worker process of a finished or stopped
-        # one, which has torch and transformers imported already (about 5 s per trial on
-        # a CPU node). Each trial still builds its own model, data order and RNG state.
+        # one, which has torch and transformers imported already (on CPU the import is a
+        # large part of a short trial). Each trial still builds its own model, data order
+        # and RNG state.
         tuner = tune.Tuner(
             trainable,
             param_space=search_space(search["space"]),
