@@ -35,6 +35,7 @@ import pandas as pd
 
 from analysis.frame import COLUMNS, empty_frame
 from analysis.table import modality_label
+from launcher.atomic import replacing
 from launcher.experiment import Experiment
 from launcher.plan import Node
 from launcher.spec import Spec
@@ -333,13 +334,13 @@ def write_frame(frame: pd.DataFrame, path: str | Path, fmt: str | None = None) -
     if str(path) == "-":
         _write_stream(frame, fmt)
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        frame.to_csv(path, index=False)
-    elif fmt == "parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        Path(path).write_text(json.dumps(frame_records(frame), indent=1) + "\n")
+    with replacing(path) as tmp:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        elif fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            tmp.write_text(json.dumps(frame_records(frame), indent=1) + "\n")
 
 
 def _write_stream(frame: pd.DataFrame, fmt: str) -> None:

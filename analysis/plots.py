@@ -28,6 +28,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.frame import cell_scores, deltas, headline_metric  # noqa: E402
 from analysis.table import modality_label  # noqa: E402
+from launcher.atomic import replacing  # noqa: E402
 from jobs.metrics import PRIMARY_KEY  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,12 @@ class Figures:
 def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     """Write `fig` as PNG and SVG. SVG text stays text (not glyph paths) so the files
     can be searched and their titles checked."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "xstilts"}):
-        fig.savefig(paths[0], dpi=120, bbox_inches="tight")
-        fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+        with replacing(paths[0]) as png:
+            fig.savefig(png, dpi=120, bbox_inches="tight")
+        with replacing(paths[1]) as svg:
+            fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})
     return paths
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from analysis.collect import missing_cells
 from analysis.plots import Figures, render_figures
 from analysis.table import CAPTION, PaperTable, missing_reasons, modality_label, paper_table, render_markdown
+from launcher.atomic import replacing
 
 MAX_MISSING_LISTED = 20
 """Beyond this many missing cells the list is cut (with a count): a fresh grid misses all."""
@@ -142,5 +143,6 @@ def write_report(experiment: Any, frame: pd.DataFrame, out_path: Path, figures_d
         comparison_section(frame),
         figures_section(figures, out_path.parent),
     ]
-    out_path.write_text("\n\n".join(sections) + "\n")
+    with replacing(out_path) as tmp:
+        tmp.write_text("\n\n".join(sections) + "\n")
     return out_path

@@ -41,6 +41,7 @@ from typing import Any
 
 from jobs import metrics
 from jobs.tasks.languages import SUITES
+from launcher.atomic import replacing
 from launcher.errors import UserError, unknown_choice
 
 
@@ -299,10 +300,8 @@ def score_submission(predictions_dir: str | Path, gold_dir: str | Path, suite: s
 
 
 def _write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from launcher.atomic import replacing, write_bytes_durably
 from launcher.errors import UserError, did_you_mean
 
 DONE = "DONE"
@@ -124,13 +125,7 @@ class Store:
         """Atomically, as `write_text`: a temporary name renamed into place on a local
         filesystem, a single PUT on object stores."""
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            write_bytes_durably(path, data)
         else:
             self.fs.pipe_file(path, data)
 
@@ -183,12 +178,8 @@ class Store:
             relative = file.relative_to(local).as_posix()
             target = f"{path}/{relative}"
             if self.is_local:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-                with open(file, "rb") as src, open(tmp, "wb") as dst:
-                    while chunk := src.read(1 << 22):
-                        dst.write(chunk)
-                os.replace(tmp, target)
+                with replacing(target) as tmp:
+                    shutil.copyfile(file, tmp)
             else:
                 self.fs.put_file(str(file), target)
 

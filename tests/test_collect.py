@@ -289,6 +289,7 @@ def test_write_frame_round_trips(tmp_path: Path, fmt: str) -> None:
     pd.testing.assert_frame_equal(back, frame, check_exact=False, rtol=1e-12)
     assert back["control_of"].isna().sum() == frame["control_of"].isna().sum() > 0
     assert all(v is None or isinstance(v, str) for v in back["control_of"])  # None, not NaN
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # written through a temporary, renamed
     other = tmp_path / "rows.data"
     write_frame(frame, other, fmt)
     pd.testing.assert_frame_equal(read_frame(other, fmt), back, check_exact=False, rtol=1e-12)

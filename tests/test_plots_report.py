@@ -158,6 +158,8 @@ def test_each_figure_is_written_as_png_and_svg(tmp_path: Path) -> None:
     _assert_figure(plots.plot_curves(curves, tmp_path), "training_curves", plots.CURVES_TITLE)
     lr = plots.lr_data({"syn-sent": {"metric": "accuracy", "trials": [_trial(1e-3, 80.0), _trial(1e-4, 70.0, True)]}})
     _assert_figure(plots.plot_lr(lr, tmp_path), "lr_sensitivity", plots.LR_TITLE)
+    names = ["delta_heatmap", "languages_syn-sent", "lr_sensitivity", "training_curves"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.{ext}" for n in names for ext in ("png", "svg"))
 
 
 def test_a_task_has_one_colour_in_every_figure_and_controls_are_dashed(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.atomic import replacing
 from launcher.errors import UserError
 from launcher.lease import Lease, current_lease
 from launcher.state import node_status, record_submission, update_state
@@ -42,6 +43,20 @@ def test_write_read_roundtrip_and_no_temporaries_left(store: Store) -> None:
     assert store.read_json(path) == {"x": 2}
     assert store.list(store.path("a")) == ["b.json"]
     assert store.read_json(store.path("missing.json")) is None
+
+
+def test_a_failed_local_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """`replacing` (tables, figures, reports and the folder store use it): an error while
+    writing leaves the previous content; the temporary keeps the suffix for savefig."""
+    target = tmp_path / "out" / "table.csv"
+    with replacing(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".csv" and tmp != target
+        tmp.write_text("first\n")
+    with pytest.raises(RuntimeError), replacing(target) as tmp:
+        tmp.write_text("half of the seco")
+        raise RuntimeError("the writer died")
+    assert target.read_text() == "first\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["table.csv"]
 
 
 def test_create_exclusive_refuses_second_writer(store: Store) -> None:
