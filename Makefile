@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/xstilts launch experiments/demo.yaml --profile local --wait
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 clean:
 	rm -rf runs .pytest_cache
