@@ -1,9 +1,10 @@
 """Replacing a local file in one step, so that a reader or a crash never meets half of it.
 
-Every output the tools write to a local path (state in a folder store, tables, figures,
-reports, leaderboard files) goes through `replacing`: the content is written under a
-temporary name beside the target and renamed over it only once it is complete. A failed
-write leaves the previous file as it was and no temporary file behind.
+The folder store's files and the analysis outputs (tables, figures, reports, leaderboard
+files) go through `replacing`: the content is written under a temporary name beside the
+target and renamed over it only once it is complete. A failed write leaves the previous
+file as it was and no temporary file behind. (A stage's own files in its node folder
+need no such care one by one: the node counts only once its DONE marker is written.)
 """
 
 from __future__ import annotations

@@ -128,7 +128,8 @@ def update_difference(got: dict[str, torch.Tensor], expected: dict[str, torch.Te
 
 def test_world_size_does_not_change_the_run(nodes: dict[str, Path], first_torchrun: Path, tmp_path: Path) -> None:
     """Each rank trains on its slice of the same global batch: one process and two end
-    with allclose weights and the same dev metrics (dropout is off in this model)."""
+    with close weights (`assert_close_run`) and the same dev metrics (dropout is off in
+    this model)."""
     two = first_torchrun / "straight" / "rank0"
     train.run(stage_ctx(nodes, tmp_path / "one"))
     assert_close_run(tmp_path / "one", two, nodes["model"])
