@@ -11,6 +11,8 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -630,7 +632,8 @@ def analysis_collect(
         sys.stdout.write(frame.to_csv(index=False))
     else:
         try:
-            write_frame(frame, output, fmt)
+            with _writing_to(output):
+                write_frame(frame, output, fmt)
         except ValueError as exc:
             raise UserError(f"-o {output}: {exc}") from None
         err.print(f"{len(frame)} rows -> {output}")
@@ -697,6 +700,17 @@ def analysis_compare(
         err.print(f"[yellow]{note}: the comparison uses the finished cells only[/yellow]")
 
 
+@contextmanager
+def _writing_to(output: Path) -> Iterator[None]:
+    """An -o path that cannot be written (a missing or read-only folder, a full disk) is
+    the user's to fix: one message naming the path, exit code 2. The writers replace
+    files atomically, so nothing half-written is left behind."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"-o {output}: cannot write {exc.filename or output}: {exc.strerror or exc}") from None
+
+
 @analysis_app.command("plot")
 def analysis_plot(
     spec: SpecArg, override: LongOverrideOpt = None,
@@ -711,7 +725,9 @@ def analysis_plot(
     if target is not None and target not in experiment.spec.target.tasks:
         raise UserError(f"--target: {unknown_choice('target', target, experiment.spec.target.tasks)}")
     _, note = _missing_note(experiment)
-    written = plot_all(experiment, _frame(experiment, no_cache), output, target=target)
+    frame = _frame(experiment, no_cache)
+    with _writing_to(output):
+        written = plot_all(experiment, frame, output, target=target)
     for path in written:
         out.print(str(path))
     if note:
@@ -728,7 +744,9 @@ def analysis_report(
     from analysis.report import write_report
 
     experiment = _open(spec, override)
-    path = write_report(experiment, _frame(experiment, no_cache), output)
+    frame = _frame(experiment, no_cache)
+    with _writing_to(output):
+        path = write_report(experiment, frame, output)
     out.print(str(path))
 
 

@@ -100,3 +100,17 @@ def test_bad_options_are_user_errors(half_done: Any) -> None:
                           (["collect", str(spec), "--format", "xlsx"], "valid: csv, parquet, json")):
         result = run_cli("analysis", *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+
+
+def test_an_output_path_that_cannot_be_written_is_a_user_error(half_done: Any, tmp_path: Path) -> None:
+    """-o under a regular file (so no folder can be made there): one message naming the
+    path, exit code 2, no traceback, for each command that writes files."""
+    _, spec, _ = half_done
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    for command, name in (("collect", "rows.csv"), ("plot", "figures"), ("report", "report.md")):
+        target = blocker / name
+        result = run_cli("analysis", command, str(spec), "-o", str(target), env=cli_env({"HF_HUB_OFFLINE": "1"}))
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"-o {target}: cannot write" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert blocker.read_text() == "not a folder\n"
