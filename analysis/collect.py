@@ -1,4 +1,4 @@
-"""Collect an experiment's evaluation results into the tidy frame (`analysis.frame.COLUMNS`).
+"""Collect an experiment's evaluation results into the tidy frame (`xstilts.analysis.frame.COLUMNS`).
 
 Every analysis starts from this frame, and on a real grid it means reading thousands of
 small files, possibly from an object store where each read is a round trip. Two things
@@ -33,14 +33,14 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.frame import COLUMNS, empty_frame
-from analysis.table import modality_label
-from launcher.atomic import replacing
-from launcher.experiment import Experiment
-from launcher.plan import Node
-from launcher.spec import Spec
-from launcher.state import STATUSES
-from launcher.store import Store
+from xstilts.analysis.frame import COLUMNS, empty_frame
+from xstilts.analysis.table import modality_label
+from xstilts.core.atomic import replacing
+from xstilts.launcher.experiment import Experiment
+from xstilts.core.plan import Node
+from xstilts.core.spec import Spec
+from xstilts.core.state import STATUSES
+from xstilts.core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def stage_devices(spec: Spec) -> tuple[tuple[int, int], str]:
 def control_of(intermediate: str) -> str | None:
     """The multimodal task a control intermediate controls for (None otherwise, also for
     the baseline and mixtures, which are not registry tasks)."""
-    from jobs.tasks.registry import TASKS
+    from xstilts.core.tasks import TASKS
 
     task = TASKS.get(intermediate)
     return task.control_of if task is not None else None

@@ -1,6 +1,6 @@
 """The tidy results table every analysis starts from, and its per-cell reduction.
 
-One row per (intermediate, target, seed, language, metric): `analysis.collect` builds it
+One row per (intermediate, target, seed, language, metric): `xstilts.analysis.collect` builds it
 from an experiment's evaluate nodes; tables, statistics, plots and the report only read
 it. Keeping the shape in one place lets each of them be tested on generated frames.
 """
@@ -32,7 +32,7 @@ def _dtype(name: str) -> Any:
 
 def headline_metric(target: str) -> str:
     """The metric a target is ranked by (QA: the mean of EM and F1, as the suite score)."""
-    from jobs.tasks.registry import TASKS
+    from xstilts.core.tasks import TASKS
 
     return TASKS[target].metric
 

@@ -26,10 +26,10 @@ import pandas as pd  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.frame import cell_scores, deltas, headline_metric  # noqa: E402
-from analysis.table import modality_label  # noqa: E402
-from launcher.atomic import replacing  # noqa: E402
-from jobs.metrics import PRIMARY_KEY  # noqa: E402
+from xstilts.analysis.frame import cell_scores, deltas, headline_metric  # noqa: E402
+from xstilts.analysis.table import modality_label  # noqa: E402
+from xstilts.core.atomic import replacing  # noqa: E402
+from xstilts.core.metrics import PRIMARY_KEY  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def training_runs(experiment: Any, target: str | None = None) -> list[Run]:
     training and the target trainings of `target` (default: the first target), both
     of the first seed, so that the lines compare tasks rather than seeds. Nodes without
     a metrics.jsonl yet are left out."""
-    from jobs.tasks.registry import TASKS
+    from xstilts.core.tasks import TASKS
 
     spec, store = experiment.spec, experiment.store
     seed = spec.seeds[0] if spec.seeds else None

@@ -1,7 +1,7 @@
 """A Markdown report of an experiment: what ran, the paper table, the modality
 comparison and the figures, in one file that can go into a repository or an issue.
 
-Everything comes from the tidy frame (`analysis.collect`) and the store, so the report
+Everything comes from the tidy frame (`xstilts.analysis.collect`) and the store, so the report
 can be rewritten at any point of a run: missing cells and unfinished nodes are listed
 rather than hidden.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.collect import missing_cells
-from analysis.plots import Figures, render_figures
-from analysis.table import CAPTION, PaperTable, missing_reasons, modality_label, paper_table, render_markdown
-from launcher.atomic import replacing
+from xstilts.analysis.collect import missing_cells
+from xstilts.analysis.plots import Figures, render_figures
+from xstilts.analysis.table import CAPTION, PaperTable, missing_reasons, modality_label, paper_table, render_markdown
+from xstilts.core.atomic import replacing
 
 MAX_MISSING_LISTED = 20
 """Beyond this many missing cells the list is cut (with a count): a fresh grid misses all."""
@@ -31,7 +31,7 @@ MAX_MISSING_LISTED = 20
 def table_from_frame(frame: pd.DataFrame, intermediates: Sequence[str] = (), targets: Sequence[str] = (),
                      missing: pd.DataFrame | None = None) -> PaperTable:
     """The paper table over the spec's rows and columns (and any extra found in the
-    frame); cells without results say why, from `missing` (`analysis.collect.missing_cells`)."""
+    frame); cells without results say why, from `missing` (`xstilts.analysis.collect.missing_cells`)."""
     extra_rows = sorted(set(frame["intermediate"]) - set(intermediates))
     extra_columns = sorted(set(frame["target"]) - set(targets))
     return paper_table(frame, [*intermediates, *extra_rows], [*targets, *extra_columns],
@@ -103,10 +103,10 @@ def run_section(experiment: Any, frame: pd.DataFrame, statuses: dict[str, tuple[
 
 
 def comparison_section(frame: pd.DataFrame) -> str:
-    """The multimodal vs text comparison of `analysis.stats`: its sentence, or the
+    """The multimodal vs text comparison of `xstilts.analysis.stats`: its sentence, or the
     reason it cannot be given (a missing group), then its tables. Imported here so that
     importing the report module stays cheap (scipy loads only when a report is written)."""
-    from analysis.stats import compare_by_modality
+    from xstilts.analysis.stats import compare_by_modality
 
     body = compare_by_modality(frame).render_markdown().strip()
     return "## Multimodal vs text intermediate tasks\n\n" + body

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from launcher.experiment import Experiment
+from xstilts.launcher.experiment import Experiment
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ tables when it comes from the same files, read the same way, averaged the same w
 This module reads `<dir>/<task>/test-<lang>.<suffix>` for predictions and gold exactly
 as google-research/xtreme `evaluate.py` does (each line stripped, blank lines between
 tagged sentences, QA JSON with or without a "data" wrapper), scores every language
-with `jobs.metrics`, and returns the structure the official scorer writes as JSON:
+with `xstilts.core.metrics`, and returns the structure the official scorer writes as JSON:
 
     {"all_task": ..., "<group>": ..., "<task>": {"<metric>": {lang: value},
                                                  "avg_<metric>": ..., "avg_metric": ...}}
@@ -39,10 +39,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs import metrics
-from jobs.tasks.languages import SUITES
-from launcher.atomic import replacing
-from launcher.errors import UserError, unknown_choice
+from xstilts.core import metrics
+from xstilts.core.languages import SUITES
+from xstilts.core.atomic import replacing
+from xstilts.core.errors import UserError, unknown_choice
 
 
 class ScoreError(UserError, ValueError):
@@ -126,7 +126,7 @@ def task_metric(task: str) -> str:
 
 
 def _registered(task: str) -> Any:
-    from jobs.tasks.registry import TASKS
+    from xstilts.core.tasks import TASKS
 
     if task not in TASKS:
         raise ScoreError(unknown_choice("task", task, sorted({*TASK_FORMAT, *TASKS})))

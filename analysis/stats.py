@@ -13,7 +13,7 @@ one target as independent evidence and give far too narrow intervals. Group mean
 row-weighted (the mean delta of every multimodal row), so each resample recomputes them
 as ratios of sums over the drawn (target, seed) cells, which vectorises over resamples.
 
-Everything here is torch-free and reads only the tidy frame (`analysis.frame.COLUMNS`);
+Everything here is torch-free and reads only the tidy frame (`xstilts.analysis.frame.COLUMNS`);
 missing groups are reported in `Comparison.problems` instead of raised, so a partially
 finished grid still gets a report.
 """
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from analysis.frame import cell_scores, deltas
+from xstilts.analysis.frame import cell_scores, deltas
 
 BASELINE = "none"
 MULTIMODAL = "multimodal"

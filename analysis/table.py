@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.results import ResultRow
-from jobs.tasks.registry import BASELINE, TASKS
+from xstilts.analysis.results import ResultRow
+from xstilts.core.tasks import BASELINE, TASKS
 
 AVERAGE = "average"
 """The column (and JSON key) of the mean over target tasks."""
@@ -85,7 +85,7 @@ def seed_scores(rows: Iterable[ResultRow], target: str, metric: str) -> dict[tup
 
 
 def rows_of_frame(frame: Any) -> list[ResultRow]:
-    """Tidy rows from `analysis.collect`'s frame (the table only needs these columns)."""
+    """Tidy rows from `xstilts.analysis.collect`'s frame (the table only needs these columns)."""
     return [
         ResultRow(r.intermediate, r.target, int(r.seed), r.language, r.metric, float(r.value), r.key)
         for r in frame.itertuples(index=False)
@@ -103,7 +103,7 @@ def paper_table(
     rows: Iterable[ResultRow] | Any, intermediates: list[str], targets: list[str],
     reasons: dict[tuple[str, str], str] | None = None,
 ) -> PaperTable:
-    """The table from tidy rows (or `analysis.collect`'s frame); `reasons` says why a
+    """The table from tidy rows (or `xstilts.analysis.collect`'s frame); `reasons` says why a
     cell lacks results (from `missing_reasons`)."""
     if hasattr(rows, "itertuples"):
         rows = rows_of_frame(rows)
@@ -138,7 +138,7 @@ def paper_table(
 
 def missing_reasons(missing: Any) -> dict[tuple[str, str], str]:
     """(intermediate, target) -> "running 1/3, failed 1/3" from a frame of unfinished
-    evaluate nodes (columns intermediate, target, seed, status: `analysis.collect`)."""
+    evaluate nodes (columns intermediate, target, seed, status: `xstilts.analysis.collect`)."""
     reasons: dict[tuple[str, str], str] = {}
     if missing is None or len(missing) == 0:
         return reasons

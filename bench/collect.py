@@ -1,13 +1,13 @@
 """Collecting a 100,000-row experiment: cold, with the rows cache, and the plain sequential reader.
 
-Generates the node files `analysis.collect` reads (DONE, result.json and state.json of
+Generates the node files `xstilts.analysis.collect` reads (DONE, result.json and state.json of
 every evaluate node, state.json of every train-target node) for a grid of 20
 intermediates x 3 targets (panx, udpos, tatoeba: 127 languages) x 20 seeds = 1,200
 evaluate nodes, 2 metric keys per language = 101,600 rows, into a `file://` store in a
 temp dir and into S3 (a moto server started on a free loopback port), then prints for
 each store, side by side:
 
-- sequential: `analysis.results.collect`, the existing reader (one node after the other,
+- sequential: `xstilts.analysis.results.collect`, the existing reader (one node after the other,
   result.json only, no costs): the plain baseline;
 - cold: `collect_frame` without a cache (parallel reads; includes writing the cache);
 - cached: `collect_frame` again (reads the cache object, checks nothing: every node is done);
@@ -38,12 +38,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from analysis.collect import cache_path, collect_frame, train_chain  # noqa: E402
-from analysis.results import collect as sequential_collect  # noqa: E402
-from jobs.tasks.registry import TASKS  # noqa: E402
-from launcher.experiment import Experiment, open_experiment  # noqa: E402
-from launcher.plan import Node  # noqa: E402
-from launcher.store import DONE, Store  # noqa: E402
+from xstilts.analysis.collect import cache_path, collect_frame, train_chain  # noqa: E402
+from xstilts.analysis.results import collect as sequential_collect  # noqa: E402
+from xstilts.core.tasks import TASKS  # noqa: E402
+from xstilts.launcher.experiment import Experiment, open_experiment  # noqa: E402
+from xstilts.core.plan import Node  # noqa: E402
+from xstilts.core.store import DONE, Store  # noqa: E402
 from tests.conftest import demo_raw  # noqa: E402
 from tests.moto import moto_server  # noqa: E402
 
@@ -196,7 +196,7 @@ def main() -> None:
     for r in results:
         rates = [f"{n} ({n / statistics.median(r[k]):.0f}/s)" for n, k in zip(r["calls"], ("seq", "cold", "warm"))]
         print(f"  {r['name']:12} sequential {rates[0]}, cold {rates[1]}, cached {rates[2]}")
-    print(f"sequential = analysis.results.collect (no costs, no cache); rows equal: "
+    print(f"sequential = xstilts.analysis.results.collect (no costs, no cache); rows equal: "
           f"{all(r['seq_rows'] == r['rows'] for r in results)}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 

@@ -4,7 +4,7 @@ Starts the throw-away two-node cluster of the test suite (tests/slurm/cluster.py
 partition `low` set DOWN so that nothing runs (only submission and status are measured),
 and prints side by side:
 
-- ours: `xstilts launch` (the arrays of `launcher.slurm`, afterok between them): wall
+- ours: `xstilts launch` (the arrays of `xstilts.launcher.slurm`, afterok between them): wall
   time and the number of `sbatch` calls;
 - per node: one submitit `submit()` per node with an `afterok` on the jobs of its
   inputs, as a loop over the plan would do it: wall time and `sbatch` calls;
@@ -31,12 +31,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launcher.plan import build_plan  # noqa: E402
-from launcher.spec import validate  # noqa: E402
+from xstilts.core.plan import build_plan  # noqa: E402
+from xstilts.core.spec import validate  # noqa: E402
 from tests.conftest import demo_raw  # noqa: E402
 from tests.slurm.cluster import Cluster  # noqa: E402
 
-XSTILTS = [sys.executable, "-c", "from launcher.cli import main; main()"]
+XSTILTS = [sys.executable, "-c", "from xstilts.cli import main; main()"]
 
 
 def shims(folder: Path, real_path: str, names: tuple[str, ...]) -> Path:
@@ -59,7 +59,7 @@ def per_node_submission(spec_raw: dict, folder: Path) -> tuple[float, int]:
     """One submitit submit per node, each after its inputs' jobs: (seconds, jobs)."""
     import submitit
 
-    from jobs.submitit_job import NodeJob
+    from xstilts.jobs.submitit_job import NodeJob
 
     plan = build_plan(validate(spec_raw))
     executor = submitit.SlurmExecutor(folder=folder)

@@ -2,7 +2,7 @@
 
 What is compared, side by side in one run, on the same machine and thread count:
 
-* ours: `jobs.trainer.Trainer.fit()` exactly as `jobs/stages/train.py` drives it
+* ours: `xstilts.jobs.trainer.Trainer.fit()` exactly as `jobs/stages/train.py` drives it
   (`build_task_model`, `TokenizedData.from_dataset`, `TrainConfig.from_hparams`);
 * HF: `transformers.Trainer.train()` with `TrainingArguments` holding the same
   hyperparameters (lr, linear warmup/decay, weight decay, clipping, batch size,
@@ -70,13 +70,13 @@ import yaml  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jobs import data as jdata  # noqa: E402
-from jobs.device import select_device  # noqa: E402
-from jobs.modeling import MODEL_SUBDIR, build_task_model, quiet_progress_bars  # noqa: E402
-from jobs.stages import prepare_data, prepare_model  # noqa: E402
-from jobs.stages.base import StageContext  # noqa: E402
-from jobs.tasks.registry import get_task  # noqa: E402
-from jobs.trainer import Trainer, TrainConfig, linear_schedule  # noqa: E402
+from xstilts.jobs import data as jdata  # noqa: E402
+from xstilts.jobs.device import select_device  # noqa: E402
+from xstilts.jobs.modeling import MODEL_SUBDIR, build_task_model, quiet_progress_bars  # noqa: E402
+from xstilts.jobs.stages import prepare_data, prepare_model  # noqa: E402
+from xstilts.jobs.stages.base import StageContext  # noqa: E402
+from xstilts.core.tasks import get_task  # noqa: E402
+from xstilts.jobs.trainer import Trainer, TrainConfig, linear_schedule  # noqa: E402
 
 TASK = "syn-rate"
 SEED = 1

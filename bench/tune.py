@@ -3,7 +3,7 @@
 Prepares a tiny encoder and one synthetic task (`--task`: `syn-pos` tagging, whose
 learning rates separate from the first evaluation, or `syn-sent`, which sits at chance
 for its first evaluations at every rate) once, then runs the `tune`
-stage (`jobs.stages.tune`, the code a tune node runs) twice over the same grid of
+stage (`xstilts.jobs.stages.tune`, the code a tune node runs) twice over the same grid of
 learning rates with the same per-trial budget: once with ASHA, once with FIFO (every
 trial to its full budget). Prints the optimizer steps spent by all trials of each, and
 whether both choose the same learning rate.
@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.stages import prepare_data, prepare_model, tune  # noqa: E402
-from jobs.stages.base import StageContext  # noqa: E402
+from xstilts.jobs.stages import prepare_data, prepare_model, tune  # noqa: E402
+from xstilts.jobs.stages.base import StageContext  # noqa: E402
 
 LEARNING_RATES = [1e-5, 3e-3, 1e-7, 3e-4, 3e-7, 1e-3, 1e-6, 3e-5, 3e-6, 1e-4]
 """Ten rates over 4.5 decades, in a fixed shuffled order: ASHA can only stop a trial that

@@ -11,7 +11,7 @@ process killed mid-save, ignored by `latest()` and deleted after a later save co
 Retention keeps the newest `keep` complete folders and deletes older ones only after a
 newer one is complete, so a kill at any moment leaves at least one complete checkpoint.
 
-What goes into the DCP state dict is the trainer's business (`jobs.trainer`); this
+What goes into the DCP state dict is the trainer's business (`xstilts.jobs.trainer`); this
 module only knows where checkpoints live, when they are complete, and how to write them
 (synchronously, or with `dcp.async_save` whose future is waited on and checked before
 the next save and at `close()`).

@@ -6,9 +6,9 @@ node of that task reads those instead of re-tokenizing. Training batches are dra
 small iterator whose whole state is two integers (epoch, position), so a checkpoint can
 record where in the data a run stopped and a resumed run continues with the same order.
 
-Examples in memory are canonical dicts, whatever their source (`jobs.tasks.sources`
+Examples in memory are canonical dicts, whatever their source (`xstilts.jobs.tasks.sources`
 documents one schema per kind of task); turning them into model inputs is the job of the
-task's head (`jobs.heads`).
+task's head (`xstilts.jobs.heads`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from jobs.tasks.registry import Task
+    from xstilts.core.tasks import Task
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 DATA_SUBDIR = "data"
@@ -41,12 +41,12 @@ Examples = dict[str, dict[str, list[dict[str, Any]]]]
 
 
 def load_examples(task: Task, data_dir: str | None = None) -> Examples:
-    """Every split and language `task` has, as canonical examples (`jobs.tasks.sources`).
+    """Every split and language `task` has, as canonical examples (`xstilts.jobs.tasks.sources`).
 
     `data_dir` selects local files (the official XTREME layout, jsonl or tsv) instead of
     the Hugging Face hub, for clusters without internet access.
     """
-    from jobs.tasks import sources
+    from xstilts.jobs.tasks import sources
 
     return {
         split: {lang: sources.load_examples(task, split, lang, data_dir) for lang in sources.split_languages(task, split)}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from jobs.device import cpu_threads
+from xstilts.jobs.device import cpu_threads
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def init_distributed() -> DistInfo:
     Idempotent: a group that already exists (the entry may have made it to agree on a
     decision before the stage runs) is reused as it is. A lone process gets no group.
     On CPU each process gets `cores // local processes` intra-op threads, unless
-    OMP_NUM_THREADS says otherwise (see `jobs.device.cpu_threads`).
+    OMP_NUM_THREADS says otherwise (see `xstilts.jobs.device.cpu_threads`).
     """
     if dist.is_available() and dist.is_initialized():
         return current()

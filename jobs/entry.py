@@ -1,6 +1,6 @@
 """Run one node on a compute node (or a laptop): the only way a node's work happens.
 
-    python -m jobs.entry --store URL --ref STAGE/KEY [--job-id ID]
+    python -m xstilts.jobs.entry --store URL --ref STAGE/KEY [--job-id ID]
 
 Order of events, chosen so that a crash at any point leaves the store readable and the
 node re-runnable: take the lease (or exit: someone else runs it), record the attempt,
@@ -27,10 +27,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from jobs.stages.base import CHECKPOINTABLE_STAGES, CheckpointPolicy, Preempted, StageContext, stage_module
-from launcher.lease import Lease
-from launcher.state import update_state
-from launcher.store import DONE, Store
+from xstilts.jobs.stages.base import CHECKPOINTABLE_STAGES, CheckpointPolicy, Preempted, StageContext, stage_module
+from xstilts.core.lease import Lease
+from xstilts.core.state import update_state
+from xstilts.core.store import DONE, Store
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -134,7 +134,7 @@ def _agree(decision: str, world_size: int) -> str:
     """Rank 0's decision (run / done / busy), shared with every rank."""
     if world_size == 1:
         return decision
-    from jobs.distributed import init_distributed  # torch: only multi-process nodes need it
+    from xstilts.jobs.distributed import init_distributed  # torch: only multi-process nodes need it
 
     init_distributed()
     import torch.distributed as dist
@@ -258,13 +258,13 @@ def _run_leased(
             lease.release()
         shutil.rmtree(scratch, ignore_errors=True)
         if world_size > 1:
-            from jobs.distributed import destroy  # the group was created by _agree
+            from xstilts.jobs.distributed import destroy  # the group was created by _agree
 
             destroy()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.entry", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m xstilts.jobs.entry", description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="storage root URL")
     parser.add_argument("--ref", required=True, help="STAGE/KEY of the node to run")
     parser.add_argument("--job-id", default=None)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 if TYPE_CHECKING:
-    from jobs.tasks.registry import Task
+    from xstilts.core.tasks import Task
 
 MODEL_SUBDIR = "model"
 """Every stage that produces a model writes it to `<out_dir>/model/` in HF format."""
@@ -101,14 +101,14 @@ def fresh_head_model(auto_class: type, config: PretrainedConfig, encoder_dir: Pa
 
 def build_task_model(model_dir: Path, task: Task, seed: int) -> torch.nn.Module:
     """A model for `task`: the encoder from `model_dir` under a fresh head seeded by `seed`."""
-    from jobs.heads import head_for
+    from xstilts.jobs.heads import head_for
 
     return head_for(task).build_model(model_dir, seed)
 
 
 def load_trained_model(model_dir: Path, task: Task) -> torch.nn.Module:
     """A model saved by a training stage of `task` (encoder and head), checked against it."""
-    from jobs.heads import head_for
+    from xstilts.jobs.heads import head_for
 
     return head_for(task).load_model(model_dir)
 

@@ -10,7 +10,7 @@ on one SLURM node, or two local launches), so nothing here uses Ray's defaults (
   with `ray start --head --block`, the other ranks start workers that join it, each
   process with its own block of ports (probed free, starting from an offset derived from
   the job id and rank so that jobs do not race for the same ports). Rank 0's address is
-  shared over the node's torch.distributed group (`jobs.entry` created it to agree on
+  shared over the node's torch.distributed group (`xstilts.jobs.entry` created it to agree on
   the lease); when the search is over rank 0 sets a key in that group's store and the
   workers stop their Ray and return. The head's temp dir is private to the job and Ray
   gives the same path to every worker.

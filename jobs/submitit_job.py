@@ -9,7 +9,7 @@ submitit pickles this object at submission and, on SLURM's preemption/timeout si
   pickle, and a resubmission must find the same state either way.
 - The checkpoint itself is written by the training loop at a step boundary, not inside
   a signal handler (which would interrupt a half-done optimizer step). So while the
-  node runs, `jobs.entry` owns SIGUSR2 and turns it into a stop request; when the stage
+  node runs, `xstilts.jobs.entry` owns SIGUSR2 and turns it into a stop request; when the stage
   has checkpointed and returned `EXIT_REQUEUE`, this callable hands the signal back to
   submitit's handler, which calls `checkpoint()` and requeues.
 - A node whose lease is held waits rather than giving up: after a requeue the previous
@@ -28,7 +28,7 @@ from typing import Any
 
 import submitit
 
-from jobs.entry import EXIT_BUSY, EXIT_DONE, EXIT_REQUEUE, run_node
+from xstilts.jobs.entry import EXIT_BUSY, EXIT_DONE, EXIT_REQUEUE, run_node
 
 BUSY_POLL_S = 5.0
 
@@ -78,7 +78,7 @@ class NodeJob(submitit.helpers.Checkpointable):
     # ------------------------------------------------------------------ bookkeeping
 
     def _node_dir(self) -> tuple[Any, str]:
-        from launcher.store import Store
+        from xstilts.core.store import Store
 
         store = Store(self.store_url)
         stage, key = self.ref.split("/")
@@ -90,7 +90,7 @@ class NodeJob(submitit.helpers.Checkpointable):
         return int(state.get("requeues", 0))
 
     def _give_up(self) -> None:
-        from launcher.state import update_state
+        from xstilts.core.state import update_state
 
         store, node_dir = self._node_dir()
 

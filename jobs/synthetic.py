@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from jobs.tasks.registry import RATING_LABELS, SYNTHETIC_LANGUAGES, TASKS, get_task
+from xstilts.core.tasks import RATING_LABELS, SYNTHETIC_LANGUAGES, TASKS, get_task
 
 __all__ = ["LANGUAGES", "SIZES", "SYNTHETIC_TASKS", "LanguageSpec", "corpus", "generate", "unambiguous_lemmas",
            "word_form"]

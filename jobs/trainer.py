@@ -3,9 +3,9 @@
 `Trainer` owns the model, optimizer, scheduler, the resumable batch iterator and a
 `TrainState` of plain numbers; nothing lives in local variables of `fit()`, so a
 checkpoint taken between two optimizer steps (`save_checkpoint`, torch.distributed
-checkpoint, see `jobs.checkpoint`) lets `resume_latest` continue bit for bit.
+checkpoint, see `xstilts.jobs.checkpoint`) lets `resume_latest` continue bit for bit.
 
-With several processes the model is sharded with FSDP2 (`jobs.distributed`); every rank
+With several processes the model is sharded with FSDP2 (`xstilts.jobs.distributed`); every rank
 draws the same global batch and trains on its own contiguous slice of it, padded to the
 global batch's width, with the loss normalised by the global number of targets. The
 gradient is then that of the global batch whatever the world size (up to float
@@ -40,19 +40,19 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from jobs.checkpoint import METRICS, CheckpointManager
-from jobs.data import ShuffledBatches, TokenizedData, total_steps
-from jobs.device import DeviceInfo
-from jobs.distributed import SINGLE, DistInfo, all_agree, all_sum, shard_model
-from jobs.heads import head_for
-from jobs.stages.base import Preempted
+from xstilts.jobs.checkpoint import METRICS, CheckpointManager
+from xstilts.jobs.data import ShuffledBatches, TokenizedData, total_steps
+from xstilts.jobs.device import DeviceInfo
+from xstilts.jobs.distributed import SINGLE, DistInfo, all_agree, all_sum, shard_model
+from xstilts.jobs.heads import head_for
+from xstilts.jobs.stages.base import Preempted
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from jobs.heads.base import TaskHead
+    from xstilts.jobs.heads.base import TaskHead
 
-    from jobs.tasks.registry import Task
+    from xstilts.core.tasks import Task
 
 
 @dataclass(frozen=True)

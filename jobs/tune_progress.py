@@ -15,7 +15,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from launcher.store import Store
+from xstilts.core.store import Store
 
 PROGRESS_FILE = "progress.json"
 PROGRESS_EVERY_S = 2.0

@@ -19,10 +19,10 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from launcher.errors import EXIT_USER_ERROR, UserError, unknown_choice
-from launcher.experiment import Experiment, open_experiment
-from launcher.plan import Node
-from launcher.state import STATUSES
+from xstilts.core.errors import EXIT_USER_ERROR, UserError, unknown_choice
+from xstilts.launcher.experiment import Experiment, open_experiment
+from xstilts.core.plan import Node
+from xstilts.core.state import STATUSES
 
 app = typer.Typer(
     name="xstilts",
@@ -161,7 +161,7 @@ def launch(
             _print_table(experiment)
         return
     experiment.materialize()
-    from launcher import local_runner
+    from xstilts.launcher import local_runner
 
     if not wait:
         pid = local_runner.spawn_detached(experiment.store, experiment.spec.name, experiment.profile.name, retry_failed)
@@ -195,8 +195,8 @@ def _launch_slurm(
     retry_failed: bool,
 ) -> None:
     """Submit what is neither done nor queued/running in SLURM, as chained job arrays."""
-    from launcher import slurm
-    from launcher.state import record_submission
+    from xstilts.launcher import slurm
+    from xstilts.core.state import record_submission
 
     live = {key for key, (status, _) in statuses.items() if status in slurm.LIVE or status == "running"}
     failed = {key for key, (status, _) in statuses.items() if status in ("failed", "cancelled")}
@@ -254,7 +254,7 @@ def _launch_slurm(
 
 def _wait_slurm(experiment: Experiment, interval: float = 5.0) -> None:
     """Poll SLURM and the store until nothing of the experiment is queued or running."""
-    from launcher import slurm
+    from xstilts.launcher import slurm
 
     while True:
         statuses = experiment.statuses()
@@ -270,8 +270,8 @@ def _wait_slurm(experiment: Experiment, interval: float = 5.0) -> None:
 
 
 def _print_table(experiment: Experiment) -> None:
-    from analysis.results import collect
-    from analysis.table import CAPTION, paper_table, render_rich
+    from xstilts.analysis.results import collect
+    from xstilts.analysis.table import CAPTION, paper_table, render_rich
 
     rows = collect(experiment)
     table = paper_table(rows, experiment.spec.intermediate.tasks, experiment.spec.target.tasks)
@@ -316,7 +316,7 @@ def _search_headline(progress: dict[str, Any]) -> str:
 
 
 def _search_progress(experiment: Experiment, node: Node, status: str) -> dict[str, Any] | None:
-    """What `jobs.tune_progress` last wrote for a tune node that has started but is not done."""
+    """What `xstilts.jobs.tune_progress` last wrote for a tune node that has started but is not done."""
     if node.stage != "tune" or status in ("done", "pending", "queued", "blocked"):
         return None
     progress = experiment.store.read_json(f"{experiment.node_dir(node)}/progress.json")
@@ -432,7 +432,7 @@ def tasks(
     as_json: JsonOpt = False,
 ) -> None:
     """The task registry: name, kind, roles, English training data, languages, metric."""
-    from jobs.tasks.registry import TASKS, task_names
+    from xstilts.core.tasks import TASKS, task_names
 
     if role not in (None, "intermediate", "target"):
         raise UserError(unknown_choice("role", str(role), ["intermediate", "target"]))
@@ -463,11 +463,11 @@ def tasks(
 @app.command()
 def cancel(spec: SpecArg, override: OverrideOpt = None) -> None:
     """Stop this experiment's running nodes (and its local scheduler); nothing else."""
-    from launcher.local_runner import stop_local_nodes
+    from xstilts.launcher.local_runner import stop_local_nodes
 
     experiment = _open(spec, override)
     if experiment.profile.executor == "slurm":
-        from launcher import slurm
+        from xstilts.launcher import slurm
 
         result = slurm.cancel(experiment.spec.name)
         if result.returncode != 0:
@@ -483,7 +483,7 @@ def cancel(spec: SpecArg, override: OverrideOpt = None) -> None:
 def node_logs(experiment: Experiment, node: Node) -> list[tuple[str, str]]:
     """(name, text) of a node's logs, oldest first: those in the store, else the local
     runner's files or SLURM's log files of its submissions."""
-    from launcher.local_runner import local_log_path
+    from xstilts.launcher.local_runner import local_log_path
 
     folder = experiment.store.node_path(node.stage, node.key, "logs")
     names = sorted(n for n in experiment.store.list(folder) if n.endswith(".log"))
@@ -493,7 +493,7 @@ def node_logs(experiment: Experiment, node: Node) -> list[tuple[str, str]]:
     state = experiment.store.read_json(f"{experiment.node_dir(node)}/state.json") or {}
     for submission in state.get("submissions", []):
         if submission.get("executor") == "slurm":
-            from launcher.slurm import log_folder
+            from xstilts.launcher.slurm import log_folder
 
             path = log_folder(experiment.profile, experiment.spec.name) / f"{submission['job_id']}_0_log.out"
         else:
@@ -538,7 +538,7 @@ def score(
     as_json: JsonOpt = False,
 ) -> None:
     """Score predictions in the official XTREME / XTREME-R layout, as the leaderboard does."""
-    from analysis.score import available_tasks, score_submission, suite_tables
+    from xstilts.analysis.score import available_tasks, score_submission, suite_tables
 
     task_langs, groups = suite_tables(suite)
     present, skipped = available_tasks(predictions, gold, suite)
@@ -584,8 +584,8 @@ def _print_scores(result: dict[str, Any], suite: str, task_langs: dict[str, tupl
 
 
 def _frame(experiment: Experiment, no_cache: bool = False) -> Any:
-    """The experiment's tidy results (`analysis.collect`), read in parallel and cached."""
-    from analysis.collect import collect_frame
+    """The experiment's tidy results (`xstilts.analysis.collect`), read in parallel and cached."""
+    from xstilts.analysis.collect import collect_frame
 
     try:
         return collect_frame(experiment, use_cache=not no_cache)
@@ -597,7 +597,7 @@ def _frame(experiment: Experiment, no_cache: bool = False) -> Any:
 
 def _missing_note(experiment: Experiment) -> tuple[Any, str]:
     """Unfinished evaluate nodes, and one line saying what is missing ("" if nothing)."""
-    from analysis.collect import missing_cells
+    from xstilts.analysis.collect import missing_cells
 
     missing = missing_cells(experiment)
     if len(missing) == 0:
@@ -619,7 +619,7 @@ def analysis_collect(
 ) -> None:
     """One tidy table of every result: intermediate, target, seed, language, metric, value,
     node key, modality, cost."""
-    from analysis.collect import FORMATS, write_frame
+    from xstilts.analysis.collect import FORMATS, write_frame
 
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
@@ -649,8 +649,8 @@ def analysis_table(
 ) -> None:
     """The paper-style table: intermediate tasks x target tasks and their average, mean ±
     std over seeds, delta vs none, best per column marked; missing cells say why."""
-    from analysis.table import CAPTION, FORMATS, missing_reasons, paper_table, render_csv, render_latex
-    from analysis.table import render_markdown, render_rich
+    from xstilts.analysis.table import CAPTION, FORMATS, missing_reasons, paper_table, render_csv, render_latex
+    from xstilts.analysis.table import render_markdown, render_rich
 
     fmt = "json" if as_json else fmt
     if fmt not in FORMATS:
@@ -685,7 +685,7 @@ def analysis_compare(
     """The research question: mean delta of multimodal against text-only intermediate
     tasks (and each multimodal task against its control), 95% bootstrap intervals over
     targets and seeds, a paired test per target, and a per-language breakdown."""
-    from analysis.stats import compare_by_modality
+    from xstilts.analysis.stats import compare_by_modality
 
     if by != "modality":
         raise UserError(f"--by: unknown grouping '{by}'; valid: modality")
@@ -719,7 +719,7 @@ def analysis_plot(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Figures: delta heatmap, per-language bars, training curves, learning-rate sensitivity."""
-    from analysis.plots import plot_all
+    from xstilts.analysis.plots import plot_all
 
     experiment = _open(spec, override)
     if target is not None and target not in experiment.spec.target.tasks:
@@ -741,7 +741,7 @@ def analysis_report(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """A Markdown report: the table, the modality comparison and the figures."""
-    from analysis.report import write_report
+    from xstilts.analysis.report import write_report
 
     experiment = _open(spec, override)
     frame = _frame(experiment, no_cache)

@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from launcher.errors import UserError
-from launcher.plan import Node, Plan, build_plan
-from launcher.profiles import Profile, load_profile
-from launcher.spec import Spec, dump_spec, load_spec
-from launcher.state import node_status
-from launcher.store import Store, check_storage_url
+from xstilts.core.errors import UserError
+from xstilts.core.plan import Node, Plan, build_plan
+from xstilts.launcher.profiles import Profile, load_profile
+from xstilts.core.spec import Spec, dump_spec, load_spec
+from xstilts.core.state import node_status
+from xstilts.core.store import Store, check_storage_url
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Experiment:
         statuses = {node.key: node_status(self.store, self.node_dir(node)) for node in self.plan.nodes}
         if self.profile.executor != "slurm":
             return statuses
-        from launcher import slurm
+        from xstilts.launcher import slurm
 
         try:
             live = slurm.squeue(slurm.job_name(self.spec.name))

@@ -1,12 +1,12 @@
 """The `local` executor: run a plan's nodes as processes on this machine.
 
 A small scheduler over subprocesses: nodes start when their inputs are done, at most
-`profile.max_parallel` at once, each as `python -m jobs.entry` in its own session (so a
+`profile.max_parallel` at once, each as `python -m xstilts.jobs.entry` in its own session (so a
 killed launcher does not take running nodes with it: they finish and commit, and the
 next launch finds them done or still leased and waits). The node process takes the
 node's lease, so two launchers never run one node twice.
 
-Run detached (`xstilts launch` without `--wait`) it is `python -m launcher.local_runner`.
+Run detached (`xstilts launch` without `--wait`) it is `python -m xstilts.launcher.local_runner`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from jobs.stages.base import CHECKPOINTABLE_STAGES
-from launcher.lease import current_lease
-from launcher.plan import Node, Plan
-from launcher.profiles import Profile
-from launcher.state import node_status, record_submission
-from launcher.store import Store
+from xstilts.jobs.stages.base import CHECKPOINTABLE_STAGES
+from xstilts.core.lease import current_lease
+from xstilts.core.plan import Node, Plan
+from xstilts.launcher.profiles import Profile
+from xstilts.core.state import node_status, record_submission
+from xstilts.core.store import Store
 
 POLL_S = 0.3
 SCHEDULER_FILE = "local-scheduler.json"
@@ -68,7 +68,7 @@ def local_log_path(store: Store, node: Node, submission: str) -> Path:
     local filesystem (so `xstilts logs` can read it live), else a local cache."""
     if store.is_local:
         return Path(store.node_path(node.stage, node.key, "logs", f"{submission}.log"))
-    from jobs.entry import cache_root  # torch-free module
+    from xstilts.jobs.entry import cache_root  # torch-free module
 
     return cache_root() / "logs" / node.stage / node.key / f"{submission}.log"
 
@@ -112,7 +112,7 @@ class LocalRunner:
         return env
 
     def _command(self, node: Node, submission: str) -> list[str]:
-        entry = ["-m", "jobs.entry", "--store", self.store.url, "--ref", node.ref, "--job-id", submission]
+        entry = ["-m", "xstilts.jobs.entry", "--store", self.store.url, "--ref", node.ref, "--job-id", submission]
         procs = self._procs(node)
         if procs == 1:
             return [sys.executable, *entry]
@@ -266,15 +266,15 @@ def stop_local_nodes(store: Store, plan: Plan) -> list[Node]:
 
 
 def spawn_detached(store: Store, experiment: str, profile_name: str, retry_failed: bool) -> int:
-    """Start `python -m launcher.local_runner` in the background; returns its pid."""
+    """Start `python -m xstilts.launcher.local_runner` in the background; returns its pid."""
     log_dir = Path(store.experiment_path(experiment, "logs")) if store.is_local else None
     if log_dir is None:
-        from jobs.entry import cache_root
+        from xstilts.jobs.entry import cache_root
 
         log_dir = cache_root() / "logs" / experiment
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = open(log_dir / "scheduler.log", "ab")
-    command = [sys.executable, "-m", "launcher.local_runner", "--store", store.url, "--experiment", experiment,
+    command = [sys.executable, "-m", "xstilts.launcher.local_runner", "--store", store.url, "--experiment", experiment,
                "--profile", profile_name]
     if retry_failed:
         command.append("--retry-failed")
@@ -287,12 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     """Detached scheduler: rebuild the plan from the stored spec and run it."""
     import socket
 
-    from launcher.plan import build_plan
-    from launcher.profiles import load_profile
-    from launcher.spec import Spec
+    from xstilts.core.plan import build_plan
+    from xstilts.launcher.profiles import load_profile
+    from xstilts.core.spec import Spec
     import yaml
 
-    parser = argparse.ArgumentParser(prog="python -m launcher.local_runner")
+    parser = argparse.ArgumentParser(prog="python -m xstilts.launcher.local_runner")
     parser.add_argument("--store", required=True)
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--profile", required=True)

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from launcher.errors import UserError, unknown_choice
+from xstilts.core.errors import UserError, unknown_choice
 
 
 STAGE_NAMES = ("prepare", "tune", "train-intermediate", "train-target", "evaluate")
@@ -69,7 +69,7 @@ class Profile(SlurmResources):
 
 def shipped_profiles() -> dict[str, Path]:
     """Profiles shipped with the package: name -> file."""
-    folder = resources.files("cluster_profiles")
+    folder = resources.files("xstilts.cluster_profiles")
     return {
         Path(entry.name).stem: Path(str(entry))
         for entry in folder.iterdir()
@@ -79,7 +79,7 @@ def shipped_profiles() -> dict[str, Path]:
 
 def load_profile(name_or_path: str) -> Profile:
     """A shipped profile by name, or a profile YAML file by path."""
-    from launcher.spec import read_yaml  # local import: spec imports pydantic models only
+    from xstilts.core.spec import read_yaml  # local import: spec imports pydantic models only
 
     shipped = shipped_profiles()
     if name_or_path in shipped:

@@ -8,7 +8,7 @@ still queued or running from an earlier launch. A whole grid is a handful of `sb
 calls, and the launcher can exit: SLURM starts each array when its inputs are done, and
 with `DependencyParameters=kill_invalid_depend` cancels it when one of them failed.
 
-Each array task runs `jobs.submitit_job.NodeJob`, which takes the node's lease, runs the
+Each array task runs `xstilts.jobs.submitit_job.NodeJob`, which takes the node's lease, runs the
 stage, commits it, and on SLURM's USR2 (preemption, time limit) checkpoints and requeues.
 
 What is queued or running is asked from SLURM (one `squeue` per refresh, plus one
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launcher.plan import Node
-from launcher.profiles import Profile, SlurmResources
-from launcher.errors import UserError
+from xstilts.core.plan import Node
+from xstilts.launcher.profiles import Profile, SlurmResources
+from xstilts.core.errors import UserError
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """SLURM's default `MaxArraySize`: used when `scontrol` cannot be asked (dry runs off-cluster)."""
@@ -314,7 +314,7 @@ def submit_arrays(
     """Submit `arrays` in order (each after the ones it depends on), one sbatch each."""
     import submitit
 
-    from jobs.submitit_job import NodeJob
+    from xstilts.jobs.submitit_job import NodeJob
 
     folder = log_folder(profile, experiment)
     folder.mkdir(parents=True, exist_ok=True)

@@ -67,8 +67,8 @@ def s3_env() -> Iterator[dict[str, str]]:
 def register_two_step_target(monkeypatch: pytest.MonkeyPatch) -> None:
     """A synthetic target trained XCOPA's way: first on `syn-first` (its own train-target
     node), then on itself with the head kept (`train_first`)."""
-    from jobs.tasks import registry
-    from jobs.tasks.registry import DataSource, Task
+    from xstilts.core import tasks as registry
+    from xstilts.core.tasks import DataSource, Task
 
     first = Task(name="syn-first", kind="classification", source=DataSource("synthetic", "syn-rate"),
                  languages=("en",), labels=("a", "b"), metric="accuracy", roles=("intermediate",))

@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import demo_raw
 
-XSTILTS = [sys.executable, "-c", "from launcher.cli import main; main()"]
+XSTILTS = [sys.executable, "-c", "from xstilts.cli import main; main()"]
 
 
 def small_grid_raw(storage: str) -> dict[str, Any]:
@@ -81,14 +81,14 @@ def completed_attempts(state: dict[str, Any]) -> int:
 
 def run_upstream_in_process(spec: Path, stage: str) -> Any:
     """Run every node of `stage`, and what they need, in this process, one after another,
-    as a compute node runs each (`jobs.entry.run_node`); returns the experiment.
+    as a compute node runs each (`xstilts.jobs.entry.run_node`); returns the experiment.
 
     For reference runs: the finished weights of one stage, without the rest of the grid
     and without a fresh interpreter (and its imports) per node. One thread, as the local
     launcher and the test cluster's profile run nodes, so that float sums match theirs.
     """
-    from jobs.entry import run_node
-    from launcher.experiment import open_experiment
+    from xstilts.jobs.entry import run_node
+    from xstilts.launcher.experiment import open_experiment
 
     experiment = open_experiment(str(spec))
     experiment.materialize()

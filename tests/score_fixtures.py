@@ -2,7 +2,7 @@
 
 Why: `tests/data/official_scores_*.json` hold the numbers the official google-research/
 xtreme scorer computed on exactly these trees; `tests/test_score.py` regenerates them
-and checks that `analysis.score` reproduces every number. So the generator must be
+and checks that `xstilts.analysis.score` reproduces every number. So the generator must be
 byte-for-byte deterministic (string-seeded `random.Random`, no set iteration, no
 clock) and must exercise the rules that matter: CRLF line ends and trailing blanks,
 leading-zero ids, duplicate BUCC pairs, lenient IOB and bare POS tags, empty and
@@ -21,7 +21,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from jobs.tasks.languages import XTREME_LANGUAGES, XTREME_R_LANGUAGES
+from xstilts.core.languages import XTREME_LANGUAGES, XTREME_R_LANGUAGES
 
 # --------------------------------------------------------------------------------------
 # low-level: write text exactly (newline="" keeps our CRLF as written)

@@ -3,7 +3,7 @@
 Why: the loaders must read the files a cluster really has (the layout google-research/
 xtreme's download scripts write, and the generic jsonl/tsv for the other tasks), but
 tests cannot download gigabytes. `write_fixture(task, root)` writes a few examples per
-split and language in exactly those formats, so `jobs.tasks.sources.load_examples(task,
+split and language in exactly those formats, so `xstilts.jobs.tasks.sources.load_examples(task,
 split, lang, data_dir=root)` reads them through the production code path. Text is made
 of pseudo-words; labels come from the task's label set; QA answers sit in the context at
 their `answer_start`; retrieval gold ids name real candidates.
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from jobs.tasks.registry import TASKS, TATOEBA_ISO3, Task, get_task
+from xstilts.core.tasks import TASKS, TATOEBA_ISO3, Task, get_task
 
 _SYLLABLES = ("ka", "lo", "mi", "ne", "su", "ta", "ro", "vi", "de", "pa", "zu", "fe")
 

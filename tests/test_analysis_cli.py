@@ -43,7 +43,7 @@ def test_table_json_equals_statistics_of_the_collected_rows(half_done: Any) -> N
     experiment, spec, missing = half_done
     rows = pd.read_csv(io.StringIO(_run("collect", str(spec)).stdout), keep_default_na=False)
     table = json.loads(_run("table", str(spec), "--format", "json").stdout)
-    from jobs.tasks.registry import TASKS
+    from xstilts.core.tasks import TASKS
 
     checked = 0
     for cell in table["cells"]:

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs import synthetic
-from jobs.multimodal import captions, shapes
-from jobs.multimodal.captions import (
+from xstilts.jobs import synthetic
+from xstilts.jobs.multimodal import captions, shapes
+from xstilts.jobs.multimodal.captions import (
     CAPTION_DATASETS, CaptionHubError, hub_rows_to_captions, load_captions, load_images,
 )
 

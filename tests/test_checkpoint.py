@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch.distributed.checkpoint.filesystem import FileSystemWriter
 
-from jobs.checkpoint import CheckpointError, CheckpointManager
-from jobs.stages import train
-from jobs.stages.base import Preempted
-from jobs.trainer import Trainer
+from xstilts.jobs.checkpoint import CheckpointError, CheckpointManager
+from xstilts.jobs.stages import train
+from xstilts.jobs.stages.base import Preempted
+from xstilts.jobs.trainer import Trainer
 from tests.test_resume import assert_same_run, events, nodes, stage_ctx, step_then_stop_at, straight
 
 __all__ = ["nodes", "straight"]  # module-scoped fixtures shared with test_resume

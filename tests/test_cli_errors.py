@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import demo_raw
 
-XSTILTS = [sys.executable, "-c", "from launcher.cli import main; main()"]
+XSTILTS = [sys.executable, "-c", "from xstilts.cli import main; main()"]
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -105,7 +105,7 @@ def test_dry_run_writes_nothing(write_spec: Callable[..., Path], tmp_path: Path)
 def test_tasks_lists_the_registry_and_filters_by_role() -> None:
     import json
 
-    from jobs.tasks.registry import TASKS
+    from xstilts.core.tasks import TASKS
 
     listed = json.loads(run_cli("tasks", "--json").stdout)
     assert [t["name"] for t in listed] == sorted(TASKS)

@@ -1,4 +1,4 @@
-"""analysis.collect on stores written the way jobs write them (no training: the node
+"""xstilts.analysis.collect on stores written the way jobs write them (no training: the node
 files are generated), on a local path and on S3 (moto)."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.collect import (
+from xstilts.analysis.collect import (
     CACHE_FILE, cache_path, collect_frame, infer_format, missing_cells, read_frame, train_chain, write_frame,
 )
-from analysis.frame import COLUMNS
-from launcher.experiment import Experiment, open_experiment
-from launcher.plan import Node, build_plan
-from launcher.spec import validate
-from launcher.store import DONE, Store
+from xstilts.analysis.frame import COLUMNS
+from xstilts.launcher.experiment import Experiment, open_experiment
+from xstilts.core.plan import Node, build_plan
+from xstilts.core.spec import validate
+from xstilts.core.store import DONE, Store
 from tests.conftest import demo_raw
 
 T0 = 1_800_000_000.0

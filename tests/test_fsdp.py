@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from jobs.modeling import read_checkpoint
-from jobs.stages import prepare_data, train
+from xstilts.jobs.modeling import read_checkpoint
+from xstilts.jobs.stages import prepare_data, train
 from tests.test_jobs_stages import make_ctx
 from tests.test_resume import HPARAMS, assert_same_run, comparable, events, nodes, run_to_end, runner_spec, stage_ctx
 

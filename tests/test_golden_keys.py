@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.plan import build_plan
-from launcher.spec import load_spec
+from xstilts.core.plan import build_plan
+from xstilts.core.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "data" / "golden_keys"

@@ -26,14 +26,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
-from jobs import data as jdata
-from jobs.device import select_device
-from jobs.heads import head_for
-from jobs.heads.multiple_choice import MultipleChoiceHead
-from jobs.heads.span_qa import SpanQAHead, unpack_offsets
-from jobs.stages import evaluate, prepare_data, prepare_model, train
-from jobs.tasks import registry
-from jobs.trainer import Trainer, TrainConfig
+from xstilts.jobs import data as jdata
+from xstilts.jobs.device import select_device
+from xstilts.jobs.heads import head_for
+from xstilts.jobs.heads.multiple_choice import MultipleChoiceHead
+from xstilts.jobs.heads.span_qa import SpanQAHead, unpack_offsets
+from xstilts.jobs.stages import evaluate, prepare_data, prepare_model, train
+from xstilts.core import tasks as registry
+from xstilts.jobs.trainer import Trainer, TrainConfig
 from tests.test_jobs_stages import TINY_MODEL, make_ctx
 
 # Words the tiny tokenizer keeps as one piece each; two disjoint sets make the fixtures
@@ -195,7 +195,7 @@ def test_qa_windows_offsets_and_labels(tokenizer: Any) -> None:
 
 
 def test_qa_encode_in_chunks_keeps_example_indices(tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.heads import span_qa
+    from xstilts.jobs.heads import span_qa
 
     head = SpanQAHead(qa_task())
     examples = qa_examples(5, seed=13, n_words=40)
@@ -362,7 +362,7 @@ HPARAMS: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def stage_tasks() -> Iterator[dict[str, tuple[registry.Task, jdata.Examples]]]:
     """One task per kind, registered under official task names (so the official file
-    layout applies) with fixture examples served in place of `jobs.tasks.sources`."""
+    layout applies) with fixture examples served in place of `xstilts.jobs.tasks.sources`."""
     tasks = {
         "xcopa": (mc_task(), {"train": {"en": mc_examples(48, 20, 2)}, "dev": {"en": mc_examples(16, 21, 2)},
                               "test": {"en": mc_examples(10, 22, 2), "qaa": mc_examples(12, 23, 2)}}),
@@ -380,7 +380,7 @@ def stage_tasks() -> Iterator[dict[str, tuple[registry.Task, jdata.Examples]]]:
 def test_stages_end_to_end(name: str, workdir: Path, encoder: Path, stage_tasks: Any) -> None:
     import json
 
-    from analysis.score import official_path, score_language
+    from xstilts.analysis.score import official_path, score_language
 
     task, examples = stage_tasks[name]
     data_node = workdir / f"data-{name}"

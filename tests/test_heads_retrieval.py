@@ -26,12 +26,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
-from jobs import metrics, synthetic
-from jobs.data import TokenizedData
-from jobs.device import DeviceInfo, select_device
-from jobs.heads import head_for
-from jobs.heads.dual_encoder import POSITIVES, TOP_K, DualEncoderHead
-from jobs.heads.retrieval import (
+from xstilts.core import metrics
+
+from xstilts.jobs import synthetic
+from xstilts.jobs.data import TokenizedData
+from xstilts.jobs.device import DeviceInfo, select_device
+from xstilts.jobs.heads import head_for
+from xstilts.jobs.heads.dual_encoder import POSITIVES, TOP_K, DualEncoderHead
+from xstilts.jobs.heads.retrieval import (
     RetrievalHead,
     best_threshold,
     embed_sequences,
@@ -39,9 +41,9 @@ from jobs.heads.retrieval import (
     margin_pairs,
     mean_pool,
 )
-from jobs.stages import prepare_model
-from jobs.tasks import registry
-from jobs.trainer import Trainer, TrainConfig
+from xstilts.jobs.stages import prepare_model
+from xstilts.core import tasks as registry
+from xstilts.jobs.trainer import Trainer, TrainConfig
 from tests.test_jobs_stages import TINY_MODEL, make_ctx
 
 Rows = list[dict[str, Any]]
@@ -130,7 +132,7 @@ def test_registry_maps_both_kinds() -> None:
 def test_retrieval_never_trains_and_reads_encoders_under_any_head(model_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from jobs.modeling import load_encoder_weights
+    from xstilts.jobs.modeling import load_encoder_weights
 
     head = RetrievalHead(retrieval_task())
     for method, args in (("build_model", (model_dir, 0)), ("plain_model", (None,)), ("loss_sum", (None, None))):

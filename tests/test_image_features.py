@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.multimodal.features import FeatureStoreMismatch, read_features, write_features
-from jobs.multimodal.vision import VisionEncoder
+from xstilts.jobs.multimodal.features import FeatureStoreMismatch, read_features, write_features
+from xstilts.jobs.multimodal.vision import VisionEncoder
 
 TINY = {"hidden_size": 32, "image_size": 32, "patch_size": 8, "num_hidden_layers": 2,
         "num_attention_heads": 2, "intermediate_size": 64}
@@ -193,10 +193,10 @@ def test_spec_needs_a_name_or_a_tiny_config() -> None:
 
 
 def test_prepare_images_stage_writes_into_the_node_folder_and_resumes(tmp_path: Path) -> None:
-    pytest.importorskip("jobs.multimodal.captions")
-    from jobs.stages.base import StageContext
-    from jobs.stages.prepare_images import FEATURES_STORE, dataset_image_ids, run
-    from launcher.store import Store
+    pytest.importorskip("xstilts.jobs.multimodal.captions")
+    from xstilts.jobs.stages.base import StageContext
+    from xstilts.jobs.stages.prepare_images import FEATURES_STORE, dataset_image_ids, run
+    from xstilts.core.store import Store
 
     store = Store(str(tmp_path / "store"))
     node: dict[str, Any] = {"stage": "prepare", "kind": "images", "key": "abc123", "inputs": {},

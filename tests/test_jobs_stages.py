@@ -23,15 +23,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
-from jobs import data as jdata
-from jobs import synthetic
-from jobs.device import cpu_threads, local_world_size, select_device
-from jobs.modeling import build_task_model, read_checkpoint
-from jobs.stages import evaluate, prepare_data, prepare_model, train
-from jobs.stages.base import StageContext
-from jobs.tasks.registry import get_task
-from jobs.heads import head_for
-from jobs.trainer import linear_schedule
+from xstilts.jobs import data as jdata
+from xstilts.jobs import synthetic
+from xstilts.jobs.device import cpu_threads, local_world_size, select_device
+from xstilts.jobs.modeling import build_task_model, read_checkpoint
+from xstilts.jobs.stages import evaluate, prepare_data, prepare_model, train
+from xstilts.jobs.stages.base import StageContext
+from xstilts.core.tasks import get_task
+from xstilts.jobs.heads import head_for
+from xstilts.jobs.trainer import linear_schedule
 
 TINY_MODEL: dict[str, Any] = {
     "name": None,
@@ -307,7 +307,7 @@ def test_trainer_state_resumes_exactly(workdir: Path, model_node: Any, data_node
     same weights as an uninterrupted run: the loop keeps no state outside that dict."""
     from transformers import AutoTokenizer
 
-    from jobs.trainer import Trainer, TrainConfig
+    from xstilts.jobs.trainer import Trainer, TrainConfig
 
     task = get_task("syn-sent")
     encoder = model_node[0] / "model"

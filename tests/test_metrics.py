@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import metrics
+from xstilts.core import metrics
 
 
 def test_accuracy_is_a_percentage() -> None:
@@ -62,7 +62,7 @@ def test_errors() -> None:
 
 
 def test_every_registry_metric_is_implemented() -> None:
-    from jobs.tasks.registry import TASKS
+    from xstilts.core.tasks import TASKS
 
     trainable = [t for t in TASKS.values() if t.kind in ("classification", "tagging")]
     assert {t.metric for t in trainable} <= set(metrics.METRICS)

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from jobs.entry import run_node
-from launcher.experiment import open_experiment
+from xstilts.jobs.entry import run_node
+from xstilts.launcher.experiment import open_experiment
 from tests.conftest import demo_raw
 
 CAPTION_TASKS = ["syn-shapes-itm", "syn-shapes-itm-shuffled", "syn-shapes-contrastive", "syn-shapes-mcm",
@@ -115,7 +115,7 @@ def test_matching_pairs_and_the_shuffled_control(grid: Any) -> None:
 
 
 def test_paper_table_marks_rows_by_modality(grid: Any) -> None:
-    from analysis.table import modality_label
+    from xstilts.analysis.table import modality_label
 
     assert modality_label("syn-shapes-mcm") == "multimodal"
     assert modality_label("syn-shapes-mcm-text") == modality_label("syn-shapes-itm-shuffled") == "text control"
@@ -143,7 +143,7 @@ def test_paper_scale_spec_plans_offline_with_a_gpu_hour_estimate() -> None:
     images = [n for n in plan["nodes"] if n["kind"] == "images"]
     assert sorted(n["task"] for n in images) == ["cc3m", "coco"]
     expected = 0.0  # the estimate is the spec's hours summed over the plan's nodes
-    from launcher.spec import load_spec
+    from xstilts.core.spec import load_spec
 
     loaded = load_spec(str(spec))
     for node in plan["nodes"]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from jobs.tasks import registry
-from jobs.tasks.registry import TASKS, DataSource, Task
-from launcher.plan import build_plan
-from launcher.spec import load_spec, validate
+from xstilts.core import tasks as registry
+from xstilts.core.tasks import TASKS, DataSource, Task
+from xstilts.core.plan import build_plan
+from xstilts.core.spec import load_spec, validate
 from tests.conftest import DEMO_SPEC, demo_raw, register_two_step_target
 
 
@@ -117,7 +117,7 @@ def test_mixture_trains_once_per_seed_on_every_member() -> None:
 def test_mixture_errors_name_the_problem() -> None:
     import pytest
 
-    from launcher.errors import UserError
+    from xstilts.core.errors import UserError
 
     raw = demo_raw()
     raw["intermediate"]["mixtures"] = {"syn-rate": ["syn-rate"], "mix": ["syn-rate", "nosuch"]}

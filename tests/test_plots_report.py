@@ -1,7 +1,7 @@
 """Figures and the Markdown report, on generated frames and a small real store (no training).
 
 The numbers behind each figure are checked against values computed here independently
-of `analysis.frame`, the files against what an image reader and a text search see.
+of `xstilts.analysis.frame`, the files against what an image reader and a text search see.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from analysis import plots
-from analysis.frame import COLUMNS
-from analysis.report import table_from_frame, write_report
-from analysis.table import modality_label, render_markdown
-from launcher.experiment import Experiment, open_experiment
-from launcher.store import DONE
+from xstilts.analysis import plots
+from xstilts.analysis.frame import COLUMNS
+from xstilts.analysis.report import table_from_frame, write_report
+from xstilts.analysis.table import modality_label, render_markdown
+from xstilts.launcher.experiment import Experiment, open_experiment
+from xstilts.core.store import DONE
 from tests.conftest import demo_raw
 
 INTERMEDIATES = ["none", "syn-rate", "syn-chunk", "syn-shapes-mcm", "syn-shapes-mcm-text"]

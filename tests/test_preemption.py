@@ -15,8 +15,8 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from launcher.lease import current_lease
-from launcher.store import Store
+from xstilts.core.lease import current_lease
+from xstilts.core.store import Store
 from tests.grid import node_states, run_cli, run_upstream_in_process, small_grid_raw, status_json, wait_until
 
 
@@ -78,7 +78,7 @@ def test_preempted_training_node_is_requeued_and_ends_identical(tmp_path: Path) 
 def test_submitit_job_checkpoints_and_asks_for_requeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import submitit
 
-    from jobs.submitit_job import NodeJob
+    from xstilts.jobs.submitit_job import NodeJob
 
     spec = _spec(tmp_path, "grid")
     run_upstream_in_process(spec, "train-intermediate")

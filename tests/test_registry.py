@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from jobs.tasks.languages import XTREME_GROUPS, XTREME_LANGUAGES, XTREME_R_GROUPS, XTREME_R_LANGUAGES
-from jobs.tasks.registry import (
+from xstilts.core.languages import XTREME_GROUPS, XTREME_LANGUAGES, XTREME_R_GROUPS, XTREME_R_LANGUAGES
+from xstilts.core.tasks import (
     METRICS, SPLITS, TASK_KINDS, TASKS, TATOEBA_ISO3, TYDIQA_LANGUAGE_NAMES, UDPOS_TREEBANKS, get_task, task_names,
 )
 
@@ -130,7 +130,7 @@ def test_language_tables_cover_their_tasks() -> None:
 
 
 def test_registry_and_sources_import_without_torch_or_datasets() -> None:
-    code = ("import sys, jobs.tasks.registry, jobs.tasks.sources; "
+    code = ("import sys, xstilts.core.tasks, xstilts.jobs.tasks.sources; "
             "assert not {'torch', 'datasets', 'transformers'} & set(sys.modules), sys.modules.keys()")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
 
@@ -138,7 +138,7 @@ def test_registry_and_sources_import_without_torch_or_datasets() -> None:
 def test_caption_tasks_pair_each_multimodal_task_with_its_control() -> None:
     """Every caption dataset has the three objectives (multimodal) and two controls
     (text modality, naming the multimodal task they control for); no test split."""
-    from jobs.tasks.registry import CAPTION_DATASETS
+    from xstilts.core.tasks import CAPTION_DATASETS
 
     for dataset in CAPTION_DATASETS:
         tasks = {n: t for n, t in TASKS.items() if t.kind == "image_text" and t.source.name == dataset}

@@ -27,10 +27,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
-from jobs.modeling import read_checkpoint
-from jobs.stages import prepare_data, prepare_model, train
-from jobs.stages.base import CheckpointPolicy, Preempted, StageContext
-from jobs.trainer import Trainer
+from xstilts.jobs.modeling import read_checkpoint
+from xstilts.jobs.stages import prepare_data, prepare_model, train
+from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
+from xstilts.jobs.trainer import Trainer
 from tests.test_jobs_stages import TINY_MODEL, make_ctx
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
@@ -63,10 +63,10 @@ argv[1]: JSON list of runs, each {"ctx": {...}, "stop_at": n, "stop_ranks": [...
 import json, os, sys, threading, time
 from pathlib import Path
 
-from jobs.distributed import init_distributed, destroy
-from jobs.stages import train
-from jobs.stages.base import CheckpointPolicy, Preempted, StageContext
-from jobs.trainer import Trainer
+from xstilts.jobs.distributed import init_distributed, destroy
+from xstilts.jobs.stages import train
+from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
+from xstilts.jobs.trainer import Trainer
 import logging
 
 runs = json.loads(Path(sys.argv[1]).read_text())

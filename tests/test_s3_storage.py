@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.lease import Lease
-from launcher.store import FileExists, Store
+from xstilts.core.lease import Lease
+from xstilts.core.store import FileExists, Store
 from tests.grid import cli_env, run_cli, status_json, write_small_grid
 
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from analysis import score as S
-from jobs.tasks.languages import XTREME_GROUPS, XTREME_LANGUAGES, XTREME_R_GROUPS, XTREME_R_LANGUAGES
+from xstilts.analysis import score as S
+from xstilts.core.languages import XTREME_GROUPS, XTREME_LANGUAGES, XTREME_R_GROUPS, XTREME_R_LANGUAGES
 from tests.score_fixtures import generate_xtreme, generate_xtreme_r
 
 DATA = Path(__file__).parent / "data"
-XSTILTS = [sys.executable, "-c", "from launcher.cli import main; main()"]
+XSTILTS = [sys.executable, "-c", "from xstilts.cli import main; main()"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import slurm
-from launcher.plan import build_plan
-from launcher.profiles import Profile, load_profile
-from launcher.spec import validate
+from xstilts.launcher import slurm
+from xstilts.core.plan import build_plan
+from xstilts.launcher.profiles import Profile, load_profile
+from xstilts.core.spec import validate
 from tests.conftest import demo_raw
 from tests.grid import cli_env, run_cli
 
@@ -75,7 +75,7 @@ def test_merge_status_from_store_and_slurm() -> None:
 
 
 def test_profile_errors_list_valid_keys(tmp_path: Path) -> None:
-    from launcher.errors import UserError
+    from xstilts.core.errors import UserError
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"executor": "slurm", "partion": "gpu", "stages": {"evalute": {}, "prepare": {"gpu": 1}}}))

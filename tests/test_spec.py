@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.errors import UserError
-from launcher.spec import apply_overrides, load_spec, validate
+from xstilts.core.errors import UserError
+from xstilts.core.spec import apply_overrides, load_spec, validate
 from tests.conftest import DEMO_SPEC, demo_raw
 
 

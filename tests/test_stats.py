@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.frame import COLUMNS, headline_metric
-from analysis.stats import Comparison, compare_by_modality
+from xstilts.analysis.frame import COLUMNS, headline_metric
+from xstilts.analysis.stats import Comparison, compare_by_modality
 
 TARGETS = ["xnli", "pawsx", "xcopa", "udpos", "panx", "xquad", "mlqa", "tydiqa"]
 LANGUAGES = ["en", "de", "sw", "zh"]
@@ -253,7 +253,7 @@ def test_ten_thousand_resamples_are_fast(monkeypatch: pytest.MonkeyPatch) -> Non
             for seed in SEEDS:
                 rows.append(_row(name, target, seed, "en", "accuracy", 70 + rng.normal(), modality, None))
     frame = pd.DataFrame(rows)
-    monkeypatch.setattr("analysis.frame.headline_metric", lambda target: "accuracy")  # synthetic targets
+    monkeypatch.setattr("xstilts.analysis.frame.headline_metric", lambda target: "accuracy")  # synthetic targets
     start = time.perf_counter()
     result = compare_by_modality(frame, n_boot=10000)
     elapsed = time.perf_counter() - start

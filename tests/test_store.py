@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher.atomic import replacing
-from launcher.errors import UserError
-from launcher.lease import Lease, current_lease
-from launcher.state import node_status, record_submission, update_state
-from launcher.store import FileExists, Store, check_storage_url
+from xstilts.core.atomic import replacing
+from xstilts.core.errors import UserError
+from xstilts.core.lease import Lease, current_lease
+from xstilts.core.state import node_status, record_submission, update_state
+from xstilts.core.store import FileExists, Store, check_storage_url
 
 
 @pytest.fixture(params=["file", "memory"])

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import synthetic
-from jobs.tasks.registry import CHUNK_TAGS, POS_TAGS, RATING_LABELS, SYNTHETIC_LANGUAGES, get_task
+from xstilts.jobs import synthetic
+from xstilts.core.tasks import CHUNK_TAGS, POS_TAGS, RATING_LABELS, SYNTHETIC_LANGUAGES, get_task
 
 TARGETS = ("syn-sent", "syn-pos")
 INTERMEDIATES = ("syn-rate", "syn-chunk")
@@ -259,5 +259,5 @@ def test_generation_is_fast() -> None:
 
 
 def test_module_is_torch_free() -> None:
-    code = "import sys, jobs.synthetic; assert 'torch' not in sys.modules"
+    code = "import sys, xstilts.jobs.synthetic; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

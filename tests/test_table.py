@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
-from analysis.results import ResultRow, rows_from_result
-from analysis.table import format_cell, paper_table
+from xstilts.analysis.results import ResultRow, rows_from_result
+from xstilts.analysis.table import format_cell, paper_table
 
 
 def _rows() -> list[ResultRow]:
@@ -67,7 +67,7 @@ def test_missing_cells_say_why_in_every_format() -> None:
 
     import pandas as pd
 
-    from analysis.table import missing_reasons, render_csv, render_latex, render_markdown, render_rich
+    from xstilts.analysis.table import missing_reasons, render_csv, render_latex, render_markdown, render_rich
 
     missing = pd.DataFrame([
         {"intermediate": "syn-chunk", "target": "syn-sent", "seed": 1, "status": "running"},

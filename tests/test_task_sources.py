@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from jobs.tasks import sources
-from jobs.tasks.registry import TASKS, get_task
-from jobs.tasks.sources import COPA_QUESTIONS, hf_rows_to_examples, load_examples
+from xstilts.jobs.tasks import sources
+from xstilts.core.tasks import TASKS, get_task
+from xstilts.jobs.tasks.sources import COPA_QUESTIONS, hf_rows_to_examples, load_examples
 from tests.task_fixtures import FIXTURE_TASKS, write_fixture
 
 LOCAL_ONLY = ("ccg", "mewslix")
@@ -378,7 +378,7 @@ def test_offline_hub_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_synthetic_tasks_keep_the_generator_output_with_ids() -> None:
-    from jobs import synthetic
+    from xstilts.jobs import synthetic
 
     generated = synthetic.generate("syn-sent")["test"]["qaa"]
     loaded = load_examples("syn-sent", "test", "qaa")

@@ -2,7 +2,7 @@
 
 For each non-synthetic task of the registry a small fixture is written in the format an
 offline cluster would have (the official XTREME layout, or jsonl/tsv), a spec points
-`data_dir` at it, and the plan's nodes run in this process through `jobs.entry.run_node`
+`data_dir` at it, and the plan's nodes run in this process through `xstilts.jobs.entry.run_node`
 (the code path a SLURM job takes): prepare the tiny model and the data, train a few
 steps, evaluate every listed language. Each node must finish with `result.json`, and
 evaluate nodes must write predictions in the official submission layout, one file per
@@ -22,9 +22,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import yaml
 
-from jobs.entry import run_node
-from jobs.tasks.registry import BASELINE, TASKS, task_names
-from launcher.experiment import open_experiment
+from xstilts.jobs.entry import run_node
+from xstilts.core.tasks import BASELINE, TASKS, task_names
+from xstilts.launcher.experiment import open_experiment
 from tests.task_fixtures import write_fixture
 
 REAL_TARGETS = [name for name in task_names("target") if TASKS[name].source.kind not in ("synthetic", "captions")]
@@ -91,7 +91,7 @@ def targets_run(tmp_path_factory: pytest.TempPathFactory, fixtures: Path) -> Any
 
 @pytest.mark.parametrize("target", REAL_TARGETS)
 def test_target_trains_and_evaluates_every_language(targets_run: Any, target: str, tmp_path: Path) -> None:
-    from analysis.score import official_path, score_language
+    from xstilts.analysis.score import official_path, score_language
 
     experiment = targets_run
     task = TASKS[target]

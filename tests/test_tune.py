@@ -17,10 +17,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import yaml
 
-from jobs.entry import run_node
-from launcher.experiment import open_experiment
-from launcher.plan import build_plan
-from launcher.spec import validate
+from xstilts.jobs.entry import run_node
+from xstilts.launcher.experiment import open_experiment
+from xstilts.core.plan import build_plan
+from xstilts.core.spec import validate
 from tests.conftest import demo_raw
 
 WINNER = 3e-3
@@ -133,7 +133,7 @@ def _kill_session(sid: int) -> None:
 
 
 class SearchJob:
-    """A tune node's job (`python -m jobs.entry`, its own session, as on a cluster) for
+    """A tune node's job (`python -m xstilts.jobs.entry`, its own session, as on a cluster) for
     a six-rate search, after its prepare nodes ran; it is stopped mid-search."""
 
     def __init__(self, tmp_path: Path, storage: str, env: dict[str, str]) -> None:
@@ -152,7 +152,7 @@ class SearchJob:
         self.node = next(n for n in self.experiment.plan.nodes if n.stage == "tune")
         self.progress_path = self.experiment.store.node_path("tune", self.node.key, "progress.json")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jobs.entry", "--store", self.experiment.store.url, "--ref", self.node.ref],
+            [sys.executable, "-m", "xstilts.jobs.entry", "--store", self.experiment.store.url, "--ref", self.node.ref],
             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
@@ -227,7 +227,7 @@ def test_killed_search_resumes_from_the_store_without_rerunning_finished_trials(
 def test_preempted_search_saves_its_state_asks_for_requeue_and_resumes(tmp_path: Path) -> None:
     """SLURM's preemption signal (SIGUSR2) stops the search gracefully: the job exits
     with the requeue code and the node is `preempted`; the next run resumes it."""
-    from jobs.entry import EXIT_REQUEUE
+    from xstilts.jobs.entry import EXIT_REQUEUE
     from tests.grid import cli_env
 
     job = SearchJob(tmp_path, str(tmp_path / "store"), cli_env())
@@ -248,7 +248,7 @@ def test_preempted_search_saves_its_state_asks_for_requeue_and_resumes(tmp_path:
 def test_batch_size_search_with_an_epoch_fraction_budget(tmp_path: Path) -> None:
     """Batch size is searched like the learning rate (integers end to end), and a trial's
     budget can be given in epochs (or a fraction of one) of the English training set."""
-    from jobs import data
+    from xstilts.jobs import data
 
     raw = _raw(tmp_path / "store")
     raw["target"]["search"] = {"space": {"batch_size": {"grid": [4, 16]}}, "scheduler": "fifo",

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from launcher import slurm
-from launcher.errors import UserError
-from launcher.plan import Node, Plan, build_plan
-from launcher.spec import STAGES, validate
+from xstilts.launcher import slurm
+from xstilts.core.errors import UserError
+from xstilts.core.plan import Node, Plan, build_plan
+from xstilts.core.spec import STAGES, validate
 from tests.conftest import demo_raw, register_two_step_target
 
 INTERMEDIATES = ["none", "syn-rate"]

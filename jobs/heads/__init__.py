@@ -1,4 +1,4 @@
-"""Task heads, one module per kind of task (see `jobs.heads.base.TaskHead`)."""
+"""Task heads, one module per kind of task (see `xstilts.jobs.heads.base.TaskHead`)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from jobs.heads.base import TaskHead
-    from jobs.tasks.registry import Task
+    from xstilts.jobs.heads.base import TaskHead
+    from xstilts.core.tasks import Task
 
 HEADS: dict[str, str] = {
-    "classification": "jobs.heads.sequence:ClassificationHead",
-    "tagging": "jobs.heads.sequence:TaggingHead",
-    "multiple_choice": "jobs.heads.multiple_choice:MultipleChoiceHead",
-    "span_qa": "jobs.heads.span_qa:SpanQAHead",
-    "retrieval": "jobs.heads.retrieval:RetrievalHead",
-    "dual_encoder": "jobs.heads.dual_encoder:DualEncoderHead",
-    "image_text": "jobs.heads.image_text:ImageTextHead",
+    "classification": "xstilts.jobs.heads.sequence:ClassificationHead",
+    "tagging": "xstilts.jobs.heads.sequence:TaggingHead",
+    "multiple_choice": "xstilts.jobs.heads.multiple_choice:MultipleChoiceHead",
+    "span_qa": "xstilts.jobs.heads.span_qa:SpanQAHead",
+    "retrieval": "xstilts.jobs.heads.retrieval:RetrievalHead",
+    "dual_encoder": "xstilts.jobs.heads.dual_encoder:DualEncoderHead",
+    "image_text": "xstilts.jobs.heads.image_text:ImageTextHead",
 }
 """Task kind -> "module:class" of its head; imported on use, so that a kind's
 dependencies load only where that kind runs."""

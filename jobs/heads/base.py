@@ -6,7 +6,7 @@ model class sits on the encoder (`build_model`, `load_model`), the training loss
 (`loss_sum`), and how a model's outputs become predictions in the official XTREME
 submission shape (`predict`) to be scored against the examples' gold (`references`).
 The trainer, the training stage and the evaluate stage only talk to this interface, so a
-new kind of task is one new module in `jobs.heads` and nothing else.
+new kind of task is one new module in `xstilts.jobs.heads` and nothing else.
 """
 
 from __future__ import annotations
@@ -18,22 +18,22 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from jobs import metrics
-from jobs.metrics import primary_value
-from jobs.data import Batch, TokenizedData
+from xstilts.core import metrics
+from xstilts.core.metrics import primary_value
+from xstilts.jobs.data import Batch, TokenizedData
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from jobs.device import DeviceInfo
-    from jobs.tasks.registry import Task
+    from xstilts.jobs.device import DeviceInfo
+    from xstilts.core.tasks import Task
 
 Example = dict[str, Any]
 SplitLoader = Callable[[str, str], "tuple[TokenizedData, list[Example]]"]
 """(split, lang) -> that split's prepared features and canonical examples."""
 
 def suite_value(metric: str, result: dict[str, float]) -> float:
-    """A language's contribution to the XTREME suite score: `jobs.metrics` names it after
+    """A language's contribution to the XTREME suite score: `xstilts.core.metrics` names it after
     the metric (QA: the mean of exact match and F1, the official `avg_metric`)."""
     return float(result[metric])
 

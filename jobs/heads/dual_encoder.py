@@ -37,21 +37,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from jobs.data import Batch, TokenizedData
-from jobs.heads.base import Example, TaskHead
-from jobs.heads.retrieval import (
+from xstilts.jobs.data import Batch, TokenizedData
+from xstilts.jobs.heads.base import Example, TaskHead
+from xstilts.jobs.heads.retrieval import (
     bare_encoder_from_config,
     cosine_topk,
     embed_sequences,
     load_bare_encoder,
     pooled_states,
 )
-from jobs.modeling import load_encoder_weights
+from xstilts.jobs.modeling import load_encoder_weights
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from jobs.device import DeviceInfo
+    from xstilts.jobs.device import DeviceInfo
 
 TOP_K = 20
 """Candidates kept per query: XTREME-R scores the top 20 (mAP@20)."""

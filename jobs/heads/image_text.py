@@ -1,8 +1,8 @@
 """Image-caption intermediate tasks: matching, contrastive alignment, masked captions,
-and their text-only controls, on the visual-prefix model (`jobs.multimodal.prefix_model`).
+and their text-only controls, on the visual-prefix model (`xstilts.jobs.multimodal.prefix_model`).
 
 Canonical examples are caption rows `{"id", "image_id", "caption"}`
-(`jobs.multimodal.captions`). What differs per task happens in three places:
+(`xstilts.jobs.multimodal.captions`). What differs per task happens in three places:
 
 - `expand` (prepare time) turns caption rows into training rows. Image-text matching
   gives each caption its image (label `match`) and one negative image (`mismatch`):
@@ -39,13 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jobs.data import IGNORE_INDEX, Batch, TokenizedData
-from jobs.heads.base import Example, TaskHead
+from xstilts.jobs.data import IGNORE_INDEX, Batch, TokenizedData
+from xstilts.jobs.heads.base import Example, TaskHead
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from jobs.device import DeviceInfo
+    from xstilts.jobs.device import DeviceInfo
 
 IMAGES_FILE = "images.npy"
 IMAGE_IDS_FILE = "image_ids.json"
@@ -198,7 +198,7 @@ class ImageTextHead(TaskHead):
     # ------------------------------------------------------------------ model
 
     def _model(self, encoder: Any, lm_head: Any) -> torch.nn.Module:
-        from jobs.multimodal.prefix_model import VisualPrefixModel
+        from xstilts.jobs.multimodal.prefix_model import VisualPrefixModel
 
         image_dim = self._features().shape[1] if self.uses_images else 1
         prefix = self.prefix_length if self.uses_images else 0
@@ -207,9 +207,9 @@ class ImageTextHead(TaskHead):
     def build_model(self, encoder_dir: Path, seed: int) -> torch.nn.Module:
         from transformers import AutoConfig
 
-        from jobs.heads.retrieval import bare_encoder_from_config
-        from jobs.modeling import load_encoder_weights
-        from jobs.multimodal.prefix_model import load_lm_head
+        from xstilts.jobs.heads.retrieval import bare_encoder_from_config
+        from xstilts.jobs.modeling import load_encoder_weights
+        from xstilts.jobs.multimodal.prefix_model import load_lm_head
 
         config = AutoConfig.from_pretrained(encoder_dir)
         torch.manual_seed(seed)
@@ -222,13 +222,13 @@ class ImageTextHead(TaskHead):
     def plain_model(self, config: PretrainedConfig) -> torch.nn.Module:
         from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLMHead
 
-        from jobs.heads.retrieval import bare_encoder_from_config
+        from xstilts.jobs.heads.retrieval import bare_encoder_from_config
 
         return self._model(bare_encoder_from_config(config), XLMRobertaLMHead(config) if self.objective == "mcm" else None)
 
     def load_model(self, model_dir: Path) -> torch.nn.Module:
         """What the stage exported: the text encoder alone (the image side is not kept)."""
-        from jobs.heads.retrieval import load_bare_encoder
+        from xstilts.jobs.heads.retrieval import load_bare_encoder
 
         return load_bare_encoder(model_dir)
 

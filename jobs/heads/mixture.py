@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from jobs.data import Batch, TokenizedData
-from jobs.heads.base import Example, TaskHead
+from xstilts.jobs.data import Batch, TokenizedData
+from xstilts.jobs.heads.base import Example, TaskHead
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from jobs.device import DeviceInfo
-    from jobs.tasks.registry import Task
+    from xstilts.jobs.device import DeviceInfo
+    from xstilts.core.tasks import Task
 
 
 class MultiTaskModel(torch.nn.Module):
@@ -59,7 +59,7 @@ class MultiTaskModel(torch.nn.Module):
 
     @property
     def base_model(self) -> torch.nn.Module:
-        """What `jobs.distributed.shard_model` shards layer by layer."""
+        """What `xstilts.jobs.distributed.shard_model` shards layer by layer."""
         return self.encoder
 
     def forward(self, task: str, **inputs: Any) -> Any:
@@ -128,7 +128,7 @@ class MixtureHead(TaskHead):
 
     def __init__(self, task: Task, members: Sequence[Task]) -> None:
         super().__init__(task)
-        from jobs.heads import head_for
+        from xstilts.jobs.heads import head_for
 
         if len(members) < 2:
             raise ValueError(f"mixture {task.name} needs at least two member tasks")

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from jobs.data import IGNORE_INDEX, Batch, TokenizedData
-from jobs.heads.base import Example, TaskHead
-from jobs.modeling import fresh_head_model
+from xstilts.jobs.data import IGNORE_INDEX, Batch, TokenizedData
+from xstilts.jobs.heads.base import Example, TaskHead
+from xstilts.jobs.modeling import fresh_head_model
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from jobs.device import DeviceInfo
+    from xstilts.jobs.device import DeviceInfo
 
 MASKED_LOGIT = -1e4
 """Logit of a padding choice: far below any real score, finite in bf16 and fp32."""

@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from jobs.data import TokenizedData
-from jobs.heads.base import Example, SplitLoader, TaskHead
+from xstilts.jobs.data import TokenizedData
+from xstilts.jobs.heads.base import Example, SplitLoader, TaskHead
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from jobs.data import Batch
-    from jobs.device import DeviceInfo
-    from jobs.tasks.registry import Task
+    from xstilts.jobs.data import Batch
+    from xstilts.jobs.device import DeviceInfo
+    from xstilts.core.tasks import Task
 
 DEFAULT_RETRIEVAL_LAYERS: tuple[tuple[int, int], ...] = ((12, 7), (24, 13))
 """Encoder depth -> 0-based layer, for tasks that do not name one: XTREME's Tatoeba choice
@@ -242,11 +242,11 @@ def load_bare_encoder(model_dir: Path) -> torch.nn.Module:
     transformers strips the head model's prefix (`roberta.`) when a base model loads a
     with-head checkpoint; should a version not do so, every encoder weight would be
     reported missing, and the weights are then copied by name instead
-    (`jobs.modeling.load_encoder_weights`, which fails loudly on a real gap).
+    (`xstilts.jobs.modeling.load_encoder_weights`, which fails loudly on a real gap).
     """
     from transformers import AutoConfig, AutoModel
 
-    from jobs.modeling import load_encoder_weights
+    from xstilts.jobs.modeling import load_encoder_weights
 
     try:
         model, info = AutoModel.from_pretrained(model_dir, output_loading_info=True, **_bare_encoder_kwargs())

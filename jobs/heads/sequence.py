@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from jobs.data import IGNORE_INDEX, Batch, TokenizedData
-from jobs.heads.base import Example, TaskHead
-from jobs.modeling import fresh_head_model, task_config
+from xstilts.jobs.data import IGNORE_INDEX, Batch, TokenizedData
+from xstilts.jobs.heads.base import Example, TaskHead
+from xstilts.jobs.modeling import fresh_head_model, task_config
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from jobs.device import DeviceInfo
+    from xstilts.jobs.device import DeviceInfo
 
 
 class LabelHead(TaskHead):

@@ -30,15 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jobs.data import Batch, TokenizedData
-from jobs.heads.base import Example, TaskHead
-from jobs.modeling import fresh_head_model
+from xstilts.jobs.data import Batch, TokenizedData
+from xstilts.jobs.heads.base import Example, TaskHead
+from xstilts.jobs.modeling import fresh_head_model
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from jobs.device import DeviceInfo
-    from jobs.tasks.registry import Task
+    from xstilts.jobs.device import DeviceInfo
+    from xstilts.core.tasks import Task
 
 NO_OFFSET = (-1, -1)
 """Offsets of a token outside the context."""

@@ -39,7 +39,7 @@ using them, and what is assumed (there is no network here, so nothing was loaded
   reference at all. Image ids are ``<hub split>-<row:07d>``: row i is line i of
   Multi30K's ``image_splits/<split>.txt`` (a Flickr30k file name), which is how a
   local folder can be built; images come only from the local format.
-* ``syn-shapes`` -> :mod:`jobs.multimodal.shapes` (generated, no files).
+* ``syn-shapes`` -> :mod:`xstilts.jobs.multimodal.shapes` (generated, no files).
 
 Local format (``data_dir`` set; for offline clusters and for images the hub lacks)::
 
@@ -166,7 +166,7 @@ CAPTION_DATASETS: dict[str, CaptionDataset] = {
         name="syn-shapes",
         description="generated 32x32 shapes with captions in the demo's synthetic English (~2000 train, ~300 dev)",
         splits=("train", "dev"),
-        generator="jobs.multimodal.shapes",
+        generator="xstilts.jobs.multimodal.shapes",
         images="generated",
     ),
 }

@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
-from jobs.multimodal.vision import canonical_spec
+from xstilts.jobs.multimodal.vision import canonical_spec
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -40,7 +40,7 @@ LoadImages = Callable[[Sequence[str]], Iterator[tuple[str, "Image"]]]
 
 
 class ImageEncoder(Protocol):
-    """What the store needs of an encoder (`jobs.multimodal.vision.VisionEncoder`)."""
+    """What the store needs of an encoder (`xstilts.jobs.multimodal.vision.VisionEncoder`)."""
 
     spec: dict[str, Any]
     dim: int

@@ -10,7 +10,7 @@ extended over them. XLM-R's own embedding layer adds positions and normalises th
 any token. After the stage only XLM-R's weights are exported (`save_pretrained`), so the
 target stage loads them like any other intermediate checkpoint.
 
-Objective heads (`jobs.heads.image_text` picks one per task):
+Objective heads (`xstilts.jobs.heads.image_text` picks one per task):
 - `itm`: a 2-way classifier on the caption's `<s>` state (image-text matching);
 - `contrastive`: caption embedding (mean of the caption's states, projected) against an
   image embedding (a projection of the pooled features), in-batch softmax with a learned
@@ -69,7 +69,7 @@ class VisualPrefixModel(nn.Module):
 
     @property
     def base_model(self) -> Any:
-        """The encoder: `jobs.distributed.shard_model` shards its layers."""
+        """The encoder: `xstilts.jobs.distributed.shard_model` shards its layers."""
         return self.roberta
 
     def save_pretrained(self, out: Path | str, **kwargs: Any) -> None:
@@ -125,7 +125,7 @@ def load_lm_head(config: Any, encoder_dir: Path, seed: int) -> nn.Module:
     pretrained model does; an intermediate encoder export does not: then seeded fresh)."""
     from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLMHead
 
-    from jobs.modeling import read_checkpoint
+    from xstilts.jobs.modeling import read_checkpoint
 
     torch.manual_seed(seed)
     head = XLMRobertaLMHead(config)

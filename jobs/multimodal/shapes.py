@@ -4,7 +4,7 @@ Why: the demo must exercise the multimodal intermediate tasks (image-text matchi
 contrastive, masked caption modelling) offline, on 2 CPUs, in seconds. Real caption
 sets are gigabytes and their English shares no vocabulary with the demo's synthetic
 languages, so an intermediate task trained on them could not help the synthetic targets.
-Here every caption word is a word of :mod:`jobs.synthetic`'s English lexicon (colours and
+Here every caption word is a word of :mod:`xstilts.jobs.synthetic`'s English lexicon (colours and
 sizes are neutral adjectives, shapes and sides are nouns, positions are prepositional
 phrases, joined by a determiner, a conjunction and one verb), in the lexicon's own
 ``DET ADJ* NOUN`` order, so caption training touches exactly the words that the demo's
@@ -17,7 +17,7 @@ mention only the main object, as human captions leave out details. Colours are e
 palette RGB values, so a test can read the scene back from the pixels.
 
 Determinism: every random stream is seeded by a CRC32 of a descriptive string (as in
-:mod:`jobs.synthetic`); images are rendered on demand from their id alone (< 1 ms each),
+:mod:`xstilts.jobs.synthetic`); images are rendered on demand from their id alone (< 1 ms each),
 captions of all splits are generated in well under a second. Torch-free.
 
 Public API: :func:`caption_rows`, :func:`render`, :func:`image_ids`, :func:`scene` (what an
@@ -109,7 +109,7 @@ def words() -> dict[str, str]:
     Each concept takes the next lemma of its pool whose spelling no other lemma shares:
     a homograph (noun/verb, adjective/adverb) would make a caption word ambiguous.
     """
-    from jobs.synthetic import unambiguous_lemmas, word_form
+    from xstilts.jobs.synthetic import unambiguous_lemmas, word_form
 
     table: dict[str, str] = {}
     for concepts, pool in _VOCABULARY_PLAN:

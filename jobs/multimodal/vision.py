@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from jobs.device import DeviceInfo, select_device
+from xstilts.jobs.device import DeviceInfo, select_device
 
 if TYPE_CHECKING:
     from PIL.Image import Image

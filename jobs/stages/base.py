@@ -3,7 +3,7 @@
 A stage function has the signature ``run(ctx: StageContext) -> dict``. It reads its
 inputs from local directories, writes everything it produces into ``ctx.out_dir`` and
 returns the metrics that become the node's ``result.json``. It never touches the store:
-``jobs.entry`` downloads the inputs, uploads ``out_dir`` to the node folder, writes
+``xstilts.jobs.entry`` downloads the inputs, uploads ``out_dir`` to the node folder, writes
 ``result.json`` and finally the ``DONE`` marker, so a stage cannot half-commit a node.
 
 This module is torch-free: the launcher imports it to know the stage names.
@@ -34,7 +34,7 @@ class CheckpointPolicy:
     so the policy changes how much work a preemption costs, never the result.
 
     Read from the environment (`XSTILTS_CHECKPOINT_EVERY`, `_KEEP`, `_ASYNC`), which the
-    launcher sets from the spec's `checkpointing` section (`launcher.spec.Checkpointing.env`), so it reaches jobs on any
+    launcher sets from the spec's `checkpointing` section (`xstilts.core.spec.Checkpointing.env`), so it reaches jobs on any
     executor without being pickled into them.
     """
 
@@ -88,13 +88,13 @@ class StageContext:
 
 # stage name -> module in jobs.stages implementing run(ctx); prepare splits on node["kind"].
 STAGE_MODULES: dict[str, str] = {
-    "prepare/model": "jobs.stages.prepare_model",
-    "prepare/data": "jobs.stages.prepare_data",
-    "prepare/images": "jobs.stages.prepare_images",
-    "tune": "jobs.stages.tune",
-    "train-intermediate": "jobs.stages.train",
-    "train-target": "jobs.stages.train",
-    "evaluate": "jobs.stages.evaluate",
+    "prepare/model": "xstilts.jobs.stages.prepare_model",
+    "prepare/data": "xstilts.jobs.stages.prepare_data",
+    "prepare/images": "xstilts.jobs.stages.prepare_images",
+    "tune": "xstilts.jobs.stages.tune",
+    "train-intermediate": "xstilts.jobs.stages.train",
+    "train-target": "xstilts.jobs.stages.train",
+    "evaluate": "xstilts.jobs.stages.evaluate",
 }
 
 

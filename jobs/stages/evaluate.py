@@ -15,13 +15,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jobs import data
-from jobs.device import select_device
-from jobs.heads import head_for
-from jobs.heads.base import Example, suite_value
-from jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
-from jobs.stages.base import StageContext
-from jobs.tasks.registry import get_task
+from xstilts.jobs import data
+from xstilts.jobs.device import select_device
+from xstilts.jobs.heads import head_for
+from xstilts.jobs.heads.base import Example, suite_value
+from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
+from xstilts.jobs.stages.base import StageContext
+from xstilts.core.tasks import get_task
 
 PREDICTIONS_SUBDIR = "predictions"
 
@@ -29,7 +29,7 @@ PREDICTIONS_SUBDIR = "predictions"
 def run(ctx: StageContext) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from analysis.score import write_official
+    from xstilts.analysis.score import write_official
 
     quiet_progress_bars()
     device = select_device()

@@ -14,11 +14,11 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from jobs import data
-from jobs.heads import head_for
-from jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
-from jobs.stages.base import StageContext
-from jobs.tasks.registry import get_task
+from xstilts.jobs import data
+from xstilts.jobs.heads import head_for
+from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
+from xstilts.jobs.stages.base import StageContext
+from xstilts.core.tasks import get_task
 
 GOLD_SUBDIR = "gold"
 
@@ -80,7 +80,7 @@ def _bind_images(ctx: StageContext, head: Any, out: Any) -> None:
     """Image-caption tasks: the pooled features of the dataset's images (input `images`,
     a prepare-images node) go beside the prepared data, for pairing and for training;
     captions are cut so that they and the image prefix fit `max_seq_length`."""
-    from jobs.multimodal.features import read_features
+    from xstilts.jobs.multimodal.features import read_features
 
     head.configure_prefix(ctx.config)
     if "images" not in ctx.inputs:
@@ -92,6 +92,6 @@ def _bind_images(ctx: StageContext, head: Any, out: Any) -> None:
 
 def write_gold(task: str, lang: str, references: Any, out_dir: Any) -> None:
     """The gold of one test language in the official submission layout."""
-    from analysis.score import write_official
+    from xstilts.analysis.score import write_official
 
     write_official(task, lang, references, out_dir, gold=True)

@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobs.modeling import quiet_progress_bars
-from jobs.multimodal import captions
-from jobs.multimodal.features import write_features
-from jobs.multimodal.vision import VisionEncoder
-from jobs.stages.base import StageContext
-from launcher.store import Store
+from xstilts.jobs.modeling import quiet_progress_bars
+from xstilts.jobs.multimodal import captions
+from xstilts.jobs.multimodal.features import write_features
+from xstilts.jobs.multimodal.vision import VisionEncoder
+from xstilts.jobs.stages.base import StageContext
+from xstilts.core.store import Store
 
 if TYPE_CHECKING:
     from PIL.Image import Image

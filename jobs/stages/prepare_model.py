@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from jobs.data import IGNORE_INDEX, ShuffledBatches, TokenizedData
-from jobs.device import DeviceInfo, select_device
-from jobs.modeling import MODEL_SUBDIR, count_parameters, quiet_progress_bars
-from jobs.stages.base import StageContext
-from jobs.trainer import adamw, linear_schedule
+from xstilts.jobs.data import IGNORE_INDEX, ShuffledBatches, TokenizedData
+from xstilts.jobs.device import DeviceInfo, select_device
+from xstilts.jobs.modeling import MODEL_SUBDIR, count_parameters, quiet_progress_bars
+from xstilts.jobs.stages.base import StageContext
+from xstilts.jobs.trainer import adamw, linear_schedule
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 """XLM-R's special tokens; the first four get XLM-R's ids 0-3."""
@@ -62,7 +62,7 @@ def _copy_pretrained(name: str, out: Path, ctx: StageContext) -> dict[str, Any]:
 def _build_tiny(cfg: dict[str, Any], seed: int, out: Path, ctx: StageContext) -> dict[str, Any]:
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel
 
-    from jobs import synthetic
+    from xstilts.jobs import synthetic
 
     device = select_device()
     languages = list(cfg["corpus_languages"])

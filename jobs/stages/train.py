@@ -3,7 +3,7 @@
 The two stages differ only in where the encoder comes from: an intermediate node starts
 from the pretrained encoder (input `model`), a target node from `init`, which is either
 the pretrained encoder (the `none` baseline) or an intermediate node's output. Either
-way the task head is fresh (see `jobs.modeling`), training uses the English train split
+way the task head is fresh (see `xstilts.jobs.modeling`), training uses the English train split
 and model selection the English dev split; nothing of the other languages is seen.
 
 Output: `<out_dir>/model/` (best encoder + head + tokenizer, HF format, safetensors) and
@@ -25,17 +25,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from jobs import data
-from jobs.checkpoint import CheckpointManager
-from jobs.device import select_device
-from jobs.distributed import DistInfo, destroy, init_distributed
-from jobs.heads import head_for
-from jobs.heads.base import TaskHead
-from jobs.heads.mixture import MixtureData, MixtureHead
-from jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
-from jobs.stages.base import StageContext
-from jobs.tasks.registry import get_task
-from jobs.trainer import Trainer, TrainConfig
+from xstilts.jobs import data
+from xstilts.jobs.checkpoint import CheckpointManager
+from xstilts.jobs.device import select_device
+from xstilts.jobs.distributed import DistInfo, destroy, init_distributed
+from xstilts.jobs.heads import head_for
+from xstilts.jobs.heads.base import TaskHead
+from xstilts.jobs.heads.mixture import MixtureData, MixtureHead
+from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
+from xstilts.jobs.stages.base import StageContext
+from xstilts.core.tasks import get_task
+from xstilts.jobs.trainer import Trainer, TrainConfig
 
 ENCODER_INPUT = {"train-intermediate": "model", "train-target": "init"}
 
@@ -64,7 +64,7 @@ def _train(ctx: StageContext, info: DistInfo) -> dict[str, Any]:
     quiet_progress_bars()
     stage = ctx.node["stage"]
     if stage not in ENCODER_INPUT:
-        raise ValueError(f"jobs.stages.train runs train-intermediate and train-target, not '{stage}'")
+        raise ValueError(f"xstilts.jobs.stages.train runs train-intermediate and train-target, not '{stage}'")
     cfg = ctx.config
     seed = int(cfg["seed"])
     hparams = dict(cfg["hparams"])

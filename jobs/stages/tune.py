@@ -4,12 +4,12 @@ Inputs: `data` (the task's prepare-data node), and the encoder every trial start
 `init` when the search is per cell (an intermediate node's output, or XCOPA's first
 fine-tuning with `continue_head`), else `model` (the pretrained encoder; scope
 per_task: one search per task, shared by every cell). Each trial is our own training
-loop (`jobs.trainer.Trainer`, the code path of the training nodes) for at most
+loop (`xstilts.jobs.trainer.Trainer`, the code path of the training nodes) for at most
 `budget_steps` steps, reporting the English dev metric at every evaluation, so ASHA can
 stop bad trials early.
 
 Where things run and live:
-- Ray is private to this node's allocation (`jobs.ray_cluster`): one process, or a head
+- Ray is private to this node's allocation (`xstilts.jobs.ray_cluster`): one process, or a head
   and workers over the SLURM tasks of a multi-node tune job.
 - Trials fetch their inputs from the store themselves, so a trial on another host needs
   nothing from the driver's disk.
@@ -19,12 +19,12 @@ Where things run and live:
   (not rerun), unfinished ones start again, errored ones are retried. On SLURM's
   preemption signal the search stops gracefully, saves that state and raises
   `Preempted`, so the job is requeued like a training job.
-- `progress.json` in the node folder (`jobs.tune_progress`) is rewritten as trials start, report and end;
+- `progress.json` in the node folder (`xstilts.jobs.tune_progress`) is rewritten as trials start, report and end;
   `xstilts status` shows it while the search runs.
 
 Output `result.json`: `best` (the chosen values), `best_metric`, and `trials` (config,
 best dev metric, evaluations and steps used, state, host, start time). Training nodes
-downstream read `best` and train with it (`jobs.stages.train`).
+downstream read `best` and train with it (`xstilts.jobs.stages.train`).
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from jobs import data
-from jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
-from jobs.ray_cluster import allocation_gpus, ray_in_allocation
-from jobs.stages.base import Preempted, StageContext
-from jobs.tune_progress import PROGRESS_FILE, SearchProgress
-from jobs.tasks.registry import get_task
-from launcher.store import Store
+from xstilts.jobs import data
+from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
+from xstilts.jobs.ray_cluster import allocation_gpus, ray_in_allocation
+from xstilts.jobs.stages.base import Preempted, StageContext
+from xstilts.jobs.tune_progress import PROGRESS_FILE, SearchProgress
+from xstilts.core.tasks import get_task
+from xstilts.core.store import Store
 
 RAY_DIR = "ray"
 SEARCH_NAME = "search"
@@ -93,7 +93,7 @@ def trial_budget(search: dict[str, Any], hparams: dict[str, Any], data_dir: Path
 
 def chosen_values(config: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """The searched values of a trial, integers where the hyperparameter is one."""
-    from launcher.spec import INTEGER_SEARCHABLE
+    from xstilts.core.spec import INTEGER_SEARCHABLE
 
     return {k: int(config[k]) if k in INTEGER_SEARCHABLE else config[k] for k in names}
 
@@ -269,10 +269,10 @@ class TrialSpec:
         from ray import tune
         from transformers import AutoTokenizer
 
-        from jobs.device import select_device
-        from jobs.entry import fetch_input
-        from jobs.heads import head_for
-        from jobs.trainer import Trainer, TrainConfig
+        from xstilts.jobs.device import select_device
+        from xstilts.jobs.entry import fetch_input
+        from xstilts.jobs.heads import head_for
+        from xstilts.jobs.trainer import Trainer, TrainConfig
 
         started = time.time()
         host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()

@@ -1,5 +1,5 @@
-"""Task definitions. `registry` is torch-free so the launcher can import it."""
+"""Reading task data on compute nodes (`sources`: hub datasets and local files).
 
-from jobs.tasks.registry import BASELINE, TASKS, Task, get_task, task_names
-
-__all__ = ["BASELINE", "TASKS", "Task", "get_task", "task_names"]
+The task definitions themselves are torch-free and live in `xstilts.core.tasks`, so
+that the launcher and analysis can read them without this package.
+"""

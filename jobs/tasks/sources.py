@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.tasks.registry import SPLITS, TASKS, TATOEBA_ISO3, TYDIQA_LANGUAGE_NAMES, DataSource, Task, get_task
+from xstilts.core.tasks import SPLITS, TASKS, TATOEBA_ISO3, TYDIQA_LANGUAGE_NAMES, DataSource, Task, get_task
 
 Example = dict[str, Any]
 Row = dict[str, Any]
@@ -108,7 +108,7 @@ def load_examples(task: Task | str, split: str, lang: str, data_dir: str | Path 
     if task.source.kind == "synthetic":
         return _synthetic(task.source.name, split, lang)
     if task.source.kind == "captions":  # image-caption datasets: their own loaders (hub, local, generated)
-        from jobs.multimodal.captions import load_captions
+        from xstilts.jobs.multimodal.captions import load_captions
 
         return load_captions(task.source.name, split, str(data_dir) if data_dir is not None else None)
     if data_dir is not None:
@@ -187,7 +187,7 @@ def _check_split(task: Task, split: str) -> None:
 
 @functools.lru_cache(maxsize=8)
 def _generated(name: str) -> dict[str, dict[str, list[dict]]]:
-    from jobs import synthetic
+    from xstilts.jobs import synthetic
 
     return synthetic.generate(name)
 
@@ -246,7 +246,7 @@ def _hub_split(task: Task, source: DataSource, config: str | None, split: str) -
         dataset = load_dataset(source.name, config, split=hub_split, revision=source.revision)
     except Exception as error:
         error.add_note(f"while loading task '{task.name}' {split} from the hub: {source.name} {config or ''} "
-                       f"split={hub_split}; offline clusters can pass data_dir (see jobs.tasks.sources.local_layout)")
+                       f"split={hub_split}; offline clusters can pass data_dir (see xstilts.jobs.tasks.sources.local_layout)")
         raise
     # Label columns of classification/tagging rows come back as the hub's own ClassLabel
     # names (robust to its label order); multiple-choice labels are indices and stay so

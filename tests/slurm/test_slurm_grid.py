@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from launcher.store import Store
+from xstilts.core.store import Store
 from tests.conftest import demo_raw
 from tests.grid import node_states, run_cli, small_grid_raw, status_json, wait_until
 

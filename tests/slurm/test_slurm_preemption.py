@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from safetensors.numpy import load_file
 
-from launcher.store import Store
+from xstilts.core.store import Store
 from tests.grid import node_states, run_cli, run_upstream_in_process, small_grid_raw, wait_until
 from tests.slurm.test_slurm_grid import sbatch_counter, slurm_profile, wait_for_grid, write_spec
 

@@ -1,5 +1,5 @@
 """A tune node as a two-node SLURM job: Ray's head on the first node, a worker on the
-second (`jobs.ray_cluster`), trials running on both at once."""
+second (`xstilts.jobs.ray_cluster`), trials running on both at once."""
 
 from __future__ import annotations
 

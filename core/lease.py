@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from launcher.store import FileExists, Store
+from xstilts.core.store import FileExists, Store
 
 DEFAULT_TTL_S = 60.0
 HEARTBEAT_S = 5.0

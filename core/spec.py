@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from jobs.tasks.registry import BASELINE, CAPTION_DATASETS, TASKS, task_names
-from launcher.errors import UserError, did_you_mean, unknown_choice
+from xstilts.core.tasks import BASELINE, CAPTION_DATASETS, TASKS, task_names
+from xstilts.core.errors import UserError, did_you_mean, unknown_choice
 
 STAGES: tuple[str, ...] = ("prepare", "tune", "train-intermediate", "train-target", "evaluate")
 StageName = Literal["prepare", "tune", "train-intermediate", "train-target", "evaluate"]
@@ -201,7 +201,7 @@ class Checkpointing(_Strict):
     async_save: bool = Field(False, description="save with dcp.async_save")
 
     def env(self) -> dict[str, str]:
-        """The variables through which jobs read this policy (jobs.stages.base.CheckpointPolicy)."""
+        """The variables through which jobs read this policy (xstilts.jobs.stages.base.CheckpointPolicy)."""
         return {
             "XSTILTS_CHECKPOINT_EVERY": str(self.every_steps),
             "XSTILTS_CHECKPOINT_KEEP": str(self.keep),

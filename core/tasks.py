@@ -3,11 +3,11 @@
 This module is deliberately free of torch and transformers so that the launcher can
 validate a spec (unknown task names, roles) on a login node in milliseconds. What a task
 *does* (loading, heads, metrics) lives in the job modules that read these records:
-`jobs.tasks.sources` turns a record into canonical examples (from the Hugging Face hub
-or from local files), `jobs.metrics` implements the metric named here.
+`xstilts.jobs.tasks.sources` turns a record into canonical examples (from the Hugging Face hub
+or from local files), `xstilts.core.metrics` implements the metric named here.
 
 Targets are the XTREME (Hu et al. 2020) and XTREME-R (Ruder et al. 2021) tasks with the
-official language lists of `jobs.tasks.languages`; intermediate tasks are the English
+official language lists of `xstilts.core.languages`; intermediate tasks are the English
 tasks of the X-STILTs study (Phang et al. 2020). Each record says where every split
 comes from (a split may concatenate several sources, e.g. ANLI+), which languages each
 split has (zero-shot: training and model selection in English, testing in every
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from jobs.tasks.languages import XTREME_GROUPS, XTREME_LANGUAGES, XTREME_R_GROUPS, XTREME_R_LANGUAGES
+from xstilts.core.languages import XTREME_GROUPS, XTREME_LANGUAGES, XTREME_R_GROUPS, XTREME_R_LANGUAGES
 
 TaskKind = Literal[
     "classification", "tagging", "multiple_choice", "span_qa", "retrieval", "dual_encoder", "image_text",
@@ -37,7 +37,7 @@ TASK_KINDS: tuple[str, ...] = (
 METRICS: tuple[str, ...] = (
     "accuracy", "token_accuracy", "seqeval_f1", "squad_em_f1", "squad_v2_em_f1", "mlqa_em_f1", "bucc_f1", "map_at_20",
 )
-"""Metric names a task may use; `jobs.metrics` implements each (official XTREME scoring)."""
+"""Metric names a task may use; `xstilts.core.metrics` implements each (official XTREME scoring)."""
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
 # Synthetic languages of the demo benchmark. ISO 639 reserves qaa-qtz for local use, so
@@ -52,16 +52,16 @@ PAWSX_LANGUAGES = XTREME_LANGUAGES["pawsx"]
 class DataSource:
     """Where (part of) a split comes from.
 
-    `kind="synthetic"`: the deterministic demo generator (`jobs.synthetic`).
+    `kind="synthetic"`: the deterministic demo generator (`xstilts.jobs.synthetic`).
     `kind="hf"`: a Hugging Face dataset, `datasets.load_dataset(name, config, split=...,
     revision=...)`; `config` may contain `{lang}` (the task's language code), and
     `lang_configs` overrides it per language with one or more configs to concatenate
     (UD treebanks, Tatoeba's ISO 639-3 names).
     `kind="local"`: no hub copy exists; only `data_dir` files can provide it.
-    `kind="captions"`: an image-caption dataset of `jobs.multimodal.captions` (hub,
+    `kind="captions"`: an image-caption dataset of `xstilts.jobs.multimodal.captions` (hub,
     local folder or generated), named by `name`.
 
-    `row_format` names the converter in `jobs.tasks.sources` that turns this source's
+    `row_format` names the converter in `xstilts.jobs.tasks.sources` that turns this source's
     rows into canonical examples. `label_names[i]` is the task label of the hub's integer
     label `i` (used when a row carries a bare integer). `split` pins the hub split when
     the source serves one task split (`Task.split_sources`); otherwise the task split
@@ -135,7 +135,7 @@ class Task:
     retrieval_layer: tuple[tuple[int, int], ...] = ()
     objective: Objective | None = None
     """Image-caption tasks: image-text matching, contrastive alignment or masked caption
-    modelling (`jobs.heads.image_text`)."""
+    modelling (`xstilts.jobs.heads.image_text`)."""
     images: ImageUse = "paired"
     """Image-caption tasks: each caption with its own image, with no image (a text-only
     control), or with images shuffled across captions (a control that keeps the input
@@ -668,7 +668,7 @@ CAPTION_DATASETS: dict[str, str] = {
     "multi30k": "Multi30K, English side (Flickr30k images, one caption each)",
     "syn-shapes": "generated shapes and colours, captions in the demo's synthetic English",
 }
-"""Image-caption datasets (`jobs.multimodal.captions` loads them); torch-free names here."""
+"""Image-caption datasets (`xstilts.jobs.multimodal.captions` loads them); torch-free names here."""
 
 CAPTION_OBJECTIVES: tuple[tuple[str, Objective, ImageUse, str], ...] = (
     ("itm", "itm", "paired", "image-text matching: does the caption describe the image "

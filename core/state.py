@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from launcher.lease import current_lease
-from launcher.store import DONE, Store
+from xstilts.core.lease import current_lease
+from xstilts.core.store import DONE, Store
 
 STATUSES = ("done", "running", "queued", "preempted", "failed", "interrupted", "cancelled", "pending")
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from jobs.tasks.registry import BASELINE, TASKS
-from launcher.spec import STAGES, Search, Spec
+from xstilts.core.tasks import BASELINE, TASKS
+from xstilts.core.spec import STAGES, Search, Spec
 
 KEY_VERSION = 2
 """Bumped when the meaning of a config changes so that old outputs are not reused.
@@ -119,7 +119,7 @@ class Plan:
         """A node by key or unique key prefix (as `xstilts logs` takes it)."""
         matches = [node for node in self.nodes if node.key.startswith(name)]
         if len(matches) != 1:
-            from launcher.errors import UserError
+            from xstilts.core.errors import UserError
 
             problem = "no node" if not matches else f"{len(matches)} nodes"
             raise UserError(f"{problem} of experiment '{self.experiment}' has a key starting with '{name}'; "

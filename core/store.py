@@ -22,8 +22,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from launcher.atomic import replacing, write_bytes_durably
-from launcher.errors import UserError, did_you_mean
+from xstilts.core.atomic import replacing, write_bytes_durably
+from xstilts.core.errors import UserError, did_you_mean
 
 DONE = "DONE"
 
