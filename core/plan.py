@@ -18,7 +18,8 @@ from functools import cached_property
 from typing import Any
 
 from xstilts.core.tasks import BASELINE, TASKS
-from xstilts.core.spec import STAGES, Search, Spec
+from xstilts.core.spec import Search, Spec
+from xstilts.core.stages import STAGES
 
 KEY_VERSION = 2
 """Bumped when the meaning of a config changes so that old outputs are not reused.

@@ -18,10 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from xstilts.core.tasks import BASELINE, CAPTION_DATASETS, TASKS, task_names
 from xstilts.core.errors import UserError, did_you_mean, unknown_choice
 
-STAGES: tuple[str, ...] = ("prepare", "tune", "train-intermediate", "train-target", "evaluate")
-StageName = Literal["prepare", "tune", "train-intermediate", "train-target", "evaluate"]
-"""A spec key that names a stage (`resources`, `gpu_hours`)."""
-assert typing.get_args(StageName) == STAGES
+from xstilts.core.stages import STAGES, StageName
 
 
 class _Strict(BaseModel):

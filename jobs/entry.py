@@ -27,7 +27,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from xstilts.jobs.stages.base import CHECKPOINTABLE_STAGES, CheckpointPolicy, Preempted, StageContext, stage_module
+from xstilts.core.stages import is_checkpointable, stage_module
+from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
 from xstilts.core.lease import Lease
 from xstilts.core.state import update_state
 from xstilts.core.store import DONE, Store
@@ -157,7 +158,7 @@ def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
     job_id = job_id or os.environ.get("SLURM_JOB_ID") or f"pid-{os.getpid()}"
     # Own the stop signals from the first moment: a preemption signal that arrives while
     # the lease is being taken must still become a clean stop, never a half-recorded run.
-    handler = StopHandler(stage in CHECKPOINTABLE_STAGES, threading.Event())
+    handler = StopHandler(is_checkpointable(stage), threading.Event())
     handler.install()
     try:
         lease = Lease(store, node_dir, {"job_id": job_id})
@@ -226,7 +227,7 @@ def _run_leased(
         )
         log.info("running %s (%s) attempt %s", ref, stage, attempt.get("attempt", "-"))
         started = time.time()
-        result = importlib.import_module(stage_module(node)).run(ctx)
+        result = importlib.import_module(stage_module(node["stage"], node.get("kind"))).run(ctx)
         if rank == 0:
             result = {**(result or {}), "node": {"key": key, "stage": stage, "seconds": round(time.time() - started, 3)}}
             store.upload_dir(scratch, node_dir)

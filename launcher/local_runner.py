@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from xstilts.jobs.stages.base import CHECKPOINTABLE_STAGES
 from xstilts.core.lease import current_lease
+from xstilts.core.stages import facts
 from xstilts.core.plan import Node, Plan
 from xstilts.launcher.profiles import Profile
 from xstilts.core.state import node_status, record_submission
@@ -101,8 +101,9 @@ class LocalRunner:
         return self.store.node_path(node.stage, node.key)
 
     def _procs(self, node: Node) -> int:
-        """Processes for a node: several (torch.distributed) only for training stages."""
-        return self.profile.procs_per_node if node.stage in CHECKPOINTABLE_STAGES else 1
+        """Processes for a node: several (torch.distributed ranks) only for stages that
+        run as ranks; a tune node is one process per host, and this is one host."""
+        return self.profile.procs_per_node if facts(node.stage).processes == "ranks" else 1
 
     def _env(self, node: Node) -> dict[str, str]:
         threads = str(max(1, cpus() // (self.profile.max_parallel * self._procs(node))))

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from xstilts.core.errors import UserError, unknown_choice
 
 
-STAGE_NAMES = ("prepare", "tune", "train-intermediate", "train-target", "evaluate")
+from xstilts.core.stages import STAGES as STAGE_NAMES
 
 
 class SlurmResources(BaseModel):

@@ -31,6 +31,7 @@ from typing import Any
 from xstilts.core.plan import Node
 from xstilts.launcher.profiles import Profile, SlurmResources
 from xstilts.core.errors import UserError
+from xstilts.core.stages import facts
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """SLURM's default `MaxArraySize`: used when `scontrol` cannot be asked (dry runs off-cluster)."""
@@ -239,9 +240,6 @@ def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int) -
 # submitting
 
 
-TRAINING_STAGES = ("train-intermediate", "train-target")
-
-
 def stage_resources(profile: Profile, stage: str, spec_resources: Any = None) -> SlurmResources:
     """The job of `stage`: the profile's resources, its per-stage overrides, then what the
     spec's `resources` section sets explicitly. Training stages span several processes
@@ -253,9 +251,10 @@ def stage_resources(profile: Profile, stage: str, spec_resources: Any = None) ->
         explicit = spec_resources.model_fields_set
         mapping = {"cpus": "cpus_per_task", "gpus": "gpus_per_node", "mem_gb": "mem_gb", "time_min": "time_min"}
         changes.update({ours: getattr(spec_resources, theirs) for theirs, ours in mapping.items() if theirs in explicit})
-    if stage == "tune":
+    processes = facts(stage).processes
+    if processes == "one_per_host":
         changes.update(tasks_per_node=1)
-    elif stage not in TRAINING_STAGES:
+    elif processes == "single":
         changes.update(nodes=1, tasks_per_node=1)
         if resources.gpus_per_node > 1:
             changes["gpus_per_node"] = 1

@@ -84,29 +84,3 @@ class StageContext:
     @property
     def config(self) -> dict[str, Any]:
         return self.node["config"]
-
-
-# stage name -> module in jobs.stages implementing run(ctx); prepare splits on node["kind"].
-STAGE_MODULES: dict[str, str] = {
-    "prepare/model": "xstilts.jobs.stages.prepare_model",
-    "prepare/data": "xstilts.jobs.stages.prepare_data",
-    "prepare/images": "xstilts.jobs.stages.prepare_images",
-    "tune": "xstilts.jobs.stages.tune",
-    "train-intermediate": "xstilts.jobs.stages.train",
-    "train-target": "xstilts.jobs.stages.train",
-    "evaluate": "xstilts.jobs.stages.evaluate",
-}
-
-
-CHECKPOINTABLE_STAGES = frozenset({"train-intermediate", "train-target", "tune"})
-"""Stages that save their state and raise `Preempted` when asked to stop (training: a
-checkpoint; tune: Ray Tune's experiment state); any other stage is short enough to be
-interrupted and rerun from the start."""
-
-
-def stage_module(node: dict[str, Any]) -> str:
-    """The module implementing this node's stage."""
-    stage = node["stage"]
-    if stage == "prepare":
-        stage = f"prepare/{node['kind']}"
-    return STAGE_MODULES[stage]
