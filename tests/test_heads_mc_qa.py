@@ -380,7 +380,8 @@ def stage_tasks() -> Iterator[dict[str, tuple[registry.Task, jdata.Examples]]]:
 def test_stages_end_to_end(name: str, workdir: Path, encoder: Path, stage_tasks: Any) -> None:
     import json
 
-    from xstilts.analysis.score import official_path, score_language
+    from xstilts.analysis.score import score_language
+    from xstilts.core.official import official_path
 
     task, examples = stage_tasks[name]
     data_node = workdir / f"data-{name}"

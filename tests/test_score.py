@@ -1,4 +1,4 @@
-"""`xstilts score` and analysis.score against the official XTREME scorer's own numbers.
+"""`xstilts score` (analysis.score, core.official) against the official XTREME scorer's own numbers.
 
 `tests/data/official_scores_*.json` were produced by google-research/xtreme's
 evaluate.py (commit da430dd0, with its third_party SQuAD/MLQA/Mewsli-X/LAReQA metric
@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from xstilts.analysis import score as S
+from xstilts.core import official
 from xstilts.core.languages import XTREME_GROUPS, XTREME_LANGUAGES, XTREME_R_GROUPS, XTREME_R_LANGUAGES
 from tests.score_fixtures import generate_xtreme, generate_xtreme_r
 
@@ -160,9 +161,9 @@ def test_bad_suite_and_missing_dir(tmp_path: Path, xtreme_tree: tuple[Path, Path
 
 
 def test_mismatched_lengths_name_both_files(tmp_path: Path) -> None:
-    S.write_labels(tmp_path / "p.tsv", ["a", "b", "c"])
-    S.write_labels(tmp_path / "g.tsv", ["a", "b"])
-    with pytest.raises(S.ScoreError, match="3 examples in .*p.tsv but 2 in .*g.tsv"):
+    official.write_labels(tmp_path / "p.tsv", ["a", "b", "c"])
+    official.write_labels(tmp_path / "g.tsv", ["a", "b"])
+    with pytest.raises(official.ScoreError, match="3 examples in .*p.tsv but 2 in .*g.tsv"):
         S.score_language("xnli", tmp_path / "p.tsv", tmp_path / "g.tsv", "en")
 
 
@@ -172,11 +173,11 @@ def test_mismatched_lengths_name_both_files(tmp_path: Path) -> None:
 
 def test_readers_follow_the_official_rules(tmp_path: Path) -> None:
     (tmp_path / "l.tsv").write_bytes(b"a\r\nb \t\r\n\r\n")
-    assert S.read_labels(tmp_path / "l.tsv") == ["a", "b", ""]  # a blank line is an empty label
+    assert official.read_labels(tmp_path / "l.tsv") == ["a", "b", ""]  # a blank line is an empty label
     (tmp_path / "t.tsv").write_bytes(b"B-PER\r\nI-PER \r\n\r\n\r\nO\r\n")
-    assert S.read_tags(tmp_path / "t.tsv") == [["B-PER", "I-PER"], [], ["O"]]
+    assert official.read_tags(tmp_path / "t.tsv") == [["B-PER", "I-PER"], [], ["O"]]
     (tmp_path / "q.json").write_text(json.dumps({"version": "1", "data": [1]}))
-    assert S.read_json(tmp_path / "q.json") == [1]
+    assert official.read_json(tmp_path / "q.json") == [1]
 
 
 def test_writers_round_trip(tmp_path: Path) -> None:
@@ -191,14 +192,14 @@ def test_writers_round_trip(tmp_path: Path) -> None:
         "lareqa": ({"q1": ["c1", "c2"]}, {"q1": ["c1", "c2"]}),
     }
     for task, (predictions, gold) in cases.items():
-        pred_file = S.write_official(task, "en", predictions, tmp_path / "pred")
-        gold_file = S.write_official(task, "en", gold, tmp_path / "gold", gold=True)
-        assert pred_file == S.official_path(tmp_path / "pred", task, "en")
+        pred_file = official.write_official(task, "en", predictions, tmp_path / "pred")
+        gold_file = official.write_official(task, "en", gold, tmp_path / "gold", gold=True)
+        assert pred_file == official.official_path(tmp_path / "pred", task, "en")
         scores = S.score_language(task, pred_file, gold_file, "en")
         expected = {"mewslix": 50.0}.get(task, 100.0)
         assert next(iter(scores.values())) == pytest.approx(expected), task
-    assert S.read_tags(S.official_path(tmp_path / "pred", "panx", "en")) == [["B-PER", "I-PER"], [], ["O"]]
-    with pytest.raises(S.ScoreError, match="unknown task 'xnlii'"):
-        S.write_official("xnlii", "en", [], tmp_path)
+    assert official.read_tags(official.official_path(tmp_path / "pred", "panx", "en")) == [["B-PER", "I-PER"], [], ["O"]]
+    with pytest.raises(official.ScoreError, match="unknown task 'xnlii'"):
+        official.write_official("xnlii", "en", [], tmp_path)
     with pytest.raises(ValueError, match="line break"):
-        S.write_labels(tmp_path / "x.tsv", ["a\nb"])
+        official.write_labels(tmp_path / "x.tsv", ["a\nb"])

@@ -91,7 +91,8 @@ def targets_run(tmp_path_factory: pytest.TempPathFactory, fixtures: Path) -> Any
 
 @pytest.mark.parametrize("target", REAL_TARGETS)
 def test_target_trains_and_evaluates_every_language(targets_run: Any, target: str, tmp_path: Path) -> None:
-    from xstilts.analysis.score import official_path, score_language
+    from xstilts.analysis.score import score_language
+    from xstilts.core.official import official_path
 
     experiment = targets_run
     task = TASKS[target]

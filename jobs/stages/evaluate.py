@@ -29,7 +29,7 @@ PREDICTIONS_SUBDIR = "predictions"
 def run(ctx: StageContext) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from xstilts.analysis.score import write_official
+    from xstilts.core.official import write_official
 
     quiet_progress_bars()
     device = select_device()

@@ -92,6 +92,6 @@ def _bind_images(ctx: StageContext, head: Any, out: Any) -> None:
 
 def write_gold(task: str, lang: str, references: Any, out_dir: Any) -> None:
     """The gold of one test language in the official submission layout."""
-    from xstilts.analysis.score import write_official
+    from xstilts.core.official import write_official
 
     write_official(task, lang, references, out_dir, gold=True)

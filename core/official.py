@@ -1,0 +1,307 @@
+"""The official XTREME / XTREME-R file layout: formats, readers and writers.
+
+Why here, in the torch-free core: the evaluate stage writes predictions (and the
+prepare stage gold labels) in this layout on compute nodes, and `xstilts score` reads
+them on a login node. One module for both sides means a file is read exactly the way
+it was written, and exactly as google-research/xtreme `evaluate.py` reads it (each line
+stripped, blank lines between tagged sentences, QA JSON with or without a "data"
+wrapper).
+
+Formats (suffix; one file `<dir>/<task>/test-<lang>.<suffix>` per task and language):
+    pawsx, xnli, tatoeba   .tsv   one label per line
+    udpos, panx            .tsv   one tag per line, a blank line after each sentence
+    bucc2018               .tsv   "source_id<TAB>target_id" per line
+    xquad, mlqa, tydiqa    .json  predictions {question_id: answer text};
+                                  gold SQuAD v1.1 ({"data": [articles]})
+    xcopa                  .jsonl one JSON object per line with the choice in "label"
+    mewslix                .json  {mention_id: [entity ids, best first]}; gold
+                                  {mention_id: [gold entity id]}
+    lareqa                 .json  {question_id: [candidate ids, best first]}; gold
+                                  {question_id: [relevant candidate ids]} (our layout:
+                                  the official scorer has no LAReQA reader)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from xstilts.core.atomic import replacing
+from xstilts.core.errors import UserError, unknown_choice
+from xstilts.core.languages import SUITES
+from xstilts.core.tasks import TASKS, Task
+
+
+class ScoreError(UserError, ValueError):
+    """A submission or gold tree that cannot be scored (missing or malformed file)."""
+
+
+# task -> file format; the format fixes the suffix, reader and writer.
+TASK_FORMAT: dict[str, str] = {
+    "pawsx": "labels",
+    "xnli": "labels",
+    "tatoeba": "labels",
+    "udpos": "tags",
+    "panx": "tags",
+    "bucc2018": "pairs",
+    "xquad": "qa",
+    "mlqa": "qa",
+    "tydiqa": "qa",
+    "xcopa": "xcopa",
+    "mewslix": "rankings",
+    "lareqa": "rankings",
+}
+
+SUFFIX: dict[str, str] = {"labels": "tsv", "tags": "tsv", "pairs": "tsv", "qa": "json", "xcopa": "jsonl", "rankings": "json"}
+
+# task -> metric of jobs.metrics
+TASK_METRIC: dict[str, str] = {
+    "pawsx": "accuracy",
+    "xnli": "accuracy",
+    "tatoeba": "accuracy",
+    "xcopa": "accuracy",
+    "udpos": "seqeval_f1",
+    "panx": "seqeval_f1",
+    "bucc2018": "bucc_f1",
+    "xquad": "squad_em_f1",
+    "tydiqa": "squad_em_f1",
+    "mlqa": "mlqa_em_f1",
+    "mewslix": "map_at_20",
+    "lareqa": "map_at_20",
+}
+
+# metric -> the keys the official scorer reports for it, in its order
+OFFICIAL_KEYS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("accuracy",),
+    "seqeval_f1": ("f1", "precision", "recall"),
+    "bucc_f1": ("f1", "precision", "recall"),
+    "squad_em_f1": ("exact_match", "f1"),
+    "squad_v2_em_f1": ("exact_match", "f1"),
+    "mlqa_em_f1": ("exact_match", "f1"),
+    "map_at_20": ("map_at_20",),
+}
+
+QA_TASKS = frozenset({"xquad", "mlqa", "tydiqa"})
+
+# kind of a task outside the official suites (intermediate and demo tasks) -> its format
+KIND_FORMAT: dict[str, str] = {
+    "classification": "labels",
+    "tagging": "tags",
+    "multiple_choice": "xcopa",
+    "span_qa": "qa",
+    "dual_encoder": "rankings",
+}
+
+
+def task_format(task: str) -> str:
+    """The submission format of `task`: the official one for suite tasks, else the format
+    of its kind (so every registered task writes predictions in the same layout)."""
+    if task in TASK_FORMAT:
+        return TASK_FORMAT[task]
+    registered = _registered(task)
+    if registered.kind == "retrieval":
+        return "pairs" if registered.metric == "bucc_f1" else "labels"
+    try:
+        return KIND_FORMAT[registered.kind]
+    except KeyError:
+        raise ScoreError(f"task {task}: kind '{registered.kind}' has no submission format") from None
+
+
+def task_metric(task: str) -> str:
+    """The metric `task` is scored with (the registry's for tasks outside the suites)."""
+    return TASK_METRIC[task] if task in TASK_METRIC else _registered(task).metric
+
+
+def _registered(task: str) -> Task:
+    if task not in TASKS:
+        raise ScoreError(unknown_choice("task", task, sorted({*TASK_FORMAT, *TASKS})))
+    return TASKS[task]
+
+
+def suite_tables(suite: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """(task -> languages, group -> tasks) of `suite`; a clear error for a bad name."""
+    try:
+        return SUITES[suite]
+    except KeyError:
+        raise ScoreError(unknown_choice("suite", suite, SUITES)) from None
+
+
+def official_path(root: str | Path, task: str, lang: str) -> Path:
+    """`<root>/<task>/test-<lang>.<suffix>`, the official file of one task and language."""
+    return Path(root) / task / f"test-{lang}.{SUFFIX[task_format(task)]}"
+
+
+# --------------------------------------------------------------------------------------
+# readers (the official ones: text mode, universal newlines, every line stripped)
+
+
+def _open(path: Path) -> Any:
+    if not path.is_file():
+        raise ScoreError(f"missing file: {path}")
+    return path.open(encoding="utf-8")
+
+
+def read_labels(path: Path) -> list[str]:
+    """One label per line, each stripped; a blank line is an (empty) label, as officially."""
+    with _open(path) as handle:
+        return [line.strip() for line in handle]
+
+
+def read_tags(path: Path) -> list[list[str]]:
+    """Sentences of tags: one stripped tag per line, each blank line ends a sentence.
+
+    Consecutive blank lines therefore give empty sentences, exactly as the official reader.
+    """
+    sentences: list[list[str]] = []
+    current: list[str] = []
+    with _open(path) as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                current.append(line)
+            else:
+                sentences.append(current)
+                current = []
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file; a top-level object's "data" member replaces it (SQuAD files)."""
+    with _open(path) as handle:
+        try:
+            value = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise ScoreError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(value, dict) and "data" in value:
+        return value["data"]
+    return value
+
+
+def read_xcopa(path: Path) -> list[Any]:
+    """The "label" of every JSON line (XCOPA's jsonl)."""
+    labels = []
+    with _open(path) as handle:
+        for number, row in enumerate(handle, start=1):
+            try:
+                labels.append(json.loads(row)["label"])
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ScoreError(f"{path}, line {number}: expected a JSON object with a 'label' ({exc})") from None
+    return labels
+
+
+READERS = {
+    "labels": read_labels,
+    "tags": read_tags,
+    "pairs": read_labels,
+    "qa": read_json,
+    "xcopa": read_xcopa,
+    "rankings": read_json,
+}
+
+
+# --------------------------------------------------------------------------------------
+# writers: in-memory predictions / gold -> the official layout
+
+
+def _write_text(path: Path, text: str) -> Path:
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _one_line(value: Any, what: str) -> str:
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{what} {text!r} contains a line break")
+    return text
+
+
+def write_labels(path: str | Path, labels: Iterable[Any]) -> Path:
+    """Classification / Tatoeba: one label per line."""
+    return _write_text(Path(path), "".join(_one_line(label, "label") + "\n" for label in labels))
+
+
+def write_tags(path: str | Path, sentences: Iterable[Sequence[Any]]) -> Path:
+    """Tagging: one tag per line and a blank line after every sentence (so that even an
+    empty sentence survives the round trip through the official reader)."""
+    parts = []
+    for sentence in sentences:
+        for tag in sentence:
+            text = _one_line(tag, "tag")
+            if not text.strip():
+                raise ValueError("a tag may not be blank: the official reader takes a blank line as a sentence end")
+            parts.append(text + "\n")
+        parts.append("\n")
+    return _write_text(Path(path), "".join(parts))
+
+
+def write_pairs(path: str | Path, pairs: Iterable[Sequence[Any] | str]) -> Path:
+    """BUCC: "source_id<TAB>target_id" per line."""
+    lines = []
+    for pair in pairs:
+        if isinstance(pair, str):
+            lines.append(_one_line(pair, "pair") + "\n")
+        else:
+            src, tgt = pair
+            lines.append(f"{_one_line(src, 'source id')}\t{_one_line(tgt, 'target id')}\n")
+    return _write_text(Path(path), "".join(lines))
+
+
+def write_qa_predictions(path: str | Path, answers: Mapping[str, str]) -> Path:
+    """QA predictions: {question_id: answer text}."""
+    return _write_text(Path(path), json.dumps(dict(answers), ensure_ascii=False, indent=1) + "\n")
+
+
+def write_qa_gold(path: str | Path, gold: Any) -> Path:
+    """QA gold in SQuAD v1.1 form. `gold` is a SQuAD dict/article list (written as is) or a
+    mapping question_id -> gold answer texts (wrapped into one article and paragraph)."""
+    if isinstance(gold, Mapping) and "data" in gold:
+        data = gold
+    elif isinstance(gold, Mapping):
+        qas = [{"id": qid, "question": "", "answers": [{"text": a, "answer_start": -1}
+                                                      for a in ([answers] if isinstance(answers, str) else answers)]}
+               for qid, answers in gold.items()]
+        data = {"version": "1.1", "data": [{"title": "", "paragraphs": [{"context": "", "qas": qas}]}]}
+    else:
+        data = {"version": "1.1", "data": list(gold)}
+    return _write_text(Path(path), json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+
+def write_xcopa(path: str | Path, labels: Iterable[Any]) -> Path:
+    """XCOPA: one JSON object per line, the chosen alternative (0 or 1) as int in "label"."""
+    return _write_text(Path(path), "".join(json.dumps({"label": int(label)}) + "\n" for label in labels))
+
+
+def write_rankings(path: str | Path, rankings: Mapping[str, Sequence[str] | str]) -> Path:
+    """Mewsli-X / LAReQA: {query_id: [candidate ids, best first]} (gold: relevant ids;
+    a single id may be given as a string and is written as a one-element list)."""
+    data = {qid: [ids] if isinstance(ids, str) else list(ids) for qid, ids in rankings.items()}
+    return _write_text(Path(path), json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+
+_PREDICTION_WRITERS = {
+    "labels": write_labels,
+    "tags": write_tags,
+    "pairs": write_pairs,
+    "qa": write_qa_predictions,
+    "xcopa": write_xcopa,
+    "rankings": write_rankings,
+}
+_GOLD_WRITERS = {**_PREDICTION_WRITERS, "qa": write_qa_gold}
+
+
+def write_official(task: str, lang: str, predictions: Any, out_dir: str | Path, *, gold: bool = False) -> Path:
+    """Write one task/language file of the official layout under `out_dir` and return its path.
+
+    `predictions` by task: a list of labels (pawsx, xnli, tatoeba, xcopa), a list of tag
+    lists (udpos, panx), a dict id -> answer text (xquad, mlqa, tydiqa), a list of
+    (source, target) pairs (bucc2018), a dict query id -> ranked candidate ids
+    (mewslix, lareqa). With `gold=True` the same shapes write a gold file, except QA,
+    which takes a dict id -> gold answer texts (or SQuAD data).
+    """
+    writers = _GOLD_WRITERS if gold else _PREDICTION_WRITERS
+    return writers[task_format(task)](official_path(out_dir, task, lang), predictions)
