@@ -8,7 +8,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: install demo test clean
+.PHONY: install demo test typecheck clean
 
 install: $(VENV)/.installed
 
@@ -25,5 +25,8 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q --durations=20
 
+typecheck: install
+	.ci/typecheck
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache .typecheck

@@ -18,6 +18,22 @@ DEMO_SPEC = REPO / "experiments" / "demo.yaml"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No credentials here: without this botocore probes the instance metadata address
+# (169.254.169.254) before every S3 client, and traffic must stay on loopback.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ starts real processes or services (local
+    grids, torch.distributed groups, Ray, SLURM), and so does any test that takes the
+    `s3_env` fixture (a moto server): mark them `integration`, so that
+    `pytest -m "not integration"` is the fast, in-process suite."""
+    for item in items:
+        relative = Path(str(item.path)).resolve().relative_to(TESTS)
+        if relative.parts[0] == "integration" or "s3_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
 
 
 def demo_raw() -> dict[str, Any]:
