@@ -35,6 +35,7 @@ from xstilts.jobs.heads.base import Example, TaskHead
 from xstilts.jobs.modeling import fresh_head_model
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
     from xstilts.jobs.device import DeviceInfo
@@ -55,7 +56,7 @@ MASKED_LOGIT = -1e4
 padding a batch carries (the global batch width varies with its longest member)."""
 
 
-def pack_offsets(offsets: Sequence[Sequence[int]]) -> bytes:
+def pack_offsets(offsets: npt.ArrayLike) -> bytes:
     """[tokens, 2] character offsets as the bytes of a little-endian int32 array."""
     return np.asarray(offsets, dtype=OFFSET_DTYPE).reshape(-1, 2).tobytes()
 

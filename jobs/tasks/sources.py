@@ -682,7 +682,7 @@ def _official_files(task: Task, split: str, lang: str) -> list[Paths]:
 
 def _generic_files(task: Task, split: str, lang: str) -> list[Paths]:
     stem = f"{task.name}/{split}-{lang}"
-    files = [(f"{stem}.jsonl",), (f"{stem}.tsv",)]
+    files: list[Paths] = [(f"{stem}.jsonl",), (f"{stem}.tsv",)]
     if task.kind == "span_qa":
         files.append((f"{stem}.json",))
     return files
@@ -754,7 +754,9 @@ def _jsonl(path: Path) -> list[Row]:
 
 def _conll(path: Path) -> list[Row]:
     """Sentences of a token<TAB>tag file (tags absent in unlabelled test files)."""
-    rows, tokens, tags = [], [], []
+    rows: list[Row] = []
+    tokens: list[str] = []
+    tags: list[str] = []
     with path.open(encoding="utf-8") as handle:
         for line in list(handle) + [""]:
             line = line.rstrip("\n")
