@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
     from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLMHead, XLMRobertaModel
 
+    from xstilts.core.tasks import Objective, Task
     from xstilts.jobs.device import DeviceInfo
     from xstilts.jobs.multimodal.prefix_model import VisualPrefixModel
 
@@ -70,9 +71,11 @@ def _rng(*parts: object) -> random.Random:
 class ImageTextHead(TaskHead):
     kind = "image_text"
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Task) -> None:
         super().__init__(task)
-        self.objective: str = task.objective
+        if task.objective is None:
+            raise ValueError(f"image-text task {task.name} names no objective; valid: itm, contrastive, mcm")
+        self.objective: Objective = task.objective
         self.uses_images = task.images != "none"
         self.image_ids: list[str] = []
         self.image_index: dict[str, int] = {}

@@ -37,6 +37,7 @@ from xstilts.jobs.modeling import fresh_head_model
 if TYPE_CHECKING:
     import numpy.typing as npt
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
     from xstilts.jobs.device import DeviceInfo
     from xstilts.core.tasks import Task
@@ -170,7 +171,7 @@ class SpanQAHead(TaskHead):
     # ------------------------------------------------------------------ model
 
     @staticmethod
-    def _auto_class() -> Any:
+    def _auto_class() -> type[_BaseAutoModelClass]:
         from transformers import AutoModelForQuestionAnswering
 
         return AutoModelForQuestionAnswering
