@@ -806,7 +806,12 @@ def _bucc_files(lang: str, files: list[Path]) -> list[Example]:
     """BUCC 2018: `<id><TAB><sentence>` per line, gold `<lang id><TAB><en id>` (the
     official script deletes the test gold; then the queries' gold is None)."""
     def sentences(path: Path) -> list[tuple[str, str]]:
-        return [tuple(line.split("\t", 1)) for line in _lines(path) if line.strip()]  # type: ignore[misc]
+        rows: list[tuple[str, str]] = []
+        for line in _lines(path):
+            if line.strip():
+                id_, text = line.split("\t", 1)
+                rows.append((id_, text))
+        return rows
 
     gold_file = files[0].with_suffix(".gold")
     gold: dict[str, list[str]] | None = None
