@@ -70,8 +70,7 @@ class VisionEncoder:
 
     def __init__(
         self, spec: dict[str, Any], model: PreTrainedModel, processor: BaseImageProcessor, family: _Family,
-        patches: int,
-        device: DeviceInfo, batch_size: int = DEFAULT_BATCH_SIZE,
+        patches: int, device: DeviceInfo, batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self.spec = canonical_spec(spec)
         # As a torch module: transformers' `functools.wraps`-decorated `to` on
