@@ -7,6 +7,7 @@ names the key path, the bad value and the valid choices.
 
 from __future__ import annotations
 
+import collections
 import copy
 import typing
 from pathlib import Path
@@ -28,25 +29,25 @@ class _Strict(BaseModel):
 class Hyperparameters(_Strict):
     """How one training stage runs. Part of the node keys of that stage."""
 
-    learning_rate: float = Field(2e-5, gt=0)
-    batch_size: int = Field(32, gt=0)
-    grad_accum_steps: int = Field(1, gt=0)
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int | None = Field(None, gt=0, description="overrides epochs when set")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_seq_length: int = Field(128, gt=8)
-    eval_interval: int = Field(200, gt=0, description="steps between English dev evaluations")
-    patience: int | None = Field(None, gt=0, description="evaluations without improvement before stopping")
-    weight_decay: float = Field(0.01, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    learning_rate: float = Field(default=2e-5, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    grad_accum_steps: int = Field(default=1, gt=0)
+    epochs: float = Field(default=3.0, gt=0)
+    max_steps: int | None = Field(default=None, gt=0, description="overrides epochs when set")
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    max_seq_length: int = Field(default=128, gt=8)
+    eval_interval: int = Field(default=200, gt=0, description="steps between English dev evaluations")
+    patience: int | None = Field(default=None, gt=0, description="evaluations without improvement before stopping")
+    weight_decay: float = Field(default=0.01, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
 
 
 class Dimension(_Strict):
     """One searched hyperparameter: exactly one of a log-uniform range or a list."""
 
-    loguniform: tuple[float, float] | None = Field(None, description="[low, high], sampled log-uniformly")
-    grid: list[float] | None = Field(None, description="every value, once each")
-    choice: list[float] | None = Field(None, description="values sampled uniformly")
+    loguniform: tuple[float, float] | None = Field(default=None, description="[low, high], sampled log-uniformly")
+    grid: list[float] | None = Field(default=None, description="every value, once each")
+    choice: list[float] | None = Field(default=None, description="values sampled uniformly")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Dimension:
@@ -71,18 +72,20 @@ class Search(_Strict):
     """
 
     space: dict[str, Dimension] = Field(description="hyperparameter name -> dimension, e.g. learning_rate")
-    trials: int = Field(1, gt=0, description="samples (grid dimensions: repeats of the whole grid)")
+    trials: int = Field(default=1, gt=0, description="samples (grid dimensions: repeats of the whole grid)")
     scheduler: Literal["asha", "fifo"] = "asha"
-    grace_period: int = Field(1, gt=0, description="asha: evaluations every trial gets")
-    reduction_factor: int = Field(2, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
-    budget_steps: int = Field(200, gt=0, description="optimizer steps of a trial at most")
+    grace_period: int = Field(default=1, gt=0, description="asha: evaluations every trial gets")
+    reduction_factor: int = Field(default=2, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
+    budget_steps: int = Field(default=200, gt=0, description="optimizer steps of a trial at most")
     budget_epochs: float | None = Field(
-        None, gt=0, description="instead of budget_steps: a trial's budget as epochs (or a fraction of one) "
+        default=None, gt=0, description="instead of budget_steps: a trial's budget as epochs (or a fraction of one) "
         "of the task's English training set"
     )
-    max_concurrent: int | None = Field(None, gt=0, description="trials at once; default: one per CPU (GPU) slot")
+    max_concurrent: int | None = Field(
+        default=None, gt=0, description="trials at once; default: one per CPU (GPU) slot"
+    )
     scope: Literal["per_task", "per_cell"] = Field(
-        "per_task",
+        default="per_task",
         description="per_task: one search per task on the pretrained encoder, shared by every cell; "
         "per_cell (target only): one search per intermediate x target cell on the cell's upstream encoder "
         "(of the first seed), shared by the cell's seeds",
@@ -113,7 +116,7 @@ class StageSpec(_Strict):
         default_factory=dict, description="hyperparameter overrides for single tasks"
     )
     search: Search | None = Field(
-        None, description="tune these hyperparameters per task (target: or per cell) before training"
+        default=None, description="tune these hyperparameters per task (target: or per cell) before training"
     )
     mixtures: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -126,8 +129,7 @@ class StageSpec(_Strict):
     def _unique_nonempty(cls, tasks: list[str]) -> list[str]:
         if not tasks:
             raise ValueError("needs at least one task")
-        seen: set[str] = set()
-        duplicates = [t for t in tasks if t in seen or seen.add(t)]  # type: ignore[func-returns-value]
+        duplicates = [task for task, count in collections.Counter(tasks).items() if count > 1]
         if duplicates:
             raise ValueError(f"duplicate task names: {', '.join(sorted(set(duplicates)))}")
         return tasks
@@ -141,16 +143,17 @@ class StageSpec(_Strict):
 class ModelSpec(_Strict):
     """The pretrained encoder: a hub name or local path, or an inline tiny config."""
 
-    name: str | None = Field(None, description="Hugging Face model name or local directory")
-    tiny: dict[str, int] | None = Field(None, description="XLMRobertaConfig arguments for a tiny model")
-    tokenizer_vocab_size: int = Field(1000, gt=50)
+    name: str | None = Field(default=None, description="Hugging Face model name or local directory")
+    tiny: dict[str, int] | None = Field(default=None, description="XLMRobertaConfig arguments for a tiny model")
+    tokenizer_vocab_size: int = Field(default=1000, gt=50)
     corpus_languages: list[str] | None = Field(
-        None, description="tiny models: languages of the tokenizer/pretraining corpus (default: all task languages)"
+        default=None,
+        description="tiny models: languages of the tokenizer/pretraining corpus (default: all task languages)",
     )
-    corpus_sentences_per_language: int = Field(4000, gt=0, description="tiny models: corpus size per language")
-    pretrain_steps: int = Field(0, ge=0, description="tiny models: masked-LM pretraining steps")
-    pretrain_lr: float = Field(1e-3, gt=0)
-    pretrain_batch_size: int = Field(32, gt=0)
+    corpus_sentences_per_language: int = Field(default=4000, gt=0, description="tiny models: corpus size per language")
+    pretrain_steps: int = Field(default=0, ge=0, description="tiny models: masked-LM pretraining steps")
+    pretrain_lr: float = Field(default=1e-3, gt=0)
+    pretrain_batch_size: int = Field(default=32, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSpec:
@@ -163,12 +166,14 @@ class VisionSpec(_Strict):
     """The frozen vision encoder of image-caption intermediate tasks, and how its
     features enter the text encoder."""
 
-    name: str | None = Field(None, description="CLIP / SigLIP / ViT on the hub or a local directory, "
+    name: str | None = Field(default=None, description="CLIP / SigLIP / ViT on the hub or a local directory, "
                                                "e.g. openai/clip-vit-base-patch32")
-    tiny: dict[str, int] | None = Field(None, description="CLIPVisionConfig arguments for a random tiny encoder")
-    seed: int = Field(0, ge=0, description="tiny encoders: initialisation seed")
-    prefix_length: int = Field(4, gt=0, description="image prefix embeddings placed before the caption")
-    chunk_size: int = Field(256, gt=0, description="images encoded and stored per chunk of features.zarr")
+    tiny: dict[str, int] | None = Field(
+        default=None, description="CLIPVisionConfig arguments for a random tiny encoder"
+    )
+    seed: int = Field(default=0, ge=0, description="tiny encoders: initialisation seed")
+    prefix_length: int = Field(default=4, gt=0, description="image prefix embeddings placed before the caption")
+    chunk_size: int = Field(default=256, gt=0, description="images encoded and stored per chunk of features.zarr")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> VisionSpec:
@@ -184,18 +189,18 @@ class VisionSpec(_Strict):
 class Resources(_Strict):
     """What one node of a stage asks of the cluster. Not part of node keys."""
 
-    cpus: int = Field(1, gt=0)
-    gpus: int = Field(0, ge=0)
-    mem_gb: float = Field(4, gt=0)
-    time_min: int = Field(60, gt=0)
+    cpus: int = Field(default=1, gt=0)
+    gpus: int = Field(default=0, ge=0)
+    mem_gb: float = Field(default=4, gt=0)
+    time_min: int = Field(default=60, gt=0)
 
 
 class Checkpointing(_Strict):
     """How often training nodes checkpoint. Not part of node keys: resume is exact."""
 
-    every_steps: int = Field(0, ge=0, description="save every N optimizer steps; 0: only when preempted")
-    keep: int = Field(2, gt=0, description="complete checkpoints kept per node")
-    async_save: bool = Field(False, description="save with dcp.async_save")
+    every_steps: int = Field(default=0, ge=0, description="save every N optimizer steps; 0: only when preempted")
+    keep: int = Field(default=2, gt=0, description="complete checkpoints kept per node")
+    async_save: bool = Field(default=False, description="save with dcp.async_save")
 
     def env(self) -> dict[str, str]:
         """The variables through which jobs read this policy (xstilts.jobs.stages.base.CheckpointPolicy)."""
@@ -216,11 +221,11 @@ class Spec(_Strict):
     seeds: list[int]
     storage: str
     data_dir: str | None = Field(
-        None,
+        default=None,
         description="local task data for offline clusters: the official XTREME layout, or "
         "<task>/<split>-<lang>.jsonl|tsv; unset: the Hugging Face hub",
     )
-    vision: VisionSpec | None = Field(None, description="vision encoder of image-caption intermediate tasks")
+    vision: VisionSpec | None = Field(default=None, description="vision encoder of image-caption intermediate tasks")
     cluster: str = "local"
     checkpointing: Checkpointing = Checkpointing()
     resources: dict[StageName, Resources] = Field(
@@ -284,24 +289,24 @@ class Spec(_Strict):
                     stage.hparams_for(task)
                 except ValidationError as exc:
                     problems.extend(_format_validation(exc, prefix=f"{role}.per_task.{task}"))
-        for stage, hours in self.gpu_hours.items():
+        for stage_name, hours in self.gpu_hours.items():
             names = set(self.intermediate.tasks) | set(self.target.tasks) | {"default"}
             for task in (hours if isinstance(hours, dict) else {}):
                 if task not in names and task not in TASKS and task not in CAPTION_DATASETS:
-                    problems.append(f"gpu_hours.{stage}: {unknown_choice('task', task, sorted(names))}")
+                    problems.append(f"gpu_hours.{stage_name}: {unknown_choice('task', task, sorted(names))}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
-    def gpu_hours_for(self, stage: str, task: str | None) -> float | None:
+    def gpu_hours_for(self, stage: StageName, task: str | None) -> float | None:
         """Estimated GPU-hours of one node (None: the spec gives no estimate for it)."""
-        hours = self.gpu_hours.get(stage)  # type: ignore[call-overload]
+        hours = self.gpu_hours.get(stage)
         if isinstance(hours, dict):
             return hours.get(task or "", hours.get("default"))
         return hours
 
-    def resources_for(self, stage: str) -> Resources:
-        return self.resources.get(stage, Resources())  # type: ignore[call-overload]
+    def resources_for(self, stage: StageName) -> Resources:
+        return self.resources.get(stage, Resources())
 
     def hparams_for(self, role: str, task: str) -> Hyperparameters:
         return (self.intermediate if role == "intermediate" else self.target).hparams_for(task)

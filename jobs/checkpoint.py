@@ -27,7 +27,7 @@ import logging
 import re
 import warnings
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import fsspec
 import torch.distributed as dist
@@ -94,7 +94,8 @@ class CheckpointManager:
             entries = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:
             return [], []
-        complete, incomplete = [], []
+        complete: list[int] = []
+        incomplete: list[int] = []
         for entry in entries:
             match = _STEP_DIR.match(entry.rstrip("/").rsplit("/", 1)[-1])
             if not match:
@@ -144,7 +145,9 @@ class CheckpointManager:
         try:
             if self.async_save:
                 response = dcp.async_save(state, **kwargs)
-                future = getattr(response, "upload_completion", response)
+                # torch >= 2.8 answers an AsyncSaveResponse, whose upload_completion is the
+                # save's end; older versions the Future itself.
+                future = cast("Future[Any]", getattr(response, "upload_completion", response))
                 self._pending = (step, future)
                 return
             dcp.save(state, **kwargs)

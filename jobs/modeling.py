@@ -21,6 +21,8 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 if TYPE_CHECKING:
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
     from xstilts.core.tasks import Task
 
 MODEL_SUBDIR = "model"
@@ -90,7 +92,7 @@ def load_encoder_weights(model: PreTrainedModel, model_dir: Path) -> list[str]:
     return unused
 
 
-def fresh_head_model(auto_class: type, config: PretrainedConfig, encoder_dir: Path, seed: int) -> PreTrainedModel:
+def fresh_head_model(auto_class: type[_BaseAutoModelClass], config: PretrainedConfig, encoder_dir: Path, seed: int) -> PreTrainedModel:
     """`auto_class`'s model from `config` with a head seeded by `seed` and the encoder
     weights of the checkpoint in `encoder_dir` (every head kind starts this way)."""
     torch.manual_seed(seed)

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("xstilts.ray")
 
@@ -159,7 +160,8 @@ def _wait_listening(host: str, port: int, process: subprocess.Popen[bytes], what
     raise RuntimeError(f"{what} did not listen on {host}:{port} within {START_TIMEOUT_S:.0f}s")
 
 
-def _init_quiet(**kwargs: object) -> None:
+def _init_quiet(**kwargs: Any) -> None:
+    """`ray.init` with `kwargs` (its own parameters, passed on as given), logging quietly."""
     import ray
 
     ray.init(logging_level=logging.WARNING, log_to_driver=False, configure_logging=False, **kwargs)

@@ -157,6 +157,10 @@ assert tuple(LANGUAGES) == SYNTHETIC_LANGUAGES
 # Lexicon
 # --------------------------------------------------------------------------------------
 
+LemmaKind = Literal["native", "loan", "name", "number"]
+"""How a lemma is spelled across languages (see `Lemma.kind`)."""
+
+
 @dataclass(frozen=True)
 class Lemma:
     """One word of the shared lexicon; `form` is its English spelling."""
@@ -169,7 +173,7 @@ class Lemma:
     """-1, 0 or +1; only adjectives and adverbs are polar."""
     negator: bool = False
     """The negator flips the polarity of its clause."""
-    kind: Literal["native", "loan", "name", "number"] = "native"
+    kind: LemmaKind = "native"
     """'native' (re-spelled per language), 'loan' (same stem everywhere, still affixed),
     'name' or 'number' (identical in every language)."""
 
@@ -236,7 +240,7 @@ def _lexicon() -> _Lexicon:
                 return syllables
 
     def add(pool: str, pos: str, syllables: tuple[str, ...], *, form: str = "", polarity: int = 0,
-            negator: bool = False, kind: Literal["native", "loan", "name", "number"] = "native") -> None:
+            negator: bool = False, kind: LemmaKind = "native") -> None:
         index = len(lemmas)
         lemmas.append(Lemma(index, pos, form or "".join(syllables), syllables, polarity, negator, kind))
         pools.setdefault(pool, []).append(index)
@@ -244,7 +248,7 @@ def _lexicon() -> _Lexicon:
     for pool, pos, polarity, count, lengths in _LEXICON_PLAN:
         for _ in range(count):
             open_class = pos in ("NOUN", "VERB", "ADJ", "ADV")
-            kind = "loan" if open_class and rng.random() < _LOAN_RATE else "native"
+            kind: LemmaKind = "loan" if open_class and rng.random() < _LOAN_RATE else "native"
             add(pool, pos, fresh(rng.choice(lengths)), polarity=polarity, kind=kind)
     # Pool order is frequency rank (Zipf). Homographs copy words from the frequent half of
     # their source class, as ambiguity concentrates in frequent words; then the receiving
@@ -447,7 +451,7 @@ class _Grammar:
         if self.rng.random() < 0.4:
             # CoNLL-2000 style: the PP chunk is the preposition (one or two words), its
             # object is a chunk of its own.
-            preposition = (self._pick("ADP"),)
+            preposition: tuple[int, ...] = (self._pick("ADP"),)
             if self.rng.random() < 0.25:
                 preposition += (self._pick("ADP2"),)
             chunks += [Chunk("PP", preposition), Chunk("NP", self.noun_phrase(mood))]

@@ -33,7 +33,7 @@ import random
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -43,9 +43,12 @@ from xstilts.jobs.data import IGNORE_INDEX, Batch, TokenizedData
 from xstilts.jobs.heads.base import Example, TaskHead
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLMHead, XLMRobertaModel
 
+    from xstilts.core.tasks import Objective, Task
     from xstilts.jobs.device import DeviceInfo
+    from xstilts.jobs.multimodal.prefix_model import VisualPrefixModel
 
 IMAGES_FILE = "images.npy"
 IMAGE_IDS_FILE = "image_ids.json"
@@ -55,6 +58,12 @@ MASK_RATE = 0.15
 MATCH, MISMATCH = "match", "mismatch"
 
 
+def _visual_prefix(model: torch.nn.Module) -> VisualPrefixModel:
+    """A model this head built (`ImageTextHead._model`), as the trainer's generic type
+    hands it back."""
+    return cast("VisualPrefixModel", model)
+
+
 def _rng(*parts: object) -> random.Random:
     return random.Random(zlib.crc32("/".join(map(str, parts)).encode()))
 
@@ -62,9 +71,11 @@ def _rng(*parts: object) -> random.Random:
 class ImageTextHead(TaskHead):
     kind = "image_text"
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Task) -> None:
         super().__init__(task)
-        self.objective: str = task.objective
+        if task.objective is None:
+            raise ValueError(f"image-text task {task.name} names no objective; valid: itm, contrastive, mcm")
+        self.objective: Objective = task.objective
         self.uses_images = task.images != "none"
         self.image_ids: list[str] = []
         self.image_index: dict[str, int] = {}
@@ -197,12 +208,13 @@ class ImageTextHead(TaskHead):
 
     # ------------------------------------------------------------------ model
 
-    def _model(self, encoder: Any, lm_head: Any) -> torch.nn.Module:
+    def _model(self, encoder: PreTrainedModel, lm_head: XLMRobertaLMHead | None) -> VisualPrefixModel:
         from xstilts.jobs.multimodal.prefix_model import VisualPrefixModel
 
         image_dim = self._features().shape[1] if self.uses_images else 1
         prefix = self.prefix_length if self.uses_images else 0
-        return VisualPrefixModel(encoder, image_dim, prefix, self.objective, lm_head)
+        # The visual-prefix model is built around XLM-R (its masked-LM head, its positions).
+        return VisualPrefixModel(cast("XLMRobertaModel", encoder), image_dim, prefix, self.objective, lm_head)
 
     def build_model(self, encoder_dir: Path, seed: int) -> torch.nn.Module:
         from transformers import AutoConfig
@@ -236,17 +248,18 @@ class ImageTextHead(TaskHead):
         return data.count_targets(indices)  # masked tokens for MCM, rows otherwise
 
     def loss_sum(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        prefix_model = _visual_prefix(model)
         image = batch.extra.get("image")
         if self.objective == "itm":
-            logits = model.match_logits(batch.input_ids, batch.attention_mask, image)
+            logits = prefix_model.match_logits(batch.input_ids, batch.attention_mask, image)
             return F.cross_entropy(logits.float(), batch.labels, reduction="sum")
         if self.objective == "mcm":
-            logits = model.token_logits(batch.input_ids, batch.attention_mask, image)
+            logits = prefix_model.token_logits(batch.input_ids, batch.attention_mask, image)
             return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE_INDEX,
                                    reduction="sum")
-        return self._contrastive_loss(model, batch)
+        return self._contrastive_loss(prefix_model, batch)
 
-    def _contrastive_loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    def _contrastive_loss(self, model: VisualPrefixModel, batch: Batch) -> torch.Tensor:
         """Symmetric in-batch softmax; a batch's copies of one image are one candidate.
         Summed per caption (the trainer divides by the caption count)."""
         rows = batch.extra[IMAGE_ROW]
@@ -270,24 +283,25 @@ class ImageTextHead(TaskHead):
     ) -> list[Any]:
         if len(data) != len(examples):
             raise ValueError(f"{len(data)} prepared rows for {len(examples)} examples")
-        model.eval()
+        prefix_model = _visual_prefix(model)
+        prefix_model.eval()
         if self.objective == "contrastive":
-            return self._retrieve(model, data, device, batch_size)
+            return self._retrieve(prefix_model, data, device, batch_size)
         predictions: list[Any] = []
         for indices in data.ranges(batch_size):
             batch = self.collate(data, list(indices)).to(device.device)
             image = batch.extra.get("image")
             with device.autocast():
                 if self.objective == "itm":
-                    chosen = model.match_logits(batch.input_ids, batch.attention_mask, image).argmax(-1).tolist()
+                    chosen = prefix_model.match_logits(batch.input_ids, batch.attention_mask, image).argmax(-1).tolist()
                     predictions.extend(MATCH if c == 1 else MISMATCH for c in chosen)
                 else:
-                    tokens = model.token_logits(batch.input_ids, batch.attention_mask, image).argmax(-1)
+                    tokens = prefix_model.token_logits(batch.input_ids, batch.attention_mask, image).argmax(-1)
                     for row, i in enumerate(indices):
                         predictions.append([str(int(tokens[row, p])) for p, _ in examples[i]["masked"]])
         return predictions
 
-    def _retrieve(self, model: torch.nn.Module, data: TokenizedData, device: DeviceInfo,
+    def _retrieve(self, model: VisualPrefixModel, data: TokenizedData, device: DeviceInfo,
                   batch_size: int) -> list[str]:
         """Caption -> image: the top-1 of the split's distinct images, as image ids."""
         rows = sorted(set(data.columns[IMAGE_ROW]))

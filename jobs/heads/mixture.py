@@ -22,7 +22,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -30,7 +30,7 @@ from xstilts.jobs.data import Batch, TokenizedData
 from xstilts.jobs.heads.base import Example, TaskHead
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from xstilts.jobs.device import DeviceInfo
     from xstilts.core.tasks import Task
@@ -40,17 +40,20 @@ class MultiTaskModel(torch.nn.Module):
     """One encoder shared by several stock transformers task models (see module doc)."""
 
     def __init__(self, models: dict[str, torch.nn.Module]) -> None:
+        """`models`: each member's stock transformers task model, as its head built it."""
         super().__init__()
-        first = next(iter(models.values()))
+        members = {name: cast("PreTrainedModel", model) for name, model in models.items()}
+        first = next(iter(members.values()))
         self.prefix = first.base_model_prefix
         self.config = first.config
         # Multiple-choice heads read the pooler, others build their encoder without one:
         # share an encoder that has it whenever some member needs it.
-        pooled = [m.base_model for m in models.values() if getattr(m.base_model, "pooler", None) is not None]
-        self.encoder = pooled[0] if pooled else first.base_model
+        pooled = [m.base_model for m in members.values() if getattr(m.base_model, "pooler", None) is not None]
+        # The base model of a stock task model is the bare transformers encoder.
+        self.encoder = cast("PreTrainedModel", pooled[0] if pooled else first.base_model)
         self.heads = torch.nn.ModuleDict()
         self._models: dict[str, torch.nn.Module] = {}
-        for name, model in models.items():
+        for name, model in members.items():
             setattr(model, self.prefix, self.encoder)
             self.heads[name] = torch.nn.ModuleDict(
                 {child: module for child, module in model.named_children() if child != self.prefix}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from xstilts.jobs.modeling import fresh_head_model
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
     from xstilts.jobs.device import DeviceInfo
 
@@ -103,7 +104,8 @@ class MultipleChoiceHead(TaskHead):
         mask = torch.zeros((len(indices), n_choices), dtype=torch.bool)
         rows: list[list[int]] = []
         for row, i in enumerate(indices):
-            choices = data.input_ids[i]
+            # A multiple-choice feature nests one token list per choice (see the module doc).
+            choices = cast("list[list[int]]", data.input_ids[i])
             mask[row, : len(choices)] = True
             rows.extend(list(choices) + [choices[0]] * (n_choices - len(choices)))
         ids, attention = data.pad(rows, width)
@@ -117,7 +119,7 @@ class MultipleChoiceHead(TaskHead):
     # ------------------------------------------------------------------ model
 
     @staticmethod
-    def _auto_class() -> Any:
+    def _auto_class() -> type[_BaseAutoModelClass]:
         from transformers import AutoModelForMultipleChoice
 
         return AutoModelForMultipleChoice

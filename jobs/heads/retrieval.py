@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from xstilts.jobs.data import TokenizedData
 from xstilts.jobs.heads.base import Example, SplitLoader, TaskHead
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from xstilts.jobs.data import Batch
     from xstilts.jobs.device import DeviceInfo
@@ -236,7 +236,7 @@ def _bare_encoder_kwargs() -> dict[str, Any]:
     return {"add_pooling_layer": False}
 
 
-def load_bare_encoder(model_dir: Path) -> torch.nn.Module:
+def load_bare_encoder(model_dir: Path) -> PreTrainedModel:
     """The encoder of the checkpoint in `model_dir` (bare, or under any task head).
 
     transformers strips the head model's prefix (`roberta.`) when a base model loads a
@@ -259,7 +259,7 @@ def load_bare_encoder(model_dir: Path) -> torch.nn.Module:
     return model
 
 
-def bare_encoder_from_config(config: PretrainedConfig) -> torch.nn.Module:
+def bare_encoder_from_config(config: PretrainedConfig) -> PreTrainedModel:
     """A randomly initialised bare encoder (`AutoModel`) of `config`, without pooler."""
     from transformers import AutoModel
 
@@ -315,7 +315,8 @@ class RetrievalHead(TaskHead):
         """Index into transformers' `hidden_states` of the layer this task embeds with:
         the task's `retrieval_layer_for(depth)` (0-based layer) + 1, the embedding output
         being index 0; tasks without a table use `DEFAULT_RETRIEVAL_LAYERS`."""
-        num_layers = int(model.config.num_hidden_layers)
+        config = cast("PretrainedConfig", model.config)  # the encoder is a transformers model
+        num_layers = int(config.num_hidden_layers)
         layer = None
         if hasattr(self.task, "retrieval_layer_for"):
             layer = self.task.retrieval_layer_for(num_layers)

@@ -23,6 +23,7 @@ from xstilts.jobs.modeling import fresh_head_model, task_config
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
     from xstilts.jobs.device import DeviceInfo
 
@@ -32,7 +33,7 @@ class LabelHead(TaskHead):
 
     auto_class_name: str
 
-    def _auto_class(self) -> Any:
+    def _auto_class(self) -> type[_BaseAutoModelClass]:
         import transformers
 
         return getattr(transformers, self.auto_class_name)
@@ -60,11 +61,13 @@ class LabelHead(TaskHead):
 
     def _argmax(
         self, model: torch.nn.Module, data: TokenizedData, device: DeviceInfo, batch_size: int
-    ) -> list[tuple[list[Any], list[Any]]]:
-        """(predicted ids, gold ids) rows, batch by batch, in stored order."""
+    ) -> list[tuple[Any, Any]]:
+        """(predicted ids, gold ids) rows, batch by batch, in stored order: an id each for a
+        classified sentence, a list of ids (one per position) each for a tagged one, as
+        `Tensor.tolist` gives them."""
         was_training = model.training
         model.eval()
-        rows: list[tuple[list[Any], list[Any]]] = []
+        rows: list[tuple[Any, Any]] = []
         for batch in data.sequential(batch_size):
             batch = batch.to(device.device)
             with device.autocast():

@@ -35,7 +35,9 @@ from xstilts.jobs.heads.base import Example, TaskHead
 from xstilts.jobs.modeling import fresh_head_model
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
     from xstilts.jobs.device import DeviceInfo
     from xstilts.core.tasks import Task
@@ -55,7 +57,7 @@ MASKED_LOGIT = -1e4
 padding a batch carries (the global batch width varies with its longest member)."""
 
 
-def pack_offsets(offsets: Sequence[Sequence[int]]) -> bytes:
+def pack_offsets(offsets: npt.ArrayLike) -> bytes:
     """[tokens, 2] character offsets as the bytes of a little-endian int32 array."""
     return np.asarray(offsets, dtype=OFFSET_DTYPE).reshape(-1, 2).tobytes()
 
@@ -169,7 +171,7 @@ class SpanQAHead(TaskHead):
     # ------------------------------------------------------------------ model
 
     @staticmethod
-    def _auto_class() -> Any:
+    def _auto_class() -> type[_BaseAutoModelClass]:
         from transformers import AutoModelForQuestionAnswering
 
         return AutoModelForQuestionAnswering

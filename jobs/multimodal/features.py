@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import zarr
@@ -32,6 +32,7 @@ from xstilts.jobs.multimodal.vision import canonical_spec
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+    from zarr.abc.store import Store
 
 log = logging.getLogger("xstilts.features")
 
@@ -54,7 +55,7 @@ class FeatureStoreMismatch(ValueError):
 
 
 # -- opening -------------------------------------------------------------------------------
-def open_zarr_store(url: str, read_only: bool) -> zarr.abc.store.Store:
+def open_zarr_store(url: str, read_only: bool) -> Store:
     """A zarr store for a plain path, a file:// URL or any fsspec URL (s3://, gs://).
 
     Local paths use zarr's LocalStore (atomic writes by rename); everything else goes
@@ -67,6 +68,21 @@ def open_zarr_store(url: str, read_only: bool) -> zarr.abc.store.Store:
     if url.startswith("file://"):
         return LocalStore(url[len("file://"):], read_only=read_only)
     return FsspecStore.from_url(url, storage_options={}, read_only=read_only)
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """One of the store's arrays (the layout above has no subgroups)."""
+    return cast(zarr.Array, group[name])
+
+
+def _values(group: zarr.Group, name: str) -> np.ndarray:
+    """All values of one of the store's arrays."""
+    return np.asarray(_array(group, name)[:])
+
+
+def _attrs(group: zarr.Group) -> dict[str, Any]:
+    """The store's attributes, as JSON values (see the layout above)."""
+    return dict(group.attrs)
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -88,8 +104,8 @@ def write_features(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     group = _open_layout(url, ids, encoder, chunk_size)
-    chunk = int(group.attrs["chunk"])
-    done = np.asarray(group["done"][:], dtype=bool)
+    chunk = int(_attrs(group)["chunk"])
+    done = np.asarray(_values(group, "done"), dtype=bool)
     todo = [k for k in range(len(done)) if not done[k]]
     remaining = sum(len(_chunk_ids(ids, k, chunk)) for k in todo)
     with tqdm(total=len(ids), initial=len(ids) - remaining, unit="img", desc="image features",
@@ -126,9 +142,9 @@ def _write_chunk(
         raise ValueError(f"encoder returned pooled {pooled.shape} and patches {patches.shape}, "
                          f"expected {expected[::2]} and {expected}")
     start = k * chunk
-    group["pooled"][start:start + len(chunk_ids)] = pooled.astype(np.float16)
-    group["patches"][start:start + len(chunk_ids)] = patches.astype(np.float16)
-    group["done"][k] = True
+    _array(group, "pooled")[start:start + len(chunk_ids)] = pooled.astype(np.float16)
+    _array(group, "patches")[start:start + len(chunk_ids)] = patches.astype(np.float16)
+    _array(group, "done")[k] = True
     return len(chunk_ids)
 
 
@@ -152,11 +168,11 @@ def _open_layout(url: str, ids: list[str], encoder: ImageEncoder, chunk_size: in
     if "count" not in group.attrs:  # new, or interrupted while being laid out
         _lay_out(group, ids, {**layout, "chunk": chunk_size})
         return group
-    stored = dict(group.attrs)
+    stored = _attrs(group)
     differ = [f"{key}: stored {stored.get(key)!r}, now {value!r}" for key, value in layout.items()
               if stored.get(key) != value]
     if not differ:
-        stored_ids = [str(i) for i in group["image_ids"][:]]
+        stored_ids = [str(i) for i in _values(group, "image_ids")]
         if stored_ids != ids:
             first = next((i for i, (a, b) in enumerate(zip(stored_ids, ids)) if a != b), None)
             differ.append(f"image_ids differ (first difference at row {first})")
@@ -189,17 +205,17 @@ class ImageFeatures:
     (they are P times larger and a batch needs only its own rows)."""
 
     def __init__(self, group: zarr.Group, url: str) -> None:
-        attrs = dict(group.attrs)
+        attrs = _attrs(group)
         self.url = url
         self.count: int = int(attrs["count"])
         self.dim: int = int(attrs["dim"])
         self.num_patches: int = int(attrs["patches"])
         self.chunk: int = int(attrs["chunk"])
         self.encoder: dict[str, Any] = attrs["encoder"]
-        self.ids: list[str] = [str(i) for i in group["image_ids"][:]]
+        self.ids: list[str] = [str(i) for i in _values(group, "image_ids")]
         self.index: dict[str, int] = {image_id: row for row, image_id in enumerate(self.ids)}
-        self.pooled: np.ndarray = np.asarray(group["pooled"][:], dtype=np.float32)
-        self._patches = group["patches"]
+        self.pooled: np.ndarray = np.asarray(_values(group, "pooled"), dtype=np.float32)
+        self._patches = _array(group, "patches")
 
     def __len__(self) -> int:
         return self.count
@@ -225,7 +241,7 @@ def read_features(url: str) -> ImageFeatures:
         raise FileNotFoundError(f"no features store at {url}") from exc
     if "count" not in group.attrs:
         raise ValueError(f"features store {url} was never laid out (interrupted before its first chunk)")
-    done = np.asarray(group["done"][:], dtype=bool)
+    done = np.asarray(_values(group, "done"), dtype=bool)
     if not done.all():
         raise ValueError(f"features store {url} is incomplete: {int(done.sum())} of {done.size} chunks done; "
                          "run its prepare/images node again to finish it")

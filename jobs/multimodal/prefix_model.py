@@ -24,10 +24,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+    from transformers.models.xlm_roberta.configuration_xlm_roberta import XLMRobertaConfig
+    from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLMHead, XLMRobertaModel
 
 CONTRASTIVE_DIM = 256
 """Width of the shared caption/image space of the contrastive objective."""
@@ -37,8 +42,8 @@ MAX_LOGIT_SCALE = 100.0
 class VisualPrefixModel(nn.Module):
     """XLM-R (bare encoder) + image prefix projection + one objective head."""
 
-    def __init__(self, encoder: Any, image_dim: int, prefix_length: int, objective: str,
-                 lm_head: nn.Module | None = None) -> None:
+    def __init__(self, encoder: XLMRobertaModel, image_dim: int, prefix_length: int, objective: str,
+                 lm_head: XLMRobertaLMHead | None = None) -> None:
         super().__init__()
         if objective not in ("itm", "contrastive", "mcm"):
             raise ValueError(f"unknown objective '{objective}'; valid: itm, contrastive, mcm")
@@ -64,11 +69,11 @@ class VisualPrefixModel(nn.Module):
 
     # -- what the trainer and FSDP expect of a model --------------------------------------
     @property
-    def config(self) -> Any:
+    def config(self) -> XLMRobertaConfig:
         return self.roberta.config
 
     @property
-    def base_model(self) -> Any:
+    def base_model(self) -> XLMRobertaModel:
         """The encoder: `xstilts.jobs.distributed.shard_model` shards its layers."""
         return self.roberta
 
@@ -88,7 +93,7 @@ class VisualPrefixModel(nn.Module):
         if k + input_ids.shape[1] > limit:
             raise ValueError(f"{k} image prefix embeddings + {input_ids.shape[1]} caption tokens exceed the "
                              f"{limit} positions the encoder can embed; lower the image tasks' max_seq_length")
-        if k:
+        if image is not None and k:
             batch, hidden = input_ids.shape[0], embeddings.shape[-1]
             prefix = self.image_norm(self.image_projection(image.to(embeddings.dtype)).view(batch, k, hidden))
             embeddings = torch.cat([prefix, embeddings], dim=1)
@@ -120,7 +125,7 @@ class VisualPrefixModel(nn.Module):
         return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
 
-def load_lm_head(config: Any, encoder_dir: Path, seed: int) -> nn.Module:
+def load_lm_head(config: PretrainedConfig, encoder_dir: Path, seed: int) -> XLMRobertaLMHead:
     """XLM-R's masked-LM head, with the checkpoint's weights when it has them (the
     pretrained model does; an intermediate encoder export does not: then seeded fresh)."""
     from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLMHead

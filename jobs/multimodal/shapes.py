@@ -181,7 +181,7 @@ def scene(image_id: str) -> Scene:
     background = rng.randint(*BACKGROUND_RANGE)
     position = rng.choice(tuple(POSITIONS))
     main = _object(rng, position, rng.choice(tuple(SIZES)), rng.choice(tuple(COLOURS)))
-    objects = (main,)
+    objects: tuple[Obj, ...] = (main,)
     if position in _OPPOSITE and rng.random() < _SECOND_OBJECT_RATE:
         colour = rng.choice(tuple(c for c in COLOURS if c != main.colour))
         objects += (_object(rng, _OPPOSITE[position], "small", colour),)

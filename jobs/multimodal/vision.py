@@ -27,6 +27,8 @@ from xstilts.jobs.device import DeviceInfo, select_device
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+    from transformers import PretrainedConfig, PreTrainedModel
+    from transformers.image_processing_utils import BaseImageProcessor
 
 DEFAULT_BATCH_SIZE = 64
 """Images per forward pass inside `encode`: callers hand over whole store chunks, which
@@ -67,11 +69,14 @@ class VisionEncoder:
     """A frozen vision tower in eval mode: `encode(images) -> (pooled, patches)`."""
 
     def __init__(
-        self, spec: dict[str, Any], model: torch.nn.Module, processor: Any, family: _Family, patches: int,
-        device: DeviceInfo, batch_size: int = DEFAULT_BATCH_SIZE,
+        self, spec: dict[str, Any], model: PreTrainedModel, processor: BaseImageProcessor, family: _Family,
+        patches: int, device: DeviceInfo, batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self.spec = canonical_spec(spec)
-        self.model = model.to(device.device).eval()
+        # As a torch module: transformers' `functools.wraps`-decorated `to` on
+        # PreTrainedModel hides the signature of `Module.to` from the type checker.
+        tower: torch.nn.Module = model
+        self.model = tower.to(device.device).eval()
         self.processor = processor
         self.family = family
         self.device = device
@@ -128,11 +133,11 @@ def _half(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().cpu().numpy().astype(np.float16)
 
 
-def _patch_count(config: Any) -> int:
+def _patch_count(config: PretrainedConfig) -> int:
     return (int(config.image_size) // int(config.patch_size)) ** 2
 
 
-def _tiny(kwargs: dict[str, Any], seed: int) -> tuple[torch.nn.Module, Any, _Family, int]:
+def _tiny(kwargs: dict[str, Any], seed: int) -> tuple[PreTrainedModel, BaseImageProcessor, _Family, int]:
     """A random CLIP vision tower with a locally built processor: no hub, deterministic
     for a seed, and without touching the caller's global RNG state."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -141,12 +146,14 @@ def _tiny(kwargs: dict[str, Any], seed: int) -> tuple[torch.nn.Module, Any, _Fam
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIPVisionModel(config)
-    size = int(config.image_size)
+    size = config.image_size
+    if not isinstance(size, int):
+        raise ValueError(f"a tiny vision encoder has square images: image_size must be one integer, got {size!r}")
     processor = _clip_processor_class()(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     return model, processor, _FAMILIES["clip_vision_model"], _patch_count(config)
 
 
-def _clip_processor_class() -> type:
+def _clip_processor_class() -> type[BaseImageProcessor]:
     """The PIL CLIP processor where transformers has one (v5 otherwise wants torchvision
     and warns on every construction), else the classic class."""
     import transformers
@@ -154,7 +161,7 @@ def _clip_processor_class() -> type:
     return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
 
 
-def _pretrained(name: str) -> tuple[torch.nn.Module, Any, _Family, int]:
+def _pretrained(name: str) -> tuple[PreTrainedModel, BaseImageProcessor, _Family, int]:
     """A vision tower and its processor from the hub, the cache or a local directory."""
     import transformers
     from transformers import AutoConfig, AutoImageProcessor

@@ -682,7 +682,7 @@ def _official_files(task: Task, split: str, lang: str) -> list[Paths]:
 
 def _generic_files(task: Task, split: str, lang: str) -> list[Paths]:
     stem = f"{task.name}/{split}-{lang}"
-    files = [(f"{stem}.jsonl",), (f"{stem}.tsv",)]
+    files: list[Paths] = [(f"{stem}.jsonl",), (f"{stem}.tsv",)]
     if task.kind == "span_qa":
         files.append((f"{stem}.json",))
     return files
@@ -754,7 +754,9 @@ def _jsonl(path: Path) -> list[Row]:
 
 def _conll(path: Path) -> list[Row]:
     """Sentences of a token<TAB>tag file (tags absent in unlabelled test files)."""
-    rows, tokens, tags = [], [], []
+    rows: list[Row] = []
+    tokens: list[str] = []
+    tags: list[str] = []
     with path.open(encoding="utf-8") as handle:
         for line in list(handle) + [""]:
             line = line.rstrip("\n")
@@ -804,7 +806,12 @@ def _bucc_files(lang: str, files: list[Path]) -> list[Example]:
     """BUCC 2018: `<id><TAB><sentence>` per line, gold `<lang id><TAB><en id>` (the
     official script deletes the test gold; then the queries' gold is None)."""
     def sentences(path: Path) -> list[tuple[str, str]]:
-        return [tuple(line.split("\t", 1)) for line in _lines(path) if line.strip()]  # type: ignore[misc]
+        rows: list[tuple[str, str]] = []
+        for line in _lines(path):
+            if line.strip():
+                id_, text = line.split("\t", 1)
+                rows.append((id_, text))
+        return rows
 
     gold_file = files[0].with_suffix(".gold")
     gold: dict[str, list[str]] | None = None
