@@ -55,6 +55,20 @@ class NodeConfig(BaseModel):
 # ------------------------------------------------------------------------- sections
 
 
+@dataclass(frozen=True)
+class TinyModel:
+    """A tiny XLM-R built from scratch: its config, tokenizer and masked-LM pretraining."""
+
+    config: dict[str, int]
+    """XLMRobertaConfig arguments (vocab_size is replaced by the trained tokenizer's)."""
+    tokenizer_vocab_size: int
+    corpus_languages: tuple[str, ...]
+    corpus_sentences_per_language: int
+    pretrain_steps: int
+    pretrain_lr: float
+    pretrain_batch_size: int
+
+
 class ModelSection(NodeConfig):
     """The pretrained encoder of a prepare-model node: a hub name or local directory, or
     a tiny config with its tokenizer and pretraining settings.
@@ -90,6 +104,20 @@ class ModelSection(NodeConfig):
         if self.tiny is None and given:
             raise ValueError(f"{', '.join(given)} only apply to tiny models")
         return self
+
+    def tiny_model(self) -> TinyModel | None:
+        """The tiny model's settings, all present (validated); None for a real model."""
+        if self.tiny is None:
+            return None
+        assert self.tokenizer_vocab_size is not None and self.corpus_languages is not None  # validated
+        assert self.corpus_sentences_per_language is not None and self.pretrain_steps is not None
+        assert self.pretrain_lr is not None and self.pretrain_batch_size is not None
+        return TinyModel(
+            config=dict(self.tiny), tokenizer_vocab_size=self.tokenizer_vocab_size,
+            corpus_languages=tuple(self.corpus_languages),
+            corpus_sentences_per_language=self.corpus_sentences_per_language, pretrain_steps=self.pretrain_steps,
+            pretrain_lr=self.pretrain_lr, pretrain_batch_size=self.pretrain_batch_size,
+        )
 
     @classmethod
     def from_spec(cls, model: ModelSpec, default_languages: list[str]) -> ModelSection:

@@ -50,9 +50,14 @@ from xstilts.jobs.stages.base import Preempted
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+    from xstilts.core.spec import Hyperparameters
+
     from xstilts.jobs.heads.base import TaskHead
 
     from xstilts.core.tasks import Task
+
+
+MIN_EVAL_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -69,29 +74,33 @@ class TrainConfig:
     weight_decay: float
     max_grad_norm: float
     seed: int
-    log_interval: int
-    eval_batch_size: int
+
+    @property
+    def log_interval(self) -> int:
+        """Steps between train-loss lines of metrics.jsonl: one per dev evaluation."""
+        return self.eval_interval
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Dev examples per forward pass: twice the training batch (no gradients to
+        keep), at least `MIN_EVAL_BATCH_SIZE`. Speed only, never scores: not in the spec."""
+        return max(MIN_EVAL_BATCH_SIZE, 2 * self.batch_size)
 
     @classmethod
-    def from_hparams(cls, hparams: dict[str, Any], n_train: int, seed: int) -> TrainConfig:
+    def from_hparams(cls, hparams: Hyperparameters, n_train: int, seed: int) -> TrainConfig:
         """Resolve the spec's hyperparameters against the size of the training set."""
-        steps = total_steps(
-            n_train, hparams["batch_size"], hparams["grad_accum_steps"], hparams["epochs"], hparams.get("max_steps")
-        )
-        eval_interval = int(hparams["eval_interval"])
+        steps = total_steps(n_train, hparams.batch_size, hparams.grad_accum_steps, hparams.epochs, hparams.max_steps)
         return cls(
-            learning_rate=float(hparams["learning_rate"]),
-            batch_size=int(hparams["batch_size"]),
-            grad_accum_steps=int(hparams["grad_accum_steps"]),
+            learning_rate=hparams.learning_rate,
+            batch_size=hparams.batch_size,
+            grad_accum_steps=hparams.grad_accum_steps,
             total_steps=steps,
-            warmup_steps=int(float(hparams["warmup_ratio"]) * steps),
-            eval_interval=eval_interval,
-            patience=hparams.get("patience"),
-            weight_decay=float(hparams["weight_decay"]),
-            max_grad_norm=float(hparams["max_grad_norm"]),
+            warmup_steps=int(hparams.warmup_ratio * steps),
+            eval_interval=hparams.eval_interval,
+            patience=hparams.patience,
+            weight_decay=hparams.weight_decay,
+            max_grad_norm=hparams.max_grad_norm,
             seed=int(seed),
-            log_interval=int(hparams.get("log_interval") or eval_interval),
-            eval_batch_size=int(hparams.get("eval_batch_size") or max(64, 2 * int(hparams["batch_size"]))),
         )
 
 

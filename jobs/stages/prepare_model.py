@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from xstilts.core.nodes import PrepareModelConfig, TinyModel
 from xstilts.jobs.data import IGNORE_INDEX, ShuffledBatches, TokenizedData
 from xstilts.jobs.device import DeviceInfo, select_device
 from xstilts.jobs.modeling import MODEL_SUBDIR, count_parameters, quiet_progress_bars
@@ -30,24 +31,22 @@ from xstilts.jobs.trainer import adamw, linear_schedule
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 """XLM-R's special tokens; the first four get XLM-R's ids 0-3."""
 
-DEFAULT_SENTENCES_PER_LANGUAGE = 4000
 MLM_PROBABILITY = 0.15
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext[PrepareModelConfig]) -> dict[str, Any]:
     quiet_progress_bars()
-    cfg = ctx.config["model"]
-    seed = int(ctx.config.get("seed", 0))
+    model = ctx.config.model
     out = ctx.out_dir / MODEL_SUBDIR
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.get("name"):
-        return _copy_pretrained(cfg["name"], out, ctx)
-    if cfg.get("tiny"):
-        return _build_tiny(cfg, seed, out, ctx)
-    raise ValueError("model config needs 'name' or 'tiny'")
+    tiny = model.tiny_model()
+    if tiny is not None:
+        return _build_tiny(tiny, ctx.config.seed, out, ctx)
+    assert model.name is not None  # validated: exactly one of name and tiny
+    return _copy_pretrained(model.name, out, ctx)
 
 
-def _copy_pretrained(name: str, out: Path, ctx: StageContext) -> dict[str, Any]:
+def _copy_pretrained(name: str, out: Path, ctx: StageContext[PrepareModelConfig]) -> dict[str, Any]:
     """Fetch (or read a local copy of) a pretrained encoder and re-save it in safetensors."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -59,20 +58,18 @@ def _copy_pretrained(name: str, out: Path, ctx: StageContext) -> dict[str, Any]:
     return {"source": name, "parameters": count_parameters(model), "vocab_size": len(tokenizer)}
 
 
-def _build_tiny(cfg: dict[str, Any], seed: int, out: Path, ctx: StageContext) -> dict[str, Any]:
+def _build_tiny(tiny: TinyModel, seed: int, out: Path, ctx: StageContext[PrepareModelConfig]) -> dict[str, Any]:
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel
 
     from xstilts.jobs import synthetic
 
     device = select_device()
-    languages = list(cfg["corpus_languages"])
-    per_language = int(cfg.get("corpus_sentences_per_language") or DEFAULT_SENTENCES_PER_LANGUAGE)
     started = time.perf_counter()
-    sentences = synthetic.corpus(languages, per_language, seed=seed)
-    tokenizer = train_tokenizer(sentences, int(cfg["tokenizer_vocab_size"]))
+    sentences = synthetic.corpus(list(tiny.corpus_languages), tiny.corpus_sentences_per_language, seed=seed)
+    tokenizer = train_tokenizer(sentences, tiny.tokenizer_vocab_size)
     tokenizer_seconds = time.perf_counter() - started
 
-    kwargs = dict(cfg["tiny"])
+    kwargs: dict[str, Any] = dict(tiny.config)
     # The trained tokenizer decides the vocabulary (Unigram may stop short of the target
     # size on a small corpus); the embedding matrix must match it exactly.
     kwargs["vocab_size"] = len(tokenizer)
@@ -89,7 +86,7 @@ def _build_tiny(cfg: dict[str, Any], seed: int, out: Path, ctx: StageContext) ->
         "corpus_sentences": len(sentences),
         "tokenizer_seconds": round(tokenizer_seconds, 3),
     }
-    steps = int(cfg.get("pretrain_steps") or 0)
+    steps = tiny.pretrain_steps
     if steps > 0:
         max_length = config.max_position_embeddings - config.pad_token_id - 1
         encoded = tokenizer(sentences, truncation=True, max_length=max_length)["input_ids"]
@@ -102,8 +99,8 @@ def _build_tiny(cfg: dict[str, Any], seed: int, out: Path, ctx: StageContext) ->
                 data,
                 tokenizer,
                 steps=steps,
-                learning_rate=float(cfg["pretrain_lr"]),
-                batch_size=int(cfg["pretrain_batch_size"]),
+                learning_rate=tiny.pretrain_lr,
+                batch_size=tiny.pretrain_batch_size,
                 seed=seed,
                 device=device,
                 log=ctx.log,
