@@ -311,7 +311,7 @@ def _dependency_order(nodes: list[Node]) -> list[Node]:
     dependency order (so plans without per_cell keep their order), and otherwise lets a
     node wait only for what it depends on.
     """
-    stage_rank = {stage: i for i, stage in enumerate(STAGES)}
+    stage_rank: dict[str, int] = {stage: i for i, stage in enumerate(STAGES)}
     rank = {node.key: (stage_rank[node.stage], index) for index, node in enumerate(nodes)}
     waiting_on = {node.key: {dep.key for dep in node.inputs.values() if dep.key in rank} for node in nodes}
     users: dict[str, list[Node]] = {node.key: [] for node in nodes}

@@ -24,8 +24,10 @@ from xstilts.core.captions import CAPTION_DATASETS
 from xstilts.core.languages import XTREME_GROUPS, XTREME_LANGUAGES, XTREME_R_GROUPS, XTREME_R_LANGUAGES
 
 TaskKind = Literal[
-    "classification", "tagging", "multiple_choice", "span_qa", "retrieval", "dual_encoder", "image_text",
+    "classification", "tagging", "multiple_choice", "span_qa", "retrieval", "dual_encoder", "image_text", "mixture",
 ]
+"""What a task asks of its head. `mixture` is never registered: the training stage makes
+it for an intermediate mixture of member tasks (`xstilts.jobs.heads.mixture`)."""
 Modality = Literal["text", "multimodal"]
 Role = Literal["intermediate", "target"]
 SourceKind = Literal["synthetic", "hf", "local", "captions"]

@@ -15,6 +15,7 @@ cannot async-save on CPU and segfaults gathering a full CPU state dict (FACTS.md
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -157,7 +158,8 @@ def shard_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 
     device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
     mesh = init_device_mesh(device_type, (info.world_size,))
-    for layer in model.base_model.encoder.layer:
+    encoder: Any = model.base_model  # an HF model (every head builds one): its encoder's layer list
+    for layer in encoder.encoder.layer:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
@@ -90,7 +90,7 @@ def load_encoder_weights(model: PreTrainedModel, model_dir: Path) -> list[str]:
     return unused
 
 
-def fresh_head_model(auto_class: type, config: PretrainedConfig, encoder_dir: Path, seed: int) -> PreTrainedModel:
+def fresh_head_model(auto_class: Any, config: PretrainedConfig, encoder_dir: Path, seed: int) -> PreTrainedModel:
     """`auto_class`'s model from `config` with a head seeded by `seed` and the encoder
     weights of the checkpoint in `encoder_dir` (every head kind starts this way)."""
     torch.manual_seed(seed)

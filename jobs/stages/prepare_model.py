@@ -86,9 +86,10 @@ def _build_tiny(tiny: TinyModel, seed: int, out: Path, ctx: StageContext[Prepare
         "corpus_sentences": len(sentences),
         "tokenizer_seconds": round(tokenizer_seconds, 3),
     }
+    # XLM-R numbers positions from pad_token_id + 1: the longest input the encoder embeds
+    max_length = config.max_position_embeddings - int(tokenizer.pad_token_id) - 1
     steps = tiny.pretrain_steps
     if steps > 0:
-        max_length = config.max_position_embeddings - config.pad_token_id - 1
         encoded = tokenizer(sentences, truncation=True, max_length=max_length)["input_ids"]
         # Token-level placeholder labels only reuse TokenizedData's padding; the MLM
         # labels are drawn per batch by mask_tokens.
@@ -112,7 +113,7 @@ def _build_tiny(tiny: TinyModel, seed: int, out: Path, ctx: StageContext[Prepare
     if unexpected or any(not k.startswith("pooler.") for k in missing):
         raise RuntimeError(f"encoder/MLM weight names differ: missing {missing}, unexpected {unexpected}")
     encoder.save_pretrained(out)
-    tokenizer.model_max_length = config.max_position_embeddings - config.pad_token_id - 1
+    tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(out)
     result["parameters"] = count_parameters(encoder)
     ctx.log.info("tiny encoder: %s", result)
@@ -126,7 +127,7 @@ def train_tokenizer(sentences: list[str], vocab_size: int) -> Any:
     Unigram model from `tokenizer.json`; it is also what XLM-R itself uses.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import XLMRobertaTokenizerFast
+    from transformers.models.xlm_roberta import XLMRobertaTokenizer  # the tokenizers-backed (fast) one
 
     backend = Tokenizer(models.Unigram())
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
@@ -141,7 +142,7 @@ def train_tokenizer(sentences: list[str], vocab_size: int) -> Any:
         pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", bos), ("</s>", eos)],
     )
-    return XLMRobertaTokenizerFast(tokenizer_object=backend)
+    return XLMRobertaTokenizer(tokenizer_object=backend)
 
 
 def mask_tokens(

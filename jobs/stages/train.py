@@ -176,9 +176,10 @@ def _export(trainer: Trainer, weights: dict[str, Any], head: TaskHead, out: Path
     An FSDP2 model's class is a generated subclass holding DTensors; the export goes
     through a plain model of the task's head class so the files load anywhere.
     """
+    model: Any = trainer.model  # an HF model (every head builds one), maybe sharded
     if not trainer.dist.is_distributed:
-        trainer.model.to("cpu").save_pretrained(out)
+        model.to("cpu").save_pretrained(out)
         return
-    plain = head.plain_model(trainer.model.config)
+    plain: Any = head.plain_model(model.config)
     plain.load_state_dict(weights)
     plain.save_pretrained(out)

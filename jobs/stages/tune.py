@@ -204,7 +204,7 @@ def _search(ctx: StageContext[TuneConfig]) -> dict[str, Any]:
         grid = tuner.fit()
     if ctx.stop.is_set():
         raise Preempted(f"search stopped; Ray's state is saved in {experiment} and resumes on the next run")
-    trials = [_trial_row(result, list(search.space), evaluations) for result in grid]
+    trials = [_trial_row(grid[index], list(search.space), evaluations) for index in range(len(grid))]
     progress.write_final(trials)
     finished = [t for t in trials if t["best_dev"] is not None]
     if not finished:
