@@ -1,10 +1,11 @@
 """What every stage function receives, and the contract between the launcher and jobs.
 
-A stage function has the signature ``run(ctx: StageContext) -> dict``. It reads its
-inputs from local directories, writes everything it produces into ``ctx.out_dir`` and
-returns the metrics that become the node's ``result.json``. It never touches the store:
-``xstilts.jobs.entry`` downloads the inputs, uploads ``out_dir`` to the node folder, writes
-``result.json`` and finally the ``DONE`` marker, so a stage cannot half-commit a node.
+A stage function has the signature ``run(ctx: StageContext[ItsConfig]) -> dict``. It
+reads its inputs from local directories, writes everything it produces into
+``ctx.out_dir`` and returns the metrics that become the node's ``result.json``. It
+commits nothing itself: ``xstilts.jobs.entry`` downloads the inputs, uploads ``out_dir``
+to the node folder, writes ``result.json`` and finally the ``DONE`` marker, so a stage
+cannot half-commit a node.
 
 State that must outlive the process (checkpoints, a search's state, features encoded
 chunk by chunk) is the exception: a stage writes it under `ctx.node_url(...)`, inside the
