@@ -29,8 +29,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from xstilts.analysis.frame import cell_scores, deltas
-
-BASELINE = "none"
+from xstilts.core.tasks import BASELINE
 MULTIMODAL = "multimodal"
 TEXT = "text"
 LEVEL = 0.95

@@ -70,6 +70,8 @@ import yaml  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from xstilts.core.nodes import ModelSection, NodeRecord, PrepareDataConfig, PrepareModelConfig  # noqa: E402
+from xstilts.core.spec import Hyperparameters, ModelSpec  # noqa: E402
 from xstilts.jobs import data as jdata  # noqa: E402
 from xstilts.jobs.device import select_device  # noqa: E402
 from xstilts.jobs.modeling import MODEL_SUBDIR, build_task_model, quiet_progress_bars  # noqa: E402
@@ -110,22 +112,20 @@ class Run:
 def prepare(workdir: Path, max_seq_length: int) -> tuple[Path, Path]:
     """The demo's tiny encoder (no MLM pretraining: throughput does not depend on the
     weights) and `syn-rate` tokenized by the prepare-data stage. Returns (model dir, data dir)."""
-    model_cfg = dict(yaml.safe_load((REPO / "experiments" / "demo.yaml").read_text())["model"])
-    model_cfg["pretrain_steps"] = 0
+    demo_model = dict(yaml.safe_load((REPO / "experiments" / "demo.yaml").read_text())["model"])
+    demo_model["pretrain_steps"] = 0
     # what the launcher's spec defaults and plan fill in for the demo
-    model_cfg.setdefault("corpus_languages", ["en", "qaa", "qab", "qac"])
-    model_cfg.setdefault("corpus_sentences_per_language", 4000)
-    model_cfg.setdefault("tokenizer_vocab_size", 1000)
+    model = ModelSection.from_spec(ModelSpec.model_validate(demo_model), ["en", "qaa", "qab", "qac"])
     model_out, data_out = workdir / "model-node", workdir / "data-node"
     for out in (model_out, data_out):
         out.mkdir(parents=True)
     prepare_model.run(StageContext(
-        node={"stage": "prepare", "kind": "model", "config": {"model": model_cfg, "seed": 0}},
+        node=NodeRecord("prepare", "model", None, None, None, "model", PrepareModelConfig(model=model, seed=0), {}),
         out_dir=model_out, inputs={}, log=LOG,
     ))
     prepare_data.run(StageContext(
-        node={"stage": "prepare", "kind": "data", "task": TASK,
-              "config": {"task": TASK, "max_seq_length": max_seq_length}},
+        node=NodeRecord("prepare", "data", TASK, None, None, "data",
+                        PrepareDataConfig(task=TASK, max_seq_length=max_seq_length), {}),
         out_dir=data_out, inputs={"model": model_out}, log=LOG,
     ))
     return model_out / MODEL_SUBDIR, data_out / jdata.DATA_SUBDIR
@@ -136,7 +136,7 @@ def hparams(args: argparse.Namespace) -> dict[str, Any]:
         "learning_rate": 2e-3, "batch_size": args.batch_size, "grad_accum_steps": 1, "epochs": 1.0,
         "max_steps": args.steps, "warmup_ratio": 0.1, "max_seq_length": args.max_seq_length,
         "eval_interval": args.steps + 1,  # evaluate only at the end (fit() always does)
-        "log_interval": 50, "patience": None, "weight_decay": 0.01, "max_grad_norm": 1.0,
+        "patience": None, "weight_decay": 0.01, "max_grad_norm": 1.0,
     }
 
 
@@ -160,7 +160,7 @@ def run_ours(encoder_dir: Path, data_dir: Path, hp: dict[str, Any], workdir: Pat
     dev_data = jdata.TokenizedData(dev_full.input_ids[: hp["batch_size"]], dev_full.labels[: hp["batch_size"]],
                                    tokenizer.pad_token_id)
     model = build_task_model(encoder_dir, task, SEED)
-    config = TrainConfig.from_hparams(hp, len(train_data), SEED)
+    config = TrainConfig.from_hparams(Hyperparameters.model_validate(hp), len(train_data), SEED)
     metrics = workdir / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
     dev_examples = jdata.load_split_examples(data_dir, "dev", "en")[: hp["batch_size"]]
@@ -196,7 +196,7 @@ def run_hf(encoder_dir: Path, data_dir: Path, hp: dict[str, Any], workdir: Path,
     tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
     train_set = jdata.load_split(data_dir, "train", "en").select_columns(["input_ids", "labels"])
     model = build_task_model(encoder_dir, task, SEED)
-    warmup = TrainConfig.from_hparams(hp, len(train_set), SEED).warmup_steps
+    warmup = TrainConfig.from_hparams(Hyperparameters.model_validate(hp), len(train_set), SEED).warmup_steps
     extra = {"optim": optim} if optim else {}
     args = TrainingArguments(
         output_dir=str(workdir / "hf"),
@@ -211,7 +211,7 @@ def run_hf(encoder_dir: Path, data_dir: Path, hp: dict[str, Any], workdir: Path,
         train_sampling_strategy=sampling,
         eval_strategy="no",
         save_strategy="no",
-        logging_steps=hp["log_interval"],
+        logging_steps=hp["eval_interval"],  # ours writes a train line at every evaluation
         report_to="none",
         disable_tqdm=True,
         use_cpu=True,

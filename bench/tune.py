@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xstilts.core.nodes import parse_node_record  # noqa: E402
 from xstilts.jobs.stages import prepare_data, prepare_model, tune  # noqa: E402
 from xstilts.jobs.stages.base import StageContext  # noqa: E402
 
@@ -49,10 +50,11 @@ def ctx(store: Path, stage: str, key: str, config: dict[str, Any], inputs: dict[
     tune trials fetch their inputs from the store by reference, as on a cluster."""
     out = store / "nodes" / stage / key
     out.mkdir(parents=True, exist_ok=True)
-    record = {"stage": stage, "key": key, "config": config, "inputs": inputs, **node}
+    record = {"stage": stage, "kind": None, "task": None, "intermediate": None, "seed": None, "key": key,
+              "config": config, "inputs": inputs, **node}
     local = {name: store / "nodes" / ref for name, ref in inputs.items()}
-    return StageContext(node=record, out_dir=out, inputs=local, log=logging.getLogger("bench"),
-                        store_url=f"file://{store}", job_id=f"bench-{key}")
+    return StageContext(node=parse_node_record(record), out_dir=out, inputs=local, log=logging.getLogger("bench"),
+                        node_folder_url=f"file://{out}", store_url=f"file://{store}", job_id=f"bench-{key}")
 
 
 def done(context: StageContext) -> None:

@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from xstilts.core.captions import is_generated
+from xstilts.core.nodes import (
+    AnyNodeConfig, EvaluateConfig, ModelSection, PrepareDataConfig, PrepareImagesConfig, PrepareModelConfig, Role,
+    TrainIntermediateConfig, TrainTargetConfig, TuneConfig, VisionEncoderConfig,
+)
 from xstilts.core.tasks import BASELINE, TASKS
 from xstilts.core.spec import Search, Spec
 from xstilts.core.stages import STAGES
@@ -27,16 +32,13 @@ KEY_VERSION = 2
 
 KEY_LENGTH = 16
 
-GENERATED_CAPTIONS = frozenset({"syn-shapes"})
-"""Caption datasets made by the project (never read from `data_dir`)."""
-
 
 @dataclass(frozen=True)
 class Node:
     """One unit of work in the grid."""
 
     stage: str
-    config: dict[str, Any]
+    config: AnyNodeConfig
     inputs: dict[str, Node] = field(default_factory=dict)
     kind: str | None = None  # prepare: "model" or "data"
     task: str | None = None
@@ -73,7 +75,7 @@ class Node:
             "intermediate": self.intermediate,
             "seed": self.seed,
             "key": self.key,
-            "config": self.config,
+            "config": self.config.as_json(),
             "inputs": {name: node.ref for name, node in self.inputs.items()},
         }
 
@@ -93,7 +95,7 @@ def _key_of(node: Node) -> str:
         "v": KEY_VERSION,
         "stage": node.stage,
         "kind": node.kind,
-        "config": node.config,
+        "config": node.config.as_json(),
         "inputs": {name: dep.key for name, dep in sorted(node.inputs.items())},
     }
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:KEY_LENGTH]
@@ -173,56 +175,46 @@ def _model_languages(spec: Spec) -> list[str]:
 def build_plan(spec: Spec) -> Plan:
     """Expand intermediate x target x seed into prepare/train/evaluate nodes."""
     builder = _Builder()
-    model_config = spec.model.model_dump(mode="json")
-    if spec.model.tiny is not None and not model_config["corpus_languages"]:
-        model_config["corpus_languages"] = _model_languages(spec)
-    if spec.model.tiny is None:
-        # Settings that only shape tiny models would change keys of real models for nothing.
-        for unused in ("tokenizer_vocab_size", "corpus_languages", "corpus_sentences_per_language", "pretrain_steps", "pretrain_lr", "pretrain_batch_size"):
-            model_config.pop(unused)
-    model = builder.add(Node(stage="prepare", kind="model", config={"model": model_config, "seed": 0}))
+    model = builder.add(Node(stage="prepare", kind="model", config=PrepareModelConfig(
+        model=ModelSection.from_spec(spec.model, _model_languages(spec)), seed=0)))
 
-    def reads_data_dir(source_kind: str, name: str) -> bool:
-        return spec.data_dir is not None and source_kind != "synthetic" and name not in GENERATED_CAPTIONS
+    def local_data_dir(source_kind: str, name: str) -> str | None:
+        """The spec's data_dir for data read from it (never generated data); None keeps
+        the keys of hub-data specs as they were."""
+        if spec.data_dir is None or source_kind == "synthetic" or is_generated(name):
+            return None
+        return spec.data_dir
 
     def images_node(dataset: str) -> Node:
         """One prepare-images node per caption dataset and vision encoder: its features
         serve every image-caption task of the dataset (and every seed)."""
         assert spec.vision is not None  # validated: image tasks need a vision section
-        config: dict[str, Any] = {"dataset": dataset, "vision": spec.vision.encoder(),
-                                  "chunk_size": spec.vision.chunk_size}
-        if reads_data_dir("captions", dataset):
-            config["data_dir"] = spec.data_dir
+        config = PrepareImagesConfig(dataset=dataset, vision=VisionEncoderConfig.from_spec(spec.vision),
+                                     chunk_size=spec.vision.chunk_size, data_dir=local_data_dir("captions", dataset))
         return builder.add(Node(stage="prepare", kind="images", task=dataset, config=config))
 
-    def data_node(task: str, role: str, hparams_of: str | None = None) -> Node:
+    def data_node(task: str, role: Role, hparams_of: str | None = None) -> Node:
         hp = spec.hparams_for(role, hparams_of or task)
-        config: dict[str, Any] = {"task": task, "max_seq_length": hp.max_seq_length}
         source = TASKS[task].source
-        if reads_data_dir(source.kind, source.name):
-            config["data_dir"] = spec.data_dir  # only when set: keys of hub-data specs stay as they were
         inputs: dict[str, Node] = {"model": model}
         if TASKS[task].kind == "image_text":
             inputs["images"] = images_node(source.name)
-            config.update(image_settings(task))  # captions leave room for the image prefix
+        config = PrepareDataConfig(task=task, max_seq_length=hp.max_seq_length,
+                                   data_dir=local_data_dir(source.kind, source.name),
+                                   prefix_length=prefix_length(task))  # captions leave room for the image prefix
         return builder.add(Node(stage="prepare", kind="data", task=task, inputs=inputs, config=config))
 
-    def train_config(task: str, role: str, seed: int, hparams_of: str | None = None, **extra: Any) -> dict[str, Any]:
-        hparams = spec.hparams_for(role, hparams_of or task).model_dump(mode="json")
-        return {"task": task, "seed": seed, "hparams": hparams, **extra}
-
-    def image_settings(task: str) -> dict[str, Any]:
-        """Image-caption tasks that read images: the prefix length (training and tune nodes)."""
+    def prefix_length(task: str) -> int | None:
+        """Image-caption tasks that read images: the prefix length (data, training and tune nodes)."""
         if task in TASKS and TASKS[task].kind == "image_text" and TASKS[task].images != "none" and spec.vision:
-            return {"prefix_length": spec.vision.prefix_length}
-        return {}
+            return spec.vision.prefix_length
+        return None
 
-    def tune_config(task: str, role: str, search: Search) -> dict[str, Any]:
-        hparams = spec.hparams_for(role, task).model_dump(mode="json")
-        return {"task": task, "role": role, "seed": 0, "hparams": hparams, "search": search.model_dump(mode="json"),
-                **image_settings(task)}
+    def tune_config(task: str, role: Role, search: Search, **extra: Any) -> TuneConfig:
+        return TuneConfig(task=task, role=role, seed=0, hparams=spec.hparams_for(role, task), search=search,
+                          prefix_length=prefix_length(task), **extra)
 
-    def tune_input(task: str, role: str, data: Node) -> dict[str, Node]:
+    def tune_input(task: str, role: Role, data: Node) -> dict[str, Node]:
         """`{"tune": node}` when the stage searches hyperparameters: one tune node per task
         (scope per_task) on the pretrained encoder, whose choice every training node of
         the task uses; its key is part of theirs."""
@@ -233,20 +225,22 @@ def build_plan(spec: Spec) -> Plan:
             stage="tune", task=task, inputs={"model": model, "data": data}, config=tune_config(task, role, search),
         ))}
 
-    def target_upstream(target: str, intermediate: str, seed: int) -> tuple[Node, dict[str, Any]]:
+    def target_upstream(target: str, intermediate: str, seed: int) -> tuple[Node, bool]:
         """The encoder a target training of cell (intermediate, target, seed) starts from,
-        and the config that goes with it. For a target with a first fine-tuning (XCOPA:
-        SIQA, the official recipe) that is its own node, continued with the same head."""
+        and whether it continues that encoder's head. For a target with a first
+        fine-tuning (XCOPA: SIQA, the official recipe) that is its own node, continued
+        with the same head."""
         upstream = model if intermediate == BASELINE else intermediate_nodes[(intermediate, seed)]
         first = TASKS[target].train_first
         if not first:
-            return upstream, {}
+            return upstream, False
         first_node = builder.add(Node(
             stage="train-target", task=first, seed=seed, intermediate=intermediate,
             inputs={"init": upstream, "data": data_node(first, "target", hparams_of=target)},
-            config=train_config(first, "target", seed, hparams_of=target, intermediate=intermediate, first_of=target),
+            config=TrainTargetConfig(task=first, seed=seed, hparams=spec.hparams_for("target", target),
+                                     intermediate=intermediate, first_of=target),
         ))
-        return first_node, {"continue_head": True}
+        return first_node, True
 
     def target_tune_input(target: str, intermediate: str, data: Node) -> dict[str, Node]:
         """`{"tune": node}` for the target trainings of one cell. Scope per_cell searches on
@@ -255,11 +249,11 @@ def build_plan(spec: Spec) -> Plan:
         search = spec.target.search
         if search is None or search.scope != "per_cell":
             return tune_input(target, "target", data)
-        init, extra = target_upstream(target, intermediate, spec.seeds[0])
+        init, continue_head = target_upstream(target, intermediate, spec.seeds[0])
         return {"tune": builder.add(Node(
             stage="tune", task=target, intermediate=intermediate,
             inputs={"model": model, "data": data, "init": init},
-            config={**tune_config(target, "target", search), "intermediate": intermediate, **extra},
+            config=tune_config(target, "target", search, intermediate=intermediate, continue_head=continue_head),
         ))}
 
     intermediate_nodes: dict[tuple[str, int], Node] = {}
@@ -267,17 +261,19 @@ def build_plan(spec: Spec) -> Plan:
         if task == BASELINE:
             continue
         members = spec.intermediate.mixtures.get(task)
-        extra: dict[str, Any]
         if members:  # one data node per member, prepared with the mixture's sequence length
             inputs = {f"data.{m}": data_node(m, "intermediate", hparams_of=task) for m in members}
-            extra = {"mixture": list(members)}
         else:
             data = data_node(task, "intermediate")
-            inputs, extra = {"data": data, **tune_input(task, "intermediate", data)}, image_settings(task)
+            inputs = {"data": data, **tune_input(task, "intermediate", data)}
         for seed in spec.seeds:
             intermediate_nodes[(task, seed)] = builder.add(Node(
                 stage="train-intermediate", task=task, seed=seed, intermediate=task,
-                inputs={"model": model, **inputs}, config=train_config(task, "intermediate", seed, **extra),
+                inputs={"model": model, **inputs},
+                config=TrainIntermediateConfig(
+                    task=task, seed=seed, hparams=spec.hparams_for("intermediate", task),
+                    mixture=list(members) if members else None, prefix_length=None if members else prefix_length(task),
+                ),
             ))
 
     for target in spec.target.tasks:
@@ -290,16 +286,17 @@ def build_plan(spec: Spec) -> Plan:
                 if retrieval:
                     evaluated = model if intermediate == BASELINE else intermediate_nodes[(intermediate, seed)]
                 else:
-                    init, extra = target_upstream(target, intermediate, seed)
+                    init, continue_head = target_upstream(target, intermediate, seed)
                     evaluated = builder.add(Node(
                         stage="train-target", task=target, seed=seed, intermediate=intermediate,
                         inputs={"init": init, "data": data, **tune},
-                        config=train_config(target, "target", seed, intermediate=intermediate, **extra),
+                        config=TrainTargetConfig(task=target, seed=seed, hparams=spec.hparams_for("target", target),
+                                                 intermediate=intermediate, continue_head=continue_head),
                     ))
                 builder.add(Node(
                     stage="evaluate", task=target, seed=seed, intermediate=intermediate,
                     inputs={"model": evaluated, "data": data},
-                    config={"task": target, "seed": seed, "intermediate": intermediate},
+                    config=EvaluateConfig(task=target, seed=seed, intermediate=intermediate),
                 ))
 
     return Plan(experiment=spec.name, nodes=_dependency_order(list(builder.nodes.values())))
@@ -314,7 +311,7 @@ def _dependency_order(nodes: list[Node]) -> list[Node]:
     dependency order (so plans without per_cell keep their order), and otherwise lets a
     node wait only for what it depends on.
     """
-    stage_rank = {stage: i for i, stage in enumerate(STAGES)}
+    stage_rank: dict[str, int] = {stage: i for i, stage in enumerate(STAGES)}
     rank = {node.key: (stage_rank[node.stage], index) for index, node in enumerate(nodes)}
     waiting_on = {node.key: {dep.key for dep in node.inputs.values() if dep.key in rank} for node in nodes}
     users: dict[str, list[Node]] = {node.key: [] for node in nodes}

@@ -20,11 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from xstilts.core.captions import CAPTION_DATASETS
 from xstilts.core.languages import XTREME_GROUPS, XTREME_LANGUAGES, XTREME_R_GROUPS, XTREME_R_LANGUAGES
 
 TaskKind = Literal[
-    "classification", "tagging", "multiple_choice", "span_qa", "retrieval", "dual_encoder", "image_text",
+    "classification", "tagging", "multiple_choice", "span_qa", "retrieval", "dual_encoder", "image_text", "mixture",
 ]
+"""What a task asks of its head. `mixture` is never registered: the training stage makes
+it for an intermediate mixture of member tasks (`xstilts.jobs.heads.mixture`)."""
 Modality = Literal["text", "multimodal"]
 Role = Literal["intermediate", "target"]
 SourceKind = Literal["synthetic", "hf", "local", "captions"]
@@ -661,15 +664,6 @@ _INTERMEDIATES: tuple[Task, ...] = (
     ),
 )
 
-CAPTION_DATASETS: dict[str, str] = {
-    "coco": "COCO Captions, Karpathy splits (113k train images, 5 captions each)",
-    "flickr30k": "Flickr30k, Karpathy splits (29k train images, 5 captions each)",
-    "cc3m": "Conceptual Captions 3M (one web alt-text caption per image)",
-    "multi30k": "Multi30K, English side (Flickr30k images, one caption each)",
-    "syn-shapes": "generated shapes and colours, captions in the demo's synthetic English",
-}
-"""Image-caption datasets (`xstilts.jobs.multimodal.captions` loads them); torch-free names here."""
-
 CAPTION_OBJECTIVES: tuple[tuple[str, Objective, ImageUse, str], ...] = (
     ("itm", "itm", "paired", "image-text matching: does the caption describe the image "
                              "(negatives: random and the most similar other image)"),
@@ -690,7 +684,8 @@ masked tokens."""
 
 def _caption_tasks() -> tuple[Task, ...]:
     tasks = []
-    for dataset, about in CAPTION_DATASETS.items():
+    for dataset, known in CAPTION_DATASETS.items():
+        about = known.description
         for suffix, objective, images, description in CAPTION_OBJECTIVES:
             control = images != "paired"
             tasks.append(Task(

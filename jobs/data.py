@@ -134,10 +134,6 @@ def english_train_size(data_dir: Path) -> int:
     return len(load_split(data_dir, "train", "en"))
 
 
-def has_split(data_dir: Path, split: str, lang: str) -> bool:
-    return (data_dir / split / lang / "features").is_dir()
-
-
 def write_meta(data_dir: Path, meta: dict[str, Any]) -> None:
     (data_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 

@@ -16,6 +16,8 @@ from typing import ContextManager
 
 import torch
 
+from xstilts.core.allocation import allocation_cpus, env_int, local_world_size
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
@@ -38,28 +40,6 @@ class DeviceInfo:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (respects affinity masks set by SLURM/cgroups)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def local_world_size() -> int:
-    """Processes of this job on this machine, from the launcher's environment.
-
-    torchrun sets LOCAL_WORLD_SIZE; under SLURM, SLURM_NTASKS_PER_NODE (or, for a
-    single-node allocation, SLURM_NTASKS). A plain process is alone: 1.
-    """
-    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE", "SLURM_NTASKS"):
-        value = os.environ.get(name, "")
-        head = value.split("(")[0].split(",")[0]  # SLURM may write "2(x3)"
-        if head.isdigit() and int(head) > 0:
-            return int(head)
-    return 1
-
-
 def cpu_threads(world_size_on_node: int | None = None) -> int:
     """Threads for one process.
 
@@ -74,17 +54,13 @@ def cpu_threads(world_size_on_node: int | None = None) -> int:
     if explicit.isdigit() and int(explicit) > 0:
         return int(explicit)
     per_node = max(1, world_size_on_node if world_size_on_node is not None else local_world_size())
-    cores = available_cores()
-    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm_cpus.isdigit() and int(slurm_cpus) > 0:
-        cores = min(cores, int(slurm_cpus) * per_node)
-    return max(1, cores // per_node)
+    return max(1, allocation_cpus(per_node) // per_node)
 
 
 def select_device(world_size_on_node: int | None = None) -> DeviceInfo:
     """Choose the device for this process and configure torch's threading for it."""
     if torch.cuda.is_available():
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_rank = env_int("LOCAL_RANK", 0)
         index = local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None

@@ -14,12 +14,13 @@ cannot async-save on CPU and segfaults gathering a full CPU state dict (FACTS.md
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from xstilts.core.allocation import env_int, process_place
 from xstilts.jobs.device import cpu_threads
 
 
@@ -46,11 +47,6 @@ class DistInfo:
 SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, backend=None)
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip().isdigit() else default
-
-
 def _export_slurm_env() -> None:
     """Turn a multi-task SLURM step into torchrun-style variables (submitit's helper
     knows the host list and picks a job-stable master port)."""
@@ -62,12 +58,10 @@ def _export_slurm_env() -> None:
 
 def _wants_group() -> bool:
     """Whether this process is one of several (exporting SLURM's variables if needed)."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return _env_int("WORLD_SIZE", 1) > 1
-    if os.environ.get("SLURM_JOB_ID") and _env_int("SLURM_NTASKS", 1) > 1:
+    place = process_place()
+    if place.source == "slurm":
         _export_slurm_env()
-        return True
-    return False
+    return place.world_size > 1
 
 
 def current() -> DistInfo:
@@ -78,8 +72,8 @@ def current() -> DistInfo:
     return DistInfo(
         rank=dist.get_rank(),
         world_size=world,
-        local_rank=_env_int("LOCAL_RANK", dist.get_rank()),
-        local_world_size=_env_int("LOCAL_WORLD_SIZE", world),
+        local_rank=env_int("LOCAL_RANK", dist.get_rank()),
+        local_world_size=env_int("LOCAL_WORLD_SIZE", world),
         backend=str(dist.get_backend()),
     )
 
@@ -96,9 +90,9 @@ def init_distributed() -> DistInfo:
         return current()
     if not _wants_group():
         return SINGLE
-    local_world = _env_int("LOCAL_WORLD_SIZE", 1)
+    local_world = env_int("LOCAL_WORLD_SIZE", 1)
     if torch.cuda.is_available():
-        torch.cuda.set_device(_env_int("LOCAL_RANK", 0) % torch.cuda.device_count())
+        torch.cuda.set_device(env_int("LOCAL_RANK", 0) % torch.cuda.device_count())
         # gloo beside NCCL: checkpoint coordination and async saves run on CPU tensors.
         backend = "cpu:gloo,cuda:nccl"
     else:
@@ -164,7 +158,8 @@ def shard_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 
     device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
     mesh = init_device_mesh(device_type, (info.world_size,))
-    for layer in model.base_model.encoder.layer:
+    encoder: Any = model.base_model  # an HF model (every head builds one): its encoder's layer list
+    for layer in encoder.encoder.layer:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -27,11 +28,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from xstilts.core.stages import is_checkpointable, stage_module
-from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
+from xstilts.core.allocation import process_rank
 from xstilts.core.lease import Lease
+from xstilts.core.nodes import AnyNodeConfig, NodeRecord, NodeRecordError, parse_node_record
+from xstilts.core.stages import is_checkpointable, stage_module
 from xstilts.core.state import update_state
 from xstilts.core.store import DONE, Store
+from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -121,16 +124,6 @@ def _tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def _world() -> tuple[int, int]:
-    """(rank, world size) of this process: torchrun's variables, else the SLURM step's
-    (read before any process group exists, so that only rank 0 takes the lease)."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if int(os.environ.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in os.environ:
-        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
-    return 0, 1
-
-
 def _agree(decision: str, world_size: int) -> str:
     """Rank 0's decision (run / done / busy), shared with every rank."""
     if world_size == 1:
@@ -154,7 +147,8 @@ def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
     store = Store(store_url)
     stage, key = ref.split("/")
     node_dir = store.node_path(stage, key)
-    rank, world_size = _world()
+    # read before any process group exists, so that only rank 0 takes the lease
+    rank, world_size = process_rank()
     job_id = job_id or os.environ.get("SLURM_JOB_ID") or f"pid-{os.getpid()}"
     # Own the stop signals from the first moment: a preemption signal that arrives while
     # the lease is being taken must still become a clean stop, never a half-recorded run.
@@ -162,11 +156,11 @@ def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
     handler.install()
     try:
         lease = Lease(store, node_dir, {"job_id": job_id})
-        node = store.read_json(f"{node_dir}/node.json")
+        node, problem = read_node(store, node_dir)
         decision = "run"
         if rank == 0:
             if node is None:
-                log.error("no node.json at %s: was the experiment launched?", node_dir)
+                log.error("%s", problem)
                 decision = "failed"
             elif store.exists(f"{node_dir}/{DONE}"):
                 log.info("%s is already done; nothing to do", ref)
@@ -188,12 +182,28 @@ def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
         handler.restore()
 
 
+def read_node(store: Store, node_dir: str) -> tuple[NodeRecord[AnyNodeConfig] | None, str]:
+    """The typed node.json of `node_dir`, or None and why not (absent, torn or foreign):
+    a node that cannot be read is not run."""
+    path = f"{node_dir}/node.json"
+    try:
+        data = store.read_json(path)
+    except json.JSONDecodeError as exc:
+        return None, f"{path} is torn (not valid JSON: {exc}); `xstilts launch` writes it again"
+    if data is None:
+        return None, f"no node.json at {node_dir}: was the experiment launched?"
+    try:
+        return parse_node_record(data, where=path), ""
+    except NodeRecordError as exc:
+        return None, f"{exc}\n(written by another version of xstilts? `xstilts launch` writes it again)"
+
+
 def _run_leased(
-    store: Store, node: dict[str, Any], node_dir: str, lease: Lease, job_id: str, rank: int, world_size: int,
-    handler: StopHandler,
+    store: Store, node: NodeRecord[AnyNodeConfig], node_dir: str, lease: Lease, job_id: str, rank: int,
+    world_size: int, handler: StopHandler,
 ) -> int:
-    stage, key = node["stage"], node["key"]
-    ref = f"{stage}/{key}"
+    stage, key = node.stage, node.key
+    ref = node.ref
     attempt: dict[str, Any] = {"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
 
     def start(state: dict[str, Any]) -> None:
@@ -218,16 +228,16 @@ def _run_leased(
         update_state(store, node_dir, start)
     scratch = Path(tempfile.mkdtemp(prefix=f"xstilts-{key}-r{rank}-", dir=os.environ.get("XSTILTS_SCRATCH")))
     try:
-        inputs = {name: fetch_input(store, input_ref) for name, input_ref in node["inputs"].items()}
+        inputs = {name: fetch_input(store, input_ref) for name, input_ref in node.inputs.items()}
         ctx = StageContext(
             node=node, out_dir=scratch, inputs=inputs, log=logging.getLogger(f"xstilts.{stage}"),
-            checkpoint_url=store.url_of(f"{node_dir}/checkpoints"), stop=handler.stop,
+            node_folder_url=store.url_of(node_dir), stop=handler.stop,
             checkpoint=CheckpointPolicy.from_env(dict(os.environ)), rank=rank, world_size=world_size,
             store_url=store.url, job_id=job_id,
         )
         log.info("running %s (%s) attempt %s", ref, stage, attempt.get("attempt", "-"))
         started = time.time()
-        result = importlib.import_module(stage_module(node["stage"], node.get("kind"))).run(ctx)
+        result = importlib.import_module(stage_module(node.stage, node.kind)).run(ctx)
         if rank == 0:
             result = {**(result or {}), "node": {"key": key, "stage": stage, "seconds": round(time.time() - started, 3)}}
             store.upload_dir(scratch, node_dir)

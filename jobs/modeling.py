@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
@@ -106,13 +106,6 @@ def build_task_model(model_dir: Path, task: Task, seed: int) -> torch.nn.Module:
     from xstilts.jobs.heads import head_for
 
     return head_for(task).build_model(model_dir, seed)
-
-
-def load_trained_model(model_dir: Path, task: Task) -> torch.nn.Module:
-    """A model saved by a training stage of `task` (encoder and head), checked against it."""
-    from xstilts.jobs.heads import head_for
-
-    return head_for(task).load_model(model_dir)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

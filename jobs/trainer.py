@@ -25,7 +25,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,11 +48,13 @@ from xstilts.jobs.heads import head_for
 from xstilts.jobs.stages.base import Preempted
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
-
+    from xstilts.core.spec import Hyperparameters
     from xstilts.jobs.heads.base import TaskHead
 
     from xstilts.core.tasks import Task
+
+
+MIN_EVAL_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -69,29 +71,33 @@ class TrainConfig:
     weight_decay: float
     max_grad_norm: float
     seed: int
-    log_interval: int
-    eval_batch_size: int
+
+    @property
+    def log_interval(self) -> int:
+        """Steps between train-loss lines of metrics.jsonl: one per dev evaluation."""
+        return self.eval_interval
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Dev examples per forward pass: twice the training batch (no gradients to
+        keep), at least `MIN_EVAL_BATCH_SIZE`. Speed only, never scores: not in the spec."""
+        return max(MIN_EVAL_BATCH_SIZE, 2 * self.batch_size)
 
     @classmethod
-    def from_hparams(cls, hparams: dict[str, Any], n_train: int, seed: int) -> TrainConfig:
+    def from_hparams(cls, hparams: Hyperparameters, n_train: int, seed: int) -> TrainConfig:
         """Resolve the spec's hyperparameters against the size of the training set."""
-        steps = total_steps(
-            n_train, hparams["batch_size"], hparams["grad_accum_steps"], hparams["epochs"], hparams.get("max_steps")
-        )
-        eval_interval = int(hparams["eval_interval"])
+        steps = total_steps(n_train, hparams.batch_size, hparams.grad_accum_steps, hparams.epochs, hparams.max_steps)
         return cls(
-            learning_rate=float(hparams["learning_rate"]),
-            batch_size=int(hparams["batch_size"]),
-            grad_accum_steps=int(hparams["grad_accum_steps"]),
+            learning_rate=hparams.learning_rate,
+            batch_size=hparams.batch_size,
+            grad_accum_steps=hparams.grad_accum_steps,
             total_steps=steps,
-            warmup_steps=int(float(hparams["warmup_ratio"]) * steps),
-            eval_interval=eval_interval,
-            patience=hparams.get("patience"),
-            weight_decay=float(hparams["weight_decay"]),
-            max_grad_norm=float(hparams["max_grad_norm"]),
+            warmup_steps=int(hparams.warmup_ratio * steps),
+            eval_interval=hparams.eval_interval,
+            patience=hparams.patience,
+            weight_decay=hparams.weight_decay,
+            max_grad_norm=hparams.max_grad_norm,
             seed=int(seed),
-            log_interval=int(hparams.get("log_interval") or eval_interval),
-            eval_batch_size=int(hparams.get("eval_batch_size") or max(64, 2 * int(hparams["batch_size"]))),
         )
 
 
@@ -128,6 +134,17 @@ def adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> 
     return torch.optim.AdamW(groups, lr=learning_rate)
 
 
+def _tensors(state: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    """A model state dict as what it is, name -> tensor (DCP's helpers type its values
+    as anything a state dict may hold)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"model state {name} is a {type(value).__name__}, not a tensor")
+        tensors[name] = value
+    return tensors
+
+
 RNG_SEED_STRIDE = 7919
 """Rank r seeds its torch RNG with `seed + r * RNG_SEED_STRIDE` (rank 0: the seed
 itself), so ranks draw different dropout masks for their different examples."""
@@ -138,7 +155,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: torch.nn.Module,
         task: Task,
         train_data: TokenizedData,
         dev_data: TokenizedData,
@@ -288,7 +305,7 @@ class Trainer:
             return None
         keys = self.checkpoints.saved_keys(step)
         model_state, optim_state = get_state_dict(self.model, self.optimizer)
-        best = {name: tensor.detach().clone() for name, tensor in model_state.items()}
+        best = {name: tensor.detach().clone() for name, tensor in _tensors(model_state).items()}
         state: dict[str, Any] = {"model": model_state, "optim": optim_state, "best": best, "progress": ""}
         own = f"rank{self.dist.rank}"
         rng = {name: placeholder for name, placeholder in self._rng_state().items() if f"rng.{own}.{name}" in keys}
@@ -406,9 +423,8 @@ class Trainer:
         Every rank scores the whole dev set (FSDP needs every rank in every forward), so
         all ranks see the same result and take the same decisions.
         """
-        result = self.head.evaluate(
-            self.model, self.dev_data, self.dev_examples, self.device, self.config.eval_batch_size
-        )
+        examples: Any = self.dev_examples  # a mixture's head takes {member: examples}
+        result = self.head.evaluate(self.model, self.dev_data, examples, self.device, self.config.eval_batch_size)
         value = self.head.primary(result)
         improved = self.state.best_metric is None or value > self.state.best_metric
         if improved:
@@ -427,14 +443,15 @@ class Trainer:
 
     def _copy_weights(self) -> dict[str, torch.Tensor]:
         """A copy of the (local shards of the) weights; on one process, in CPU memory."""
-        weights = get_model_state_dict(self.model)
+        weights = _tensors(get_model_state_dict(self.model))
         if self.dist.is_distributed:
             return {name: tensor.detach().clone() for name, tensor in weights.items()}
         return {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights.items()}
 
     def restore_best(self) -> None:
         if self._best_weights is not None:
-            set_model_state_dict(self.model, self._best_weights)
+            weights: dict[str, Any] = dict(self._best_weights)
+            set_model_state_dict(self.model, weights)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole model's weights in CPU memory on rank 0 (empty on other ranks).
@@ -444,7 +461,7 @@ class Trainer:
         if not self.dist.is_distributed:
             return {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()}
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return get_model_state_dict(self.model, options=options)
+        return _tensors(get_model_state_dict(self.model, options=options))
 
     # ---------------------------------------------------------------- logging
 

@@ -26,9 +26,8 @@ log = logging.getLogger("xstilts.tune")
 class SearchProgress(Callback):
     """Keeps `progress.json` current while Ray Tune runs the trials."""
 
-    def __init__(self, store: Store, path: str, planned: int, evaluations: int) -> None:
-        self.store_url = store.url  # the URL, not the Store: Ray pickles callbacks with the experiment
-        self.path = path
+    def __init__(self, node_url: str, planned: int, evaluations: int) -> None:
+        self.node_url = node_url  # the URL, not a Store: Ray pickles callbacks with the experiment
         self.planned = planned
         self.evaluations = evaluations
         self.last_write = 0.0
@@ -49,7 +48,7 @@ class SearchProgress(Callback):
         """The last word, from the finished search's trial table."""
         finished = [r for r in rows if r["best_dev"] is not None]
         best = max(finished, key=lambda r: r["best_dev"]) if finished else None
-        Store(self.store_url).write_json(self.path, {
+        self._store_write({
             "planned": self.planned, "pending": 0, "running": 0,
             "finished": sum(r["state"] == "TERMINATED" for r in rows),
             "stopped_early": sum(bool(r["stopped_early"]) for r in rows),
@@ -60,13 +59,18 @@ class SearchProgress(Callback):
             "updated": time.time(), "complete": True,
         })
 
+    def _store_write(self, progress: dict[str, Any]) -> None:
+        """Replace `progress.json` in the node's folder (atomically, through the store)."""
+        folder = Store(self.node_url)
+        folder.write_json(folder.path(PROGRESS_FILE), progress)
+
     def _write(self, trials: list[Any], force: bool) -> None:
         now = time.time()
         if not force and now - self.last_write < PROGRESS_EVERY_S:
             return
         self.last_write = now
         try:
-            Store(self.store_url).write_json(self.path, progress_summary(trials, self.planned, self.evaluations))
+            self._store_write(progress_summary(trials, self.planned, self.evaluations))
         except Exception as exc:  # progress is for people; it must never stop a search
             log.warning("could not write search progress: %s", exc)
 

@@ -21,9 +21,10 @@ from xstilts.jobs.checkpoint import CheckpointError, CheckpointManager
 from xstilts.jobs.stages import train
 from xstilts.jobs.stages.base import Preempted
 from xstilts.jobs.trainer import Trainer
-from tests.test_resume import assert_same_run, events, nodes, stage_ctx, step_then_stop_at, straight
+from tests.test_resume import (assert_same_run, events, nodes, per_step_train_logs, stage_ctx, step_then_stop_at,
+                               straight)
 
-__all__ = ["nodes", "straight"]  # module-scoped fixtures shared with test_resume
+__all__ = ["nodes", "per_step_train_logs", "straight"]  # module-scoped fixtures shared with test_resume
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 

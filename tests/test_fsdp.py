@@ -28,9 +28,11 @@ import torch
 from xstilts.jobs.modeling import read_checkpoint
 from xstilts.jobs.stages import prepare_data, train
 from tests.test_jobs_stages import make_ctx
-from tests.test_resume import HPARAMS, assert_same_run, comparable, events, nodes, run_to_end, runner_spec, stage_ctx
+from xstilts.jobs.stages.base import CHECKPOINTS_DIR
+from tests.test_resume import (HPARAMS, assert_same_run, comparable, events, nodes, per_step_train_logs, run_to_end,
+                               runner_spec, stage_ctx)
 
-__all__ = ["nodes"]  # the module-scoped fixture, shared with test_resume
+__all__ = ["nodes", "per_step_train_logs"]  # fixtures shared with test_resume
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
@@ -54,7 +56,7 @@ def first_torchrun(nodes: dict[str, Path], tagging_nodes: dict[str, Path],
     outcomes = run_to_end(root, [
         runner_spec(nodes, root / "straight", None),
         runner_spec(tagging_nodes, root / "tagging", None, task="syn-pos"),
-        runner_spec(nodes, root / "preempted", str(root / "ckpt"), every=3, async_save=True, stop_at=6,
+        runner_spec(nodes, root / "preempted", str(root / "ckpt" / CHECKPOINTS_DIR), every=3, async_save=True, stop_at=6,
                     stop_ranks=[1]),
     ], nproc=2)
     assert "result" in outcomes[0]
@@ -64,7 +66,7 @@ def first_torchrun(nodes: dict[str, Path], tagging_nodes: dict[str, Path],
 
 def test_two_processes_checkpoint_and_resume_on_one_or_two(nodes: dict[str, Path], first_torchrun: Path,
                                                            tmp_path: Path) -> None:
-    straight, preempted, ckpt = first_torchrun / "straight", first_torchrun / "preempted", first_torchrun / "ckpt"
+    straight, preempted, ckpt = first_torchrun / "straight", first_torchrun / "preempted", first_torchrun / "ckpt" / CHECKPOINTS_DIR
     assert sorted(p.name for p in ckpt.iterdir()) == ["step-3", "step-6"]
     # both ranks wrote shards; rank 0 alone wrote metrics.jsonl and the export
     assert sorted(p.name for p in (ckpt / "step-6").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
@@ -72,7 +74,7 @@ def test_two_processes_checkpoint_and_resume_on_one_or_two(nodes: dict[str, Path
     reference = straight / "rank0"
     assert [e["step"] for e in events(preempted / "rank0") if e["event"] == "train"] == list(range(1, 7))
 
-    two, one, grow = tmp_path / "ckpt-two", tmp_path / "ckpt-one", tmp_path / "ckpt-grow"
+    two, one, grow = (tmp_path / name / CHECKPOINTS_DIR for name in ("ckpt-two", "ckpt-one", "ckpt-grow"))
     shutil.copytree(ckpt, two)
     shutil.copytree(ckpt, one)
     for out in (tmp_path / "two" / "rank0", tmp_path / "one", tmp_path / "grow" / "rank0"):

@@ -33,6 +33,7 @@ from xstilts.jobs.heads.multiple_choice import MultipleChoiceHead
 from xstilts.jobs.heads.span_qa import SpanQAHead, unpack_offsets
 from xstilts.jobs.stages import evaluate, prepare_data, prepare_model, train
 from xstilts.core import tasks as registry
+from xstilts.core.spec import Hyperparameters
 from xstilts.jobs.trainer import Trainer, TrainConfig
 from tests.test_jobs_stages import TINY_MODEL, make_ctx
 
@@ -217,7 +218,7 @@ def _trainer(head_task: registry.Task, encoder: Path, tokenizer: Any, train_rows
     hparams = {"learning_rate": 3e-3, "batch_size": 16, "grad_accum_steps": 1, "epochs": 1.0, "max_steps": 50,
                "warmup_ratio": 0.0, "eval_interval": 1000, "patience": None, "weight_decay": 0.0,
                "max_grad_norm": 1.0}
-    config = TrainConfig.from_hparams(hparams, len(train_data), seed=0)
+    config = TrainConfig.from_hparams(Hyperparameters.model_validate(hparams), len(train_data), seed=0)
     model = head.build_model(encoder / "model", seed=0)
     return Trainer(model, head_task, train_data, dev_data, config, select_device(),
                    workdir / f"{head_task.name}-metrics.jsonl", logging.getLogger("test"), dev_examples=dev_rows)
@@ -398,7 +399,8 @@ def test_stages_end_to_end(name: str, workdir: Path, encoder: Path, stage_tasks:
     assert result["steps"] == 6 and task.metric in result["dev"]
 
     out = workdir / f"eval-{name}"
-    scores = evaluate.run(make_ctx(out, "evaluate", {"task": name}, {"model": trained, "data": data_node},
+    scores = evaluate.run(make_ctx(out, "evaluate", {"task": name, "seed": 0, "intermediate": "none"},
+                                   {"model": trained, "data": data_node},
                                    task=name, seed=0))
     assert list(scores["languages"]) == ["en", "qaa"]
     for lang in ("en", "qaa"):

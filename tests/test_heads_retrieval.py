@@ -43,6 +43,7 @@ from xstilts.jobs.heads.retrieval import (
 )
 from xstilts.jobs.stages import prepare_model
 from xstilts.core import tasks as registry
+from xstilts.core.spec import Hyperparameters
 from xstilts.jobs.trainer import Trainer, TrainConfig
 from tests.test_jobs_stages import TINY_MODEL, make_ctx
 
@@ -349,7 +350,7 @@ def test_dual_encoder_training_lowers_the_loss(model_dir: Path, tokenizer: Any, 
     hparams = {"learning_rate": 2e-3, "batch_size": 8, "grad_accum_steps": 1, "epochs": 1.0, "max_steps": 16,
                "warmup_ratio": 0.0, "eval_interval": 1000, "patience": None, "weight_decay": 0.0,
                "max_grad_norm": 1.0}
-    trainer = Trainer(model, dual_task(), train_data, dev_data, TrainConfig.from_hparams(hparams, 48, seed=0),
+    trainer = Trainer(model, dual_task(), train_data, dev_data, TrainConfig.from_hparams(Hyperparameters.model_validate(hparams), 48, seed=0),
                       device, tmp_path / "metrics.jsonl", logging.getLogger("test"), dev_examples=dev_rows)
     losses = [trainer.step() for _ in range(16)]
     assert all(torch.isfinite(torch.tensor(losses)))

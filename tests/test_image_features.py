@@ -194,16 +194,18 @@ def test_spec_needs_a_name_or_a_tiny_config() -> None:
 
 def test_prepare_images_stage_writes_into_the_node_folder_and_resumes(tmp_path: Path) -> None:
     pytest.importorskip("xstilts.jobs.multimodal.captions")
+    from xstilts.core.nodes import parse_node_record
     from xstilts.jobs.stages.base import StageContext
     from xstilts.jobs.stages.prepare_images import FEATURES_STORE, dataset_image_ids, run
     from xstilts.core.store import Store
 
     store = Store(str(tmp_path / "store"))
-    node: dict[str, Any] = {"stage": "prepare", "kind": "images", "key": "abc123", "inputs": {},
-                            "config": {"dataset": "syn-shapes", "vision": {"tiny": TINY, "seed": 0},
-                                       "data_dir": None, "chunk_size": 64}}
+    node = parse_node_record({"stage": "prepare", "kind": "images", "task": "syn-shapes", "intermediate": None,
+                              "seed": None, "key": "abc123", "inputs": {},
+                              "config": {"dataset": "syn-shapes", "vision": {"tiny": TINY, "seed": 0},
+                                         "chunk_size": 64}})
     ctx = StageContext(node=node, out_dir=tmp_path / "out", inputs={}, log=logging.getLogger("test"),
-                       store_url=store.url)
+                       node_folder_url=store.url_of(store.node_path("prepare", "abc123")), store_url=store.url)
     first = run(ctx)
     ids = dataset_image_ids("syn-shapes", None)
     assert ids == sorted(ids) and first["images"] == len(ids) > 0

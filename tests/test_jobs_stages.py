@@ -25,9 +25,12 @@ import torch
 
 from xstilts.jobs import data as jdata
 from xstilts.jobs import synthetic
-from xstilts.jobs.device import cpu_threads, local_world_size, select_device
+from xstilts.core.allocation import local_world_size
+from xstilts.jobs.device import cpu_threads, select_device
 from xstilts.jobs.modeling import build_task_model, read_checkpoint
 from xstilts.jobs.stages import evaluate, prepare_data, prepare_model, train
+from xstilts.core.nodes import NodeRecord, parse_node_record
+from xstilts.core.spec import Hyperparameters
 from xstilts.jobs.stages.base import StageContext
 from xstilts.core.tasks import get_task
 from xstilts.jobs.heads import head_for
@@ -65,11 +68,18 @@ HPARAMS: dict[str, Any] = {
 }
 
 
+def node_record(stage: str, key: str, config: dict[str, Any], **node: Any) -> NodeRecord[Any]:
+    """A node.json as the plan writes it, parsed as the entry parses it."""
+    record = {"stage": stage, "kind": None, "task": None, "intermediate": None, "seed": None, "key": key,
+              "config": config, "inputs": {}, **node}
+    return parse_node_record(record)
+
+
 def make_ctx(out_dir: Path, stage: str, config: dict[str, Any], inputs: dict[str, Path] | None = None,
-             **node: Any) -> StageContext:
+             node_folder_url: str | None = None, **node: Any) -> StageContext[Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"stage": stage, "key": out_dir.name, "config": config, "inputs": {}, **node}
-    return StageContext(node=record, out_dir=out_dir, inputs=inputs or {}, log=logging.getLogger("test"))
+    return StageContext(node=node_record(stage, out_dir.name, config, **node), out_dir=out_dir, inputs=inputs or {},
+                        log=logging.getLogger("test"), node_folder_url=node_folder_url)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +165,7 @@ def test_prepare_model_from_a_local_name(workdir: Path, model_node: tuple[Path, 
     """The `name` path (hub name or directory) re-saves the given checkpoint unchanged."""
     source = model_node[0] / "model"
     out = workdir / "prepare-model-named"
-    config = {"model": {**TINY_MODEL, "name": str(source), "tiny": None}, "seed": 0}
+    config = {"model": {"name": str(source), "tiny": None}, "seed": 0}
     result = prepare_model.run(make_ctx(out, "prepare", config, kind="model"))
     assert result["vocab_size"] == model_node[1]["vocab_size"]
     copied, original = read_checkpoint(out / "model"), read_checkpoint(source)
@@ -165,7 +175,7 @@ def test_prepare_model_from_a_local_name(workdir: Path, model_node: tuple[Path, 
 
 def test_prepare_model_needs_a_source(workdir: Path) -> None:
     config = {"model": {**TINY_MODEL, "tiny": None}, "seed": 0}
-    with pytest.raises(ValueError, match="'name' or 'tiny'"):
+    with pytest.raises(ValueError, match="exactly one of 'name'"):
         prepare_model.run(make_ctx(workdir / "bad", "prepare", config, kind="model"))
 
 
@@ -315,7 +325,8 @@ def test_trainer_state_resumes_exactly(workdir: Path, model_node: Any, data_node
     data_dir = data_nodes["syn-sent"][0] / "data"
     train_data = jdata.TokenizedData.from_dataset(jdata.load_split(data_dir, "train", "en"), pad)
     dev_data = jdata.TokenizedData.from_dataset(jdata.load_split(data_dir, "dev", "en"), pad)
-    config = TrainConfig.from_hparams({**HPARAMS, "max_steps": 8, "eval_interval": 4}, len(train_data), seed=2)
+    hparams = Hyperparameters.model_validate({**HPARAMS, "max_steps": 8, "eval_interval": 4})
+    config = TrainConfig.from_hparams(hparams, len(train_data), seed=2)
     device = select_device()
 
     def trainer(name: str) -> Trainer:
@@ -345,7 +356,7 @@ def test_evaluate_every_language(workdir: Path, model_node: Any, data_nodes: Any
     trained = workdir / "eval-target"
     run_train(trained, "train-target", "syn-pos", 0, model_node[0], data_nodes["syn-pos"][0])
     out = workdir / "eval"
-    result = evaluate.run(make_ctx(out, "evaluate", {"task": "syn-pos"},
+    result = evaluate.run(make_ctx(out, "evaluate", {"task": "syn-pos", "seed": 0, "intermediate": "test"},
                                    {"model": trained, "data": data_nodes["syn-pos"][0]}, task="syn-pos", seed=0))
     assert result["task"] == "syn-pos" and result["metric"] == "seqeval_f1"
     assert list(result["languages"]) == ["en", "qaa", "qab", "qac"]

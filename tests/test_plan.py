@@ -107,7 +107,7 @@ def test_mixture_trains_once_per_seed_on_every_member() -> None:
     mixtures = [n for n in plan.nodes if n.stage == "train-intermediate"]
     assert [n.task for n in mixtures] == ["rate+chunk", "rate+chunk"]  # two seeds
     node = mixtures[0]
-    assert node.config["mixture"] == ["syn-rate", "syn-chunk"]
+    assert node.config.mixture == ["syn-rate", "syn-chunk"]
     assert {name: dep.task for name, dep in node.inputs.items() if name != "model"} == {
         "data.syn-rate": "syn-rate", "data.syn-chunk": "syn-chunk"}
     targets = [n for n in plan.nodes if n.stage == "train-target" and n.intermediate == "rate+chunk"]
@@ -139,7 +139,7 @@ def test_train_first_runs_before_the_target_with_its_head_kept(monkeypatch) -> N
     trained = {n.task: n for n in plan.nodes if n.stage == "train-target"}
     assert set(trained) == {"syn-first", "syn-two-step"}
     assert trained["syn-two-step"].inputs["init"] is trained["syn-first"]
-    assert trained["syn-two-step"].config["continue_head"] is True
-    assert trained["syn-first"].config["hparams"] == trained["syn-two-step"].config["hparams"]
+    assert trained["syn-two-step"].config.continue_head is True
+    assert trained["syn-first"].config.hparams == trained["syn-two-step"].config.hparams
     evaluation = next(n for n in plan.nodes if n.stage == "evaluate")
     assert evaluation.inputs["model"] is trained["syn-two-step"]

@@ -29,8 +29,9 @@ import torch
 
 from xstilts.jobs.modeling import read_checkpoint
 from xstilts.jobs.stages import prepare_data, prepare_model, train
-from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
-from xstilts.jobs.trainer import Trainer
+from xstilts.core.nodes import parse_node_record
+from xstilts.jobs.stages.base import CHECKPOINTS_DIR, CheckpointPolicy, Preempted, StageContext
+from xstilts.jobs.trainer import Trainer, TrainConfig
 from tests.test_jobs_stages import TINY_MODEL, make_ctx
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
@@ -47,7 +48,6 @@ HPARAMS: dict[str, Any] = {
     "warmup_ratio": 0.1,
     "max_seq_length": 128,
     "eval_interval": 4,
-    "log_interval": 1,
     "patience": None,
     "weight_decay": 0.01,
     "max_grad_norm": 1.0,
@@ -63,11 +63,14 @@ argv[1]: JSON list of runs, each {"ctx": {...}, "stop_at": n, "stop_ranks": [...
 import json, os, sys, threading, time
 from pathlib import Path
 
+from xstilts.core.nodes import parse_node_record
 from xstilts.jobs.distributed import init_distributed, destroy
 from xstilts.jobs.stages import train
 from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
-from xstilts.jobs.trainer import Trainer
+from xstilts.jobs.trainer import Trainer, TrainConfig
 import logging
+
+TrainConfig.log_interval = property(lambda self: 1)  # a train line every step, as in-process tests log
 
 runs = json.loads(Path(sys.argv[1]).read_text())
 info = init_distributed()
@@ -116,8 +119,9 @@ for run in runs:
     spec = run["ctx"]
     out = Path(spec["out_dir"]) / f"rank{info.rank}"
     out.mkdir(parents=True, exist_ok=True)
-    ctx = StageContext(node=spec["node"], out_dir=out, inputs={k: Path(v) for k, v in spec["inputs"].items()},
-                       log=logging.getLogger("runner"), checkpoint_url=spec.get("checkpoint_url"),
+    ctx = StageContext(node=parse_node_record(spec["node"]), out_dir=out,
+                       inputs={k: Path(v) for k, v in spec["inputs"].items()},
+                       log=logging.getLogger("runner"), node_folder_url=spec.get("node_folder_url"),
                        stop=hooks["stop"], checkpoint=CheckpointPolicy(**spec.get("policy", {})), rank=info.rank)
     try:
         outcomes.append({"result": train.run(ctx)})
@@ -142,9 +146,30 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"model": root / "model", "data": root / "data"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def per_step_train_logs() -> Iterator[None]:
+    """A train line in metrics.jsonl after every step (not once per evaluation), so that
+    a resumed run is compared with the reference step by step. Module-scoped: the
+    reference runs are module fixtures, and tests undo their own monkeypatches."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TrainConfig, "log_interval", property(lambda self: 1))
+        yield
+
+
 def node_record(hparams: dict[str, Any] | None = None, task: str = TASK) -> dict[str, Any]:
+    """A train-intermediate node.json (as JSON: the runner subprocess parses it too)."""
     config = {"task": task, "seed": SEED, "hparams": hparams or HPARAMS}
-    return {"stage": "train-intermediate", "key": "resume", "config": config, "inputs": {}, "task": task}
+    return {"stage": "train-intermediate", "kind": None, "task": task, "intermediate": task, "seed": SEED,
+            "key": "resume", "config": config, "inputs": {}}
+
+
+def node_folder(checkpoints: str | None) -> str | None:
+    """The node folder whose `checkpoints/` is `checkpoints` (where the stage puts them)."""
+    if checkpoints is None:
+        return None
+    folder, name = checkpoints.rstrip("/").rsplit("/", 1)  # a URL: no Path, which would fold s3:// to s3:/
+    assert name == CHECKPOINTS_DIR, checkpoints
+    return folder
 
 
 def step_then_stop_at(step: int, ctx: StageContext) -> Callable[[Trainer], float]:
@@ -164,14 +189,15 @@ def step_then_stop_at(step: int, ctx: StageContext) -> Callable[[Trainer], float
 def stage_ctx(nodes: dict[str, Path], out: Path, checkpoint_url: str | None = None, every: int = 0,
               hparams: dict[str, Any] | None = None, task: str = TASK, **policy: Any) -> StageContext:
     out.mkdir(parents=True, exist_ok=True)
-    return StageContext(node=node_record(hparams, task), out_dir=out, inputs=dict(nodes), log=logging.getLogger("test"),
-                        checkpoint_url=checkpoint_url, checkpoint=CheckpointPolicy(every_steps=every, **policy))
+    return StageContext(node=parse_node_record(node_record(hparams, task)), out_dir=out, inputs=dict(nodes),
+                        log=logging.getLogger("test"), node_folder_url=node_folder(checkpoint_url),
+                        checkpoint=CheckpointPolicy(every_steps=every, **policy))
 
 
 def runner_spec(nodes: dict[str, Path], out: Path, checkpoint_url: str | None, every: int = 0,
                 async_save: bool = False, task: str = TASK, **hooks: Any) -> dict[str, Any]:
     ctx = {"node": node_record(task=task), "out_dir": str(out), "inputs": {k: str(v) for k, v in nodes.items()},
-           "checkpoint_url": checkpoint_url, "policy": {"every_steps": every, "keep": 10, "async_save": async_save}}
+           "node_folder_url": node_folder(checkpoint_url), "policy": {"every_steps": every, "keep": 10, "async_save": async_save}}
     return {"ctx": ctx, **hooks}
 
 
@@ -268,7 +294,7 @@ def test_checkpoints_do_not_change_the_run(nodes: dict[str, Path], straight: Pat
     """Saving every 5 steps (also asynchronously) leaves the result untouched, keeps the
     newest `keep` checkpoints and writes metrics.jsonl exactly as without checkpoints."""
     for async_save in (False, True):
-        out, ckpt = tmp_path / f"out-{async_save}", tmp_path / f"ckpt-{async_save}"
+        out, ckpt = tmp_path / f"out-{async_save}", tmp_path / f"ckpt-{async_save}" / CHECKPOINTS_DIR
         train.run(stage_ctx(nodes, out, str(ckpt), every=5, keep=1, async_save=async_save))
         assert_same_run(out, straight)
         assert sorted(p.name for p in ckpt.iterdir()) == ["step-10"]
@@ -279,7 +305,7 @@ def test_sigkill_after_a_checkpoint_then_resume(nodes: dict[str, Path], straight
                                                 count_steps: list[int]) -> None:
     """Killed at step 5 with a checkpoint at 3: the resumed run redoes steps 4-5, drops
     the killed run's metrics lines after step 3, and ends bit-identical."""
-    out, ckpt, marker = tmp_path / "out", tmp_path / "ckpt", tmp_path / "marker"
+    out, ckpt, marker = tmp_path / "out", tmp_path / "ckpt" / CHECKPOINTS_DIR, tmp_path / "marker"
     process, _ = start_runner(tmp_path, [runner_spec(nodes, out, str(ckpt), every=3, hang_after=5,
                                                      marker=str(marker))])
     kill_when_marked(process, marker, tmp_path / "runner.log")
@@ -297,7 +323,7 @@ def test_preemption_signal_mid_epoch(nodes: dict[str, Path], straight: Path, tmp
     """SIGUSR2 after step 5 (of an 18-batch epoch) sets ctx.stop like the entry's handler:
     a checkpoint of step 5 is written, Preempted is raised, and the next attempt starts at
     step 6 and ends bit-identical to the uninterrupted run."""
-    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt" / CHECKPOINTS_DIR
     ctx = stage_ctx(nodes, out, str(ckpt), every=0)
     previous = signal.signal(signal.SIGUSR2, lambda *_: ctx.stop.set())
     original = Trainer.step
@@ -330,7 +356,7 @@ def test_stop_from_another_thread(nodes: dict[str, Path], straight: Path, tmp_pa
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """ctx.stop set by another thread while a step is running (as the entry's signal
     handler would): preempted at the step boundary, resumed, identical all the same."""
-    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt" / CHECKPOINTS_DIR
     ctx = stage_ctx(nodes, out, str(ckpt))
     reached, original = threading.Event(), Trainer.step
 
@@ -361,7 +387,7 @@ def test_kill_while_writing_a_checkpoint(nodes: dict[str, Path], straight: Path,
                                          count_steps: list[int]) -> None:
     """Killed after the shards of step-6 are written and before its `.metadata`: resume
     ignores step-6, continues from step-3, replaces the debris and ends identical."""
-    out, ckpt, marker = tmp_path / "out", tmp_path / "ckpt", tmp_path / "marker"
+    out, ckpt, marker = tmp_path / "out", tmp_path / "ckpt" / CHECKPOINTS_DIR, tmp_path / "marker"
     process, _ = start_runner(tmp_path, [runner_spec(nodes, out, str(ckpt), every=3, hang_in_metadata_of=6,
                                                      marker=str(marker))])
     kill_when_marked(process, marker, tmp_path / "runner.log")
@@ -380,7 +406,7 @@ def test_resume_only_from_complete_checkpoints(nodes: dict[str, Path], straight:
                                                count_steps: list[int]) -> None:
     """A newer step folder without `.metadata` (here: a copy of a complete one with the
     marker removed) is never used, and is deleted once a newer checkpoint is complete."""
-    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt" / CHECKPOINTS_DIR
     ctx = stage_ctx(nodes, out, str(ckpt), every=2, keep=5)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Trainer, "step", step_then_stop_at(4, ctx))

@@ -157,6 +157,6 @@ def test_xcopa_trains_on_siqa_first_then_copa(targets_run: Any) -> None:
     copa = next(n for n in experiment.plan.nodes if n.stage == "train-target" and n.task == "xcopa")
     first = copa.inputs["init"]
     assert first.stage == "train-target" and first.task == TASKS["xcopa"].train_first == "socialiqa"
-    assert copa.config["continue_head"] is True
+    assert copa.config.continue_head is True
     assert experiment.result(first)["steps"] == HPARAMS["max_steps"]
     assert experiment.result(copa)["steps"] == HPARAMS["max_steps"]

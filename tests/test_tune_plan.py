@@ -58,8 +58,8 @@ def test_per_cell_searches_once_per_cell_on_the_first_seeds_upstream() -> None:
         expected = model if intermediate == "none" else intermediate_of[(intermediate, SEEDS[0])]
         assert tune.inputs["init"] is expected, tune.label
         assert tune.inputs["model"] is model and tune.inputs["data"].task == target
-        assert tune.config["intermediate"] == intermediate and tune.config["search"]["scope"] == "per_cell"
-        assert tune.seed is None and "continue_head" not in tune.config
+        assert tune.config.intermediate == intermediate and tune.config.search.scope == "per_cell"
+        assert tune.seed is None and "continue_head" not in tune.config.as_json()
         assert tune.label == f"tune {intermediate}->{target}"
     trainings = _stage(plan, "train-target")
     assert len(trainings) == len(INTERMEDIATES) * len(TARGETS) * len(SEEDS)
@@ -130,7 +130,7 @@ def test_per_cell_with_a_first_fine_tuning_searches_on_it_with_its_head(monkeypa
     assert len(tunes) == len(INTERMEDIATES)
     for tune in tunes:
         assert tune.inputs["init"] is firsts[(tune.intermediate, SEEDS[0])], tune.label
-        assert tune.config["continue_head"] is True
+        assert tune.config.continue_head is True
     for train in (n for n in _stage(plan, "train-target") if n.task == "syn-two-step"):
         assert train.inputs["tune"].intermediate == train.intermediate
         assert train.inputs["init"] is firsts[(train.intermediate, train.seed)]

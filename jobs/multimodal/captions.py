@@ -1,4 +1,5 @@
-"""Image-caption datasets for the multimodal intermediate tasks: registry and loaders.
+"""Image-caption datasets for the multimodal intermediate tasks: the loaders (the
+registry of datasets is `xstilts.core.captions`).
 
 Why one module: whatever a caption dataset looks like at its source (hub rows with one
 image and five captions, hub rows with one caption and a URL, a local folder, or the
@@ -56,11 +57,12 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from PIL import Image
+
+from xstilts.core.captions import CAPTION_DATASETS, CaptionDataset, HubSource, get_caption_dataset
 
 __all__ = [
     "CAPTION_DATASETS", "CaptionDataset", "CaptionHubError", "HubSource", "get_caption_dataset",
@@ -68,108 +70,6 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
-ImageSource = Literal["generated", "hub", "urls", "local"]
-
-
-@dataclass(frozen=True)
-class HubSource:
-    """Where a caption dataset lives on the Hugging Face hub and how its rows look.
-
-    `splits` maps our split to the hub split to read (several of ours may share one hub
-    split, e.g. Flickr30k keeps all of them in "test" and tells them apart by a
-    column). `columns` names the hub columns a row converter reads, by role:
-    "captions" (a list), "caption" (one string), "image_id", "filename", "split".
-    `row_format` names the converter in `_CONVERTERS`.
-    """
-
-    name: str
-    config: str | None
-    splits: Mapping[str, str]
-    row_format: str
-    columns: Mapping[str, str] = field(default_factory=dict)
-    image_column: str | None = None
-    """A column of decoded images (PIL), if the hub copy carries the pixels."""
-    url_column: str | None = None
-    """A column of image URLs, if that is all the hub copy has."""
-    revision: str | None = None
-
-
-@dataclass(frozen=True)
-class CaptionDataset:
-    """One image-caption dataset: where its captions and images come from."""
-
-    name: str
-    description: str
-    splits: tuple[str, ...]
-    languages: tuple[str, ...] = ("en",)
-    hub: HubSource | None = None
-    generator: str | None = None
-    """Module that generates the dataset (`caption_rows(split)`, `render(image_id)`)."""
-    images: ImageSource = "local"
-    """Where images come from without data_dir: generated, a hub image column, URLs only
-    (must be fetched into the local format), or nowhere but the local format."""
-
-
-CAPTION_DATASETS: dict[str, CaptionDataset] = {
-    "coco": CaptionDataset(
-        name="coco",
-        description="COCO Captions 2014, Karpathy splits (113k train incl. restval, 5k dev, 5k test; 5 captions)",
-        splits=("train", "dev", "test"),
-        hub=HubSource(
-            name="yerevann/coco-karpathy", config=None,
-            splits={"train": "train", "dev": "validation", "test": "test"},
-            row_format="karpathy",
-            columns={"captions": "sentences", "image_id": "cocoid", "split": "split"},
-            url_column="url",
-        ),
-        images="urls",
-    ),
-    "flickr30k": CaptionDataset(
-        name="flickr30k",
-        description="Flickr30k, Karpathy splits (29k train, 1,014 dev, 1k test; 5 captions)",
-        splits=("train", "dev", "test"),
-        hub=HubSource(
-            name="nlphuji/flickr30k", config=None,
-            splits={"train": "test", "dev": "test", "test": "test"},
-            row_format="karpathy",
-            columns={"captions": "caption", "filename": "filename", "split": "split"},
-            image_column="image",
-        ),
-        images="hub",
-    ),
-    "cc3m": CaptionDataset(
-        name="cc3m",
-        description="Conceptual Captions 3M (web alt-text; 3.3M train, 15.8k dev; 1 caption)",
-        splits=("train", "dev"),
-        hub=HubSource(
-            name="google-research-datasets/conceptual_captions", config="unlabeled",
-            splits={"train": "train", "dev": "validation"},
-            row_format="one_caption",
-            columns={"caption": "caption"},
-            url_column="image_url",
-        ),
-        images="urls",
-    ),
-    "multi30k": CaptionDataset(
-        name="multi30k",
-        description="Multi30K task 1, English side (Flickr30k images; 29k train, 1,014 dev, 1k test; 1 caption)",
-        splits=("train", "dev", "test"),
-        hub=HubSource(
-            name="bentrevett/multi30k", config=None,
-            splits={"train": "train", "dev": "validation", "test": "test"},
-            row_format="one_caption",
-            columns={"caption": "en"},
-        ),
-        images="local",
-    ),
-    "syn-shapes": CaptionDataset(
-        name="syn-shapes",
-        description="generated 32x32 shapes with captions in the demo's synthetic English (~2000 train, ~300 dev)",
-        splits=("train", "dev"),
-        generator="xstilts.jobs.multimodal.shapes",
-        images="generated",
-    ),
-}
 
 
 class CaptionHubError(RuntimeError):
@@ -178,18 +78,6 @@ class CaptionHubError(RuntimeError):
 
 # --------------------------------------------------------------------------------------
 # public API
-
-
-def get_caption_dataset(dataset: str | CaptionDataset) -> CaptionDataset:
-    """The registered dataset; ValueError listing the valid names for an unknown one."""
-    if isinstance(dataset, CaptionDataset):
-        return dataset
-    try:
-        return CAPTION_DATASETS[dataset]
-    except KeyError:
-        raise ValueError(
-            f"unknown caption dataset '{dataset}'; valid: {', '.join(CAPTION_DATASETS)}"
-        ) from None
 
 
 def load_captions(dataset: str, split: str, data_dir: str | Path | None = None) -> list[dict]:

@@ -1,12 +1,17 @@
 """What every stage function receives, and the contract between the launcher and jobs.
 
-A stage function has the signature ``run(ctx: StageContext) -> dict``. It reads its
-inputs from local directories, writes everything it produces into ``ctx.out_dir`` and
-returns the metrics that become the node's ``result.json``. It never touches the store:
-``xstilts.jobs.entry`` downloads the inputs, uploads ``out_dir`` to the node folder, writes
-``result.json`` and finally the ``DONE`` marker, so a stage cannot half-commit a node.
+A stage function has the signature ``run(ctx: StageContext[ItsConfig]) -> dict``. It
+reads its inputs from local directories, writes everything it produces into
+``ctx.out_dir`` and returns the metrics that become the node's ``result.json``. It
+commits nothing itself: ``xstilts.jobs.entry`` downloads the inputs, uploads ``out_dir``
+to the node folder, writes ``result.json`` and finally the ``DONE`` marker, so a stage
+cannot half-commit a node.
 
-This module is torch-free: the launcher imports it to know the stage names.
+State that must outlive the process (checkpoints, a search's state, features encoded
+chunk by chunk) is the exception: a stage writes it under `ctx.node_url(...)`, inside the
+node's folder, where the next attempt finds it.
+
+This module is torch-free.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Generic
+
+from xstilts.core.nodes import ConfigT, NodeRecord
 
 
 class Preempted(BaseException):
@@ -54,20 +61,31 @@ class CheckpointPolicy:
         )
 
 
-@dataclass
-class StageContext:
-    """Everything a stage needs to run one node."""
+CHECKPOINTS_DIR = "checkpoints"
+"""The node folder's subfolder of training checkpoints (DCP, `step-<n>/`)."""
 
-    node: dict[str, Any]
+
+@dataclass
+class StageContext(Generic[ConfigT]):
+    """Everything a stage needs to run one node.
+
+    Generic in the node's config model: a stage declares the one it runs
+    (`run(ctx: StageContext[PrepareDataConfig])`) and reads `ctx.config` typed. The entry
+    parses `node.json` with the model of the node's stage (`core.nodes.parse_node_record`)
+    and runs the module of the same stage (`core.stages.stage_module`), both keyed by
+    `stage[:kind]`.
+    """
+
+    node: NodeRecord[ConfigT]
     """The node record (``node.json``): stage, kind, task, seed, key, config, inputs."""
     out_dir: Path
     """Local directory whose whole content becomes the node's folder in the store."""
     inputs: dict[str, Path]
     """Input name (``model``, ``data``, ``init``) -> local directory with that node's files."""
     log: logging.Logger
-    checkpoint_url: str | None = None
-    """fsspec URL (or plain local path) of the node's `checkpoints/` folder in the store:
-    checkpoints written there survive the process and are found again on restart."""
+    node_folder_url: str | None = None
+    """fsspec URL of the node's folder in the store (None: a stage run by hand, whose
+    state lives only as long as the process). Read through `node_url`."""
     stop: threading.Event = field(default_factory=threading.Event)
     """Set when the preemption/timeout signal arrives: a checkpointable stage saves a
     checkpoint at the current step and raises `Preempted`."""
@@ -76,11 +94,21 @@ class StageContext:
     """This process's rank; only rank 0's `out_dir` is uploaded."""
     world_size: int = 1
     store_url: str | None = None
-    """The store's root URL, for stages whose work runs in other processes (tune trials
-    on Ray workers fetch their inputs through it, the search writes its progress)."""
+    """The store's root URL, for work that runs in other processes (tune trials on Ray
+    workers fetch their inputs through it)."""
     job_id: str = ""
     """The SLURM job id (or a local stand-in): seeds per-job choices such as Ray's ports."""
 
     @property
-    def config(self) -> dict[str, Any]:
-        return self.node["config"]
+    def config(self) -> ConfigT:
+        return self.node.config
+
+    def node_url(self, *parts: str) -> str | None:
+        """Where state that must survive a restart lives: a URL inside this node's folder
+        in the store (training checkpoints, Ray Tune's experiment state, the image
+        features written chunk by chunk), so that the next attempt finds it. Everything
+        else goes to `out_dir`, uploaded once the stage has finished. None when the node
+        has no folder in a store."""
+        if self.node_folder_url is None:
+            return None
+        return "/".join([self.node_folder_url.rstrip("/"), *(part.strip("/") for part in parts if part)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from xstilts.core.nodes import EvaluateConfig
 from xstilts.jobs import data
 from xstilts.jobs.device import select_device
 from xstilts.jobs.heads import head_for
@@ -24,9 +25,11 @@ from xstilts.jobs.stages.base import StageContext
 from xstilts.core.tasks import get_task
 
 PREDICTIONS_SUBDIR = "predictions"
+EVAL_BATCH_SIZE = 128
+"""Test examples predicted per forward pass (no spec setting: it changes speed, not scores)."""
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext[EvaluateConfig]) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from xstilts.core.official import write_official
@@ -36,13 +39,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     model_dir = ctx.inputs["model"] / MODEL_SUBDIR
     data_dir = ctx.inputs["data"] / data.DATA_SUBDIR
     meta = data.read_meta(data_dir)
-    task = data.with_prepared_labels(get_task(ctx.config["task"]), meta)
+    task = data.with_prepared_labels(get_task(ctx.config.task), meta)
     head = head_for(task)
     if meta["task"] != task.name:
         raise ValueError(f"data input holds task '{meta['task']}', this node evaluates '{task.name}'")
     pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id
     model = head.load_model(model_dir).to(device.device)
-    batch_size = int(ctx.config.get("eval_batch_size") or 128)
 
     def load(split: str, lang: str) -> tuple[data.TokenizedData, list[Example]]:
         features = head.features(data.load_split(data_dir, split, lang)[:], pad_id)
@@ -51,7 +53,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     started = time.perf_counter()
     languages: dict[str, dict[str, float]] = {}
     for lang in task.eval_languages:
-        predictions, scores = head.evaluate_language(model, load, lang, device, batch_size)
+        predictions, scores = head.evaluate_language(model, load, lang, device, EVAL_BATCH_SIZE)
         languages[lang] = scores
         write_official(task.name, lang, predictions, ctx.out_dir / PREDICTIONS_SUBDIR)
         ctx.log.info("%s %s: %s", task.name, lang, ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))

@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from xstilts.core.nodes import PrepareDataConfig
 from xstilts.jobs import data
 from xstilts.jobs.heads import head_for
 from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
@@ -23,12 +24,12 @@ from xstilts.core.tasks import get_task
 GOLD_SUBDIR = "gold"
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     quiet_progress_bars()
-    task = get_task(ctx.config["task"])
-    max_seq_length = int(ctx.config["max_seq_length"])
+    task = get_task(ctx.config.task)
+    max_seq_length = ctx.config.max_seq_length
     model_dir = ctx.inputs["model"] / MODEL_SUBDIR
     positions = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     # XLM-R numbers positions from pad_token_id + 1, so two embeddings are never used.
@@ -39,7 +40,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
     started = time.perf_counter()
-    examples = data.load_examples(task, ctx.config.get("data_dir"))
+    examples = data.load_examples(task, ctx.config.data_dir)
     if task.kind == "tagging" and not task.labels:  # open tag set (CCG): from the training data
         task = replace(task, labels=data.open_tagset(examples["train"]["en"]))
     head = head_for(task)
@@ -76,15 +77,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {"task": task.name, "counts": counts, "features": features}
 
 
-def _bind_images(ctx: StageContext, head: Any, out: Any) -> None:
+def _bind_images(ctx: StageContext[PrepareDataConfig], head: Any, out: Any) -> None:
     """Image-caption tasks: the pooled features of the dataset's images (input `images`,
     a prepare-images node) go beside the prepared data, for pairing and for training;
     captions are cut so that they and the image prefix fit `max_seq_length`."""
     from xstilts.jobs.multimodal.features import read_features
 
-    head.configure_prefix(ctx.config)
+    head.configure_prefix(ctx.config.as_json())
     if "images" not in ctx.inputs:
-        raise ValueError(f"task {ctx.config['task']} needs an `images` input (the image features node)")
+        raise ValueError(f"task {ctx.config.task} needs an `images` input (the image features node)")
     features = read_features(str(ctx.inputs["images"] / "features.zarr"))
     head.bind_images(features.ids, features.pooled)
     head.save_images(out)

@@ -1,9 +1,9 @@
 """Stage `prepare` (kind `images`): encode every image of a caption dataset once.
 
-Config: {"dataset": name, "vision": <vision spec>, "data_dir": str | None, "chunk_size": int}.
+Config: `xstilts.core.nodes.PrepareImagesConfig`.
 The images are those of the dataset's train and dev captions (sorted union of their
 image ids, so the row order does not depend on the caption order). Unlike other stages
-this one writes straight into its node folder in the store (`features.zarr`) instead of
+this one writes straight into its node folder in the store (`ctx.node_url("features.zarr")`) instead of
 `ctx.out_dir`: encoding a real dataset is long, and a preempted or killed node must
 resume chunk by chunk rather than start over from an empty scratch directory. The entry
 still writes `result.json` and `DONE` after `run` returns, so downstream nodes only see
@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from xstilts.core.nodes import PrepareImagesConfig
 from xstilts.jobs.modeling import quiet_progress_bars
 from xstilts.jobs.multimodal import captions
 from xstilts.jobs.multimodal.features import write_features
 from xstilts.jobs.multimodal.vision import VisionEncoder
 from xstilts.jobs.stages.base import StageContext
-from xstilts.core.store import Store
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -31,24 +31,23 @@ FEATURES_STORE = "features.zarr"
 """The store's name inside the node folder (and so inside a fetched input directory)."""
 
 SPLITS = ("train", "dev")
-DEFAULT_CHUNK_SIZE = 256
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext[PrepareImagesConfig]) -> dict[str, Any]:
     quiet_progress_bars()
-    dataset = str(ctx.config["dataset"])
-    data_dir = ctx.config.get("data_dir")
-    chunk_size = int(ctx.config.get("chunk_size") or DEFAULT_CHUNK_SIZE)
+    dataset = ctx.config.dataset
+    data_dir = ctx.config.data_dir
     started = time.perf_counter()
     image_ids = dataset_image_ids(dataset, data_dir)
-    encoder = VisionEncoder.load(ctx.config["vision"])
+    encoder = VisionEncoder.load(ctx.config.vision.as_json())
     url = features_url(ctx)
 
     def load(ids: Sequence[str]) -> Iterator[tuple[str, Image]]:
         return captions.load_images(dataset, ids, data_dir)
 
     ctx.log.info("encoding %d images of %s with %s into %s", len(image_ids), dataset, encoder.describe(), url)
-    stats = write_features(url, image_ids, load, encoder, chunk_size=chunk_size, progress=sys.stderr.isatty())
+    stats = write_features(url, image_ids, load, encoder, chunk_size=ctx.config.chunk_size,
+                           progress=sys.stderr.isatty())
     ctx.log.info("image features of %s: %s in %.1fs", dataset, stats, time.perf_counter() - started)
     return {**stats, "dataset": dataset, "store": FEATURES_STORE}
 
@@ -61,10 +60,7 @@ def dataset_image_ids(dataset: str, data_dir: str | None) -> list[str]:
     return sorted(ids)
 
 
-def features_url(ctx: StageContext) -> str:
-    """Where this node's store lives: in its node folder in the store, so that a rerun
+def features_url(ctx: StageContext[PrepareImagesConfig]) -> str:
+    """Where this node's features live: in its node folder in the store, so that a rerun
     finds the chunks already done; without a store (a stage run by hand), in out_dir."""
-    if ctx.store_url is None:
-        return str(ctx.out_dir / FEATURES_STORE)
-    store = Store(ctx.store_url)
-    return store.url_of(store.node_path(ctx.node["stage"], ctx.node["key"]) + "/" + FEATURES_STORE)
+    return ctx.node_url(FEATURES_STORE) or str(ctx.out_dir / FEATURES_STORE)

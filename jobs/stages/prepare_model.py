@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from xstilts.core.nodes import PrepareModelConfig, TinyModel
 from xstilts.jobs.data import IGNORE_INDEX, ShuffledBatches, TokenizedData
 from xstilts.jobs.device import DeviceInfo, select_device
 from xstilts.jobs.modeling import MODEL_SUBDIR, count_parameters, quiet_progress_bars
@@ -30,24 +31,22 @@ from xstilts.jobs.trainer import adamw, linear_schedule
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 """XLM-R's special tokens; the first four get XLM-R's ids 0-3."""
 
-DEFAULT_SENTENCES_PER_LANGUAGE = 4000
 MLM_PROBABILITY = 0.15
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext[PrepareModelConfig]) -> dict[str, Any]:
     quiet_progress_bars()
-    cfg = ctx.config["model"]
-    seed = int(ctx.config.get("seed", 0))
+    model = ctx.config.model
     out = ctx.out_dir / MODEL_SUBDIR
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.get("name"):
-        return _copy_pretrained(cfg["name"], out, ctx)
-    if cfg.get("tiny"):
-        return _build_tiny(cfg, seed, out, ctx)
-    raise ValueError("model config needs 'name' or 'tiny'")
+    tiny = model.tiny_model()
+    if tiny is not None:
+        return _build_tiny(tiny, ctx.config.seed, out, ctx)
+    assert model.name is not None  # validated: exactly one of name and tiny
+    return _copy_pretrained(model.name, out, ctx)
 
 
-def _copy_pretrained(name: str, out: Path, ctx: StageContext) -> dict[str, Any]:
+def _copy_pretrained(name: str, out: Path, ctx: StageContext[PrepareModelConfig]) -> dict[str, Any]:
     """Fetch (or read a local copy of) a pretrained encoder and re-save it in safetensors."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -59,20 +58,18 @@ def _copy_pretrained(name: str, out: Path, ctx: StageContext) -> dict[str, Any]:
     return {"source": name, "parameters": count_parameters(model), "vocab_size": len(tokenizer)}
 
 
-def _build_tiny(cfg: dict[str, Any], seed: int, out: Path, ctx: StageContext) -> dict[str, Any]:
+def _build_tiny(tiny: TinyModel, seed: int, out: Path, ctx: StageContext[PrepareModelConfig]) -> dict[str, Any]:
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaModel
 
     from xstilts.jobs import synthetic
 
     device = select_device()
-    languages = list(cfg["corpus_languages"])
-    per_language = int(cfg.get("corpus_sentences_per_language") or DEFAULT_SENTENCES_PER_LANGUAGE)
     started = time.perf_counter()
-    sentences = synthetic.corpus(languages, per_language, seed=seed)
-    tokenizer = train_tokenizer(sentences, int(cfg["tokenizer_vocab_size"]))
+    sentences = synthetic.corpus(list(tiny.corpus_languages), tiny.corpus_sentences_per_language, seed=seed)
+    tokenizer = train_tokenizer(sentences, tiny.tokenizer_vocab_size)
     tokenizer_seconds = time.perf_counter() - started
 
-    kwargs = dict(cfg["tiny"])
+    kwargs: dict[str, Any] = dict(tiny.config)
     # The trained tokenizer decides the vocabulary (Unigram may stop short of the target
     # size on a small corpus); the embedding matrix must match it exactly.
     kwargs["vocab_size"] = len(tokenizer)
@@ -89,9 +86,10 @@ def _build_tiny(cfg: dict[str, Any], seed: int, out: Path, ctx: StageContext) ->
         "corpus_sentences": len(sentences),
         "tokenizer_seconds": round(tokenizer_seconds, 3),
     }
-    steps = int(cfg.get("pretrain_steps") or 0)
+    # XLM-R numbers positions from pad_token_id + 1: the longest input the encoder embeds
+    max_length = config.max_position_embeddings - int(tokenizer.pad_token_id) - 1
+    steps = tiny.pretrain_steps
     if steps > 0:
-        max_length = config.max_position_embeddings - config.pad_token_id - 1
         encoded = tokenizer(sentences, truncation=True, max_length=max_length)["input_ids"]
         # Token-level placeholder labels only reuse TokenizedData's padding; the MLM
         # labels are drawn per batch by mask_tokens.
@@ -102,8 +100,8 @@ def _build_tiny(cfg: dict[str, Any], seed: int, out: Path, ctx: StageContext) ->
                 data,
                 tokenizer,
                 steps=steps,
-                learning_rate=float(cfg["pretrain_lr"]),
-                batch_size=int(cfg["pretrain_batch_size"]),
+                learning_rate=tiny.pretrain_lr,
+                batch_size=tiny.pretrain_batch_size,
                 seed=seed,
                 device=device,
                 log=ctx.log,
@@ -115,7 +113,7 @@ def _build_tiny(cfg: dict[str, Any], seed: int, out: Path, ctx: StageContext) ->
     if unexpected or any(not k.startswith("pooler.") for k in missing):
         raise RuntimeError(f"encoder/MLM weight names differ: missing {missing}, unexpected {unexpected}")
     encoder.save_pretrained(out)
-    tokenizer.model_max_length = config.max_position_embeddings - config.pad_token_id - 1
+    tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(out)
     result["parameters"] = count_parameters(encoder)
     ctx.log.info("tiny encoder: %s", result)
@@ -129,7 +127,7 @@ def train_tokenizer(sentences: list[str], vocab_size: int) -> Any:
     Unigram model from `tokenizer.json`; it is also what XLM-R itself uses.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import XLMRobertaTokenizerFast
+    from transformers.models.xlm_roberta import XLMRobertaTokenizer  # the tokenizers-backed (fast) one
 
     backend = Tokenizer(models.Unigram())
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
@@ -144,7 +142,7 @@ def train_tokenizer(sentences: list[str], vocab_size: int) -> Any:
         pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", bos), ("</s>", eos)],
     )
-    return XLMRobertaTokenizerFast(tokenizer_object=backend)
+    return XLMRobertaTokenizer(tokenizer_object=backend)
 
 
 def mask_tokens(

@@ -9,8 +9,9 @@ and model selection the English dev split; nothing of the other languages is see
 Output: `<out_dir>/model/` (best encoder + head + tokenizer, HF format, safetensors) and
 `<out_dir>/metrics.jsonl` (one line per log and evaluation event).
 
-Checkpoints and preemption: with `ctx.checkpoint_url`, the run resumes from the newest
-complete checkpoint there (and from nothing else), saves every
+Checkpoints and preemption: in the node's folder in the store
+(`ctx.node_url("checkpoints")`), the run resumes from the newest complete checkpoint
+there (and from nothing else), saves every
 `ctx.checkpoint.every_steps` steps, and when `ctx.stop` is set saves the current step
 and raises `Preempted`. Several processes (RANK / WORLD_SIZE / MASTER_* set, or a
 multi-task SLURM step) each call `run(ctx)`: the model is sharded with FSDP2, the process
@@ -25,6 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from xstilts.core.nodes import TrainIntermediateConfig, TrainingConfig, TrainTargetConfig
+from xstilts.core.spec import Hyperparameters
 from xstilts.jobs import data
 from xstilts.jobs.checkpoint import CheckpointManager
 from xstilts.jobs.device import select_device
@@ -33,14 +36,18 @@ from xstilts.jobs.heads import head_for
 from xstilts.jobs.heads.base import TaskHead
 from xstilts.jobs.heads.mixture import MixtureData, MixtureHead
 from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
-from xstilts.jobs.stages.base import StageContext
+from xstilts.jobs.stages.base import CHECKPOINTS_DIR, StageContext
 from xstilts.core.tasks import get_task
 from xstilts.jobs.trainer import Trainer, TrainConfig
 
-ENCODER_INPUT = {"train-intermediate": "model", "train-target": "init"}
+
+def encoder_input(config: TrainingConfig) -> str:
+    """The input holding the encoder to train: the pretrained one for intermediate
+    training, the cell's upstream (`init`) for target training."""
+    return "model" if isinstance(config, TrainIntermediateConfig) else "init"
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext[TrainingConfig]) -> dict[str, Any]:
     """Train one node; with several processes, every rank calls this."""
     import torch.distributed as tdist
 
@@ -58,43 +65,42 @@ def run(ctx: StageContext) -> dict[str, Any]:
             destroy()
 
 
-def _train(ctx: StageContext, info: DistInfo) -> dict[str, Any]:
+def _train(ctx: StageContext[TrainingConfig], info: DistInfo) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     quiet_progress_bars()
-    stage = ctx.node["stage"]
-    if stage not in ENCODER_INPUT:
-        raise ValueError(f"xstilts.jobs.stages.train runs train-intermediate and train-target, not '{stage}'")
     cfg = ctx.config
-    seed = int(cfg["seed"])
-    hparams = dict(cfg["hparams"])
+    if not isinstance(cfg, (TrainIntermediateConfig, TrainTargetConfig)):
+        raise ValueError(f"xstilts.jobs.stages.train runs train-intermediate and train-target, not '{ctx.node.stage}'")
+    seed = cfg.seed
     tuned = _tuned(ctx)
-    hparams.update(tuned)
+    hparams = Hyperparameters.model_validate({**cfg.hparams.model_dump(), **tuned})
     device = select_device(info.local_world_size)
-    encoder_dir = ctx.inputs[ENCODER_INPUT[stage]] / MODEL_SUBDIR
+    encoder_dir = ctx.inputs[encoder_input(cfg)] / MODEL_SUBDIR
     tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
     pad_id = tokenizer.pad_token_id
 
-    if cfg.get("mixture"):
+    mixture = cfg.mixture if isinstance(cfg, TrainIntermediateConfig) else None
+    if mixture:
         members = [
             data.with_prepared_labels(get_task(name), data.read_meta(ctx.inputs[f"data.{name}"] / data.DATA_SUBDIR))
-            for name in cfg["mixture"]
+            for name in mixture
         ]
-        task = replace(members[0], name=cfg["task"], kind="mixture", metric="mean")
+        task = replace(members[0], name=cfg.task, kind="mixture", metric="mean")
         head: TaskHead = MixtureHead(task, members)
         parts = {m.name: _prepared(ctx, f"data.{m.name}", m.name, hparams, pad_id) for m in members}
         train_data: data.TokenizedData = MixtureData({name: part[0] for name, part in parts.items()})
         dev_data: data.TokenizedData = MixtureData({name: part[1] for name, part in parts.items()})
         dev_examples: Any = {name: part[2] for name, part in parts.items()}
     else:
-        task = data.with_prepared_labels(get_task(cfg["task"]), data.read_meta(ctx.inputs["data"] / data.DATA_SUBDIR))
+        task = data.with_prepared_labels(get_task(cfg.task), data.read_meta(ctx.inputs["data"] / data.DATA_SUBDIR))
         head = head_for(task)
-        head.configure(ctx.inputs["data"] / data.DATA_SUBDIR, cfg)
+        head.configure(ctx.inputs["data"] / data.DATA_SUBDIR, cfg.as_json())
         if not head.trains:
             raise ValueError(f"task {task.name} ({task.kind}) is evaluated zero-shot from an encoder, never trained")
         train_data, dev_data, dev_examples = _prepared(ctx, "data", task.name, hparams, pad_id)
 
-    if cfg.get("continue_head"):
+    if isinstance(cfg, TrainTargetConfig) and cfg.continue_head:
         # e.g. XCOPA after SIQA: the first fine-tuning's encoder *and* head go on training
         model = head.load_model(encoder_dir)
     else:
@@ -102,8 +108,9 @@ def _train(ctx: StageContext, info: DistInfo) -> dict[str, Any]:
     config = TrainConfig.from_hparams(hparams, len(train_data), seed)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = None
-    if ctx.checkpoint_url:
-        checkpoints = CheckpointManager(ctx.checkpoint_url, ctx.checkpoint.keep, ctx.checkpoint.async_save)
+    checkpoint_url = ctx.node_url(CHECKPOINTS_DIR)
+    if checkpoint_url:
+        checkpoints = CheckpointManager(checkpoint_url, ctx.checkpoint.keep, ctx.checkpoint.async_save)
     trainer = Trainer(
         model, task, train_data, dev_data, config, device, ctx.out_dir / "metrics.jsonl", ctx.log,
         dist=info, checkpoints=checkpoints, checkpoint_every=ctx.checkpoint.every_steps, stop=ctx.stop,
@@ -129,16 +136,16 @@ def _train(ctx: StageContext, info: DistInfo) -> dict[str, Any]:
         "train_seconds": round(state.train_seconds, 3),
         "examples_per_s": round(state.examples_seen / max(state.train_seconds, 1e-9), 1),
     }
-    if stage == "train-target":
-        result["intermediate"] = cfg.get("intermediate")
-    if cfg.get("mixture"):
-        result["mixture"] = list(cfg["mixture"])
+    if isinstance(cfg, TrainTargetConfig):
+        result["intermediate"] = cfg.intermediate
+    if mixture:
+        result["mixture"] = list(mixture)
     if tuned:
         result["tuned"] = tuned
     return result
 
 
-def _tuned(ctx: StageContext) -> dict[str, Any]:
+def _tuned(ctx: StageContext[TrainingConfig]) -> dict[str, Any]:
     """The hyperparameters a `tune` input chose ({} without one)."""
     if "tune" not in ctx.inputs:
         return {}
@@ -148,17 +155,17 @@ def _tuned(ctx: StageContext) -> dict[str, Any]:
 
 
 def _prepared(
-    ctx: StageContext, input_name: str, task: str, hparams: dict[str, Any], pad_id: int
+    ctx: StageContext[TrainingConfig], input_name: str, task: str, hparams: Hyperparameters, pad_id: int
 ) -> tuple[data.TokenizedData, data.TokenizedData, list[dict[str, Any]]]:
     """English train and dev features, and the dev examples, of a prepare-data input."""
     data_dir = ctx.inputs[input_name] / data.DATA_SUBDIR
     meta = data.read_meta(data_dir)
     if meta["task"] != task:
         raise ValueError(f"data input '{input_name}' holds task '{meta['task']}', this node needs '{task}'")
-    if meta["max_seq_length"] != int(hparams["max_seq_length"]):
+    if meta["max_seq_length"] != hparams.max_seq_length:
         ctx.log.warning(
             "%s was prepared with max_seq_length %s, hparams say %s; the prepared length applies",
-            task, meta["max_seq_length"], hparams["max_seq_length"],
+            task, meta["max_seq_length"], hparams.max_seq_length,
         )
     return data.english_train_dev(data_dir, pad_id)
 
@@ -169,9 +176,10 @@ def _export(trainer: Trainer, weights: dict[str, Any], head: TaskHead, out: Path
     An FSDP2 model's class is a generated subclass holding DTensors; the export goes
     through a plain model of the task's head class so the files load anywhere.
     """
+    model: Any = trainer.model  # an HF model (every head builds one), maybe sharded
     if not trainer.dist.is_distributed:
-        trainer.model.to("cpu").save_pretrained(out)
+        model.to("cpu").save_pretrained(out)
         return
-    plain = head.plain_model(trainer.model.config)
+    plain: Any = head.plain_model(model.config)
     plain.load_state_dict(weights)
     plain.save_pretrained(out)

@@ -13,8 +13,9 @@ Where things run and live:
   and workers over the SLURM tasks of a multi-node tune job.
 - Trials fetch their inputs from the store themselves, so a trial on another host needs
   nothing from the driver's disk.
-- Ray's experiment state lives in the store, under the node's `ray/` folder (a local
-  path, or the cloud store through a pyarrow filesystem over fsspec). A killed or
+- Ray's experiment state lives in the store, under the node's `ray/` folder
+  (`ctx.node_url("ray")`: a local path, or the cloud store through a pyarrow filesystem
+  over fsspec). A killed or
   preempted search is resumed from there with `Tuner.restore`: finished trials are kept
   (not rerun), unfinished ones start again, errored ones are retried. On SLURM's
   preemption signal the search stops gracefully, saves that state and raises
@@ -42,13 +43,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from xstilts.core.nodes import TuneConfig
+from xstilts.core.spec import INTEGER_SEARCHABLE, Dimension, Hyperparameters, Search
+from xstilts.core.store import Store
+from xstilts.core.tasks import Task, get_task
 from xstilts.jobs import data
 from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
 from xstilts.jobs.ray_cluster import allocation_gpus, ray_in_allocation
 from xstilts.jobs.stages.base import Preempted, StageContext
-from xstilts.jobs.tune_progress import PROGRESS_FILE, SearchProgress
-from xstilts.core.tasks import get_task
-from xstilts.core.store import Store
+from xstilts.jobs.tune_progress import SearchProgress
 
 RAY_DIR = "ray"
 SEARCH_NAME = "search"
@@ -57,44 +60,41 @@ STATE_SAVE_EVERY_S = "1"
 longer ago than this before a kill is never rerun on resume."""
 
 
-def search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def search_space(space: dict[str, Dimension]) -> dict[str, Any]:
     """The spec's dimensions as Ray Tune sampling objects."""
     from ray import tune
 
     built: dict[str, Any] = {}
     for name, dim in space.items():
-        if dim.get("loguniform"):
-            low, high = dim["loguniform"]
+        if dim.loguniform:
+            low, high = dim.loguniform
             built[name] = tune.loguniform(low, high)
-        elif dim.get("grid"):
-            built[name] = tune.grid_search(list(dim["grid"]))
+        elif dim.grid:
+            built[name] = tune.grid_search(list(dim.grid))
         else:
-            built[name] = tune.choice(list(dim["choice"]))
+            built[name] = tune.choice(list(dim.choice or []))
     return built
 
 
-def planned_trials(search: dict[str, Any]) -> int:
+def planned_trials(search: Search) -> int:
     """How many trials the search runs: `trials` samples of the grid's cross product."""
-    grid = math.prod(len(dim["grid"]) for dim in search["space"].values() if dim.get("grid"))
-    return int(search["trials"]) * grid
+    grid = math.prod(len(dim.grid) for dim in search.space.values() if dim.grid)
+    return search.trials * grid
 
 
-def trial_budget(search: dict[str, Any], hparams: dict[str, Any], data_dir: Path) -> int:
+def trial_budget(search: Search, hparams: Hyperparameters, data_dir: Path) -> int:
     """A trial's optimizer steps: `budget_steps`, or `budget_epochs` of the English
     training set at the stage's batch size (a searched batch size changes the steps a
     trial gets, never its epochs: the budget is fixed once, here)."""
-    epochs = search.get("budget_epochs")
-    if not epochs:
-        return int(search["budget_steps"])
+    if not search.budget_epochs:
+        return search.budget_steps
     n_train = data.english_train_size(data_dir)
-    return max(1, data.total_steps(n_train, int(hparams["batch_size"]), int(hparams["grad_accum_steps"]),
-                                   float(epochs), None))
+    return max(1, data.total_steps(n_train, hparams.batch_size, hparams.grad_accum_steps, search.budget_epochs,
+                                   None))
 
 
 def chosen_values(config: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """The searched values of a trial, integers where the hyperparameter is one."""
-    from xstilts.core.spec import INTEGER_SEARCHABLE
-
     return {k: int(config[k]) if k in INTEGER_SEARCHABLE else config[k] for k in names}
 
 
@@ -124,17 +124,18 @@ def graceful_stop_on(stop: threading.Event) -> Iterator[None]:
         watcher.join()
 
 
-def ray_storage(store: Store, node_dir: str) -> tuple[str, Any]:
-    """(storage_path, storage_filesystem) for Ray's results under the node folder."""
-    path = f"{node_dir}/{RAY_DIR}"
+def ray_storage(url: str) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray's results at `url`: a plain path on a
+    local store, else the store's filesystem through pyarrow's fsspec handler."""
+    store = Store(url)
     if store.is_local:
-        return path, None
+        return store.root, None
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    return path, PyFileSystem(FSSpecHandler(store.fs))
+    return store.root, PyFileSystem(FSSpecHandler(store.fs))
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext[TuneConfig]) -> dict[str, Any]:
     """Every rank of the allocation calls this; rank 0 drives the search."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_EVERY_S)
     with ray_in_allocation(ctx.job_id or f"pid-{os.getpid()}", ctx.rank, ctx.world_size) as driver:
@@ -143,35 +144,33 @@ def run(ctx: StageContext) -> dict[str, Any]:
         return _search(ctx)
 
 
-def _search(ctx: StageContext) -> dict[str, Any]:
+def _search(ctx: StageContext[TuneConfig]) -> dict[str, Any]:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     quiet_progress_bars()
     cfg = ctx.config
-    search = cfg["search"]
-    if ctx.store_url is None:
-        raise ValueError("the tune stage needs the store URL (jobs.entry passes it)")
-    store = Store(ctx.store_url)
-    node_dir = store.node_path(ctx.node["stage"], ctx.node["key"])
-    task = data.with_prepared_labels(get_task(cfg["task"]), data.read_meta(ctx.inputs["data"] / data.DATA_SUBDIR))
-    hparams = dict(cfg["hparams"])
-    budget = trial_budget(search, hparams, ctx.inputs["data"] / data.DATA_SUBDIR)
-    evaluations = max(1, budget // int(hparams["eval_interval"]))
-    inputs = dict(ctx.node["inputs"])
+    search = cfg.search
+    node_url, ray_url = ctx.node_url(), ctx.node_url(RAY_DIR)
+    if ctx.store_url is None or node_url is None or ray_url is None:
+        raise ValueError("the tune stage needs the node's store (jobs.entry passes it): trials fetch their "
+                         "inputs from it and the search keeps its state there")
+    task = data.with_prepared_labels(get_task(cfg.task), data.read_meta(ctx.inputs["data"] / data.DATA_SUBDIR))
+    budget = trial_budget(search, cfg.hparams, ctx.inputs["data"] / data.DATA_SUBDIR)
+    evaluations = max(1, budget // cfg.hparams.eval_interval)
+    inputs = ctx.node.inputs
     encoder_input = "init" if "init" in inputs else "model"
-    spec = TrialSpec(ctx.store_url, inputs[encoder_input], inputs["data"], task, hparams, budget,
-                     int(cfg.get("seed", 0)), bool(cfg.get("continue_head")), dict(cfg))
+    spec = TrialSpec(ctx.store_url, inputs[encoder_input], inputs["data"], task, budget, cfg)
 
     def trial(config: dict[str, Any]) -> None:
         spec.run(config)
 
     gpus = allocation_gpus()
     trainable = tune.with_resources(trial, {"cpu": 1, "gpu": 1 if gpus else 0})
-    storage_path, storage_fs = ray_storage(store, node_dir)
+    storage_path, storage_fs = ray_storage(ray_url)
     experiment = f"{storage_path}/{SEARCH_NAME}"
-    progress = SearchProgress(store, f"{node_dir}/{PROGRESS_FILE}", planned_trials(search), evaluations)
+    progress = SearchProgress(node_url, planned_trials(search), evaluations)
     started = time.perf_counter()
     restored = tune.Tuner.can_restore(experiment, storage_filesystem=storage_fs)
     if restored:
@@ -180,9 +179,9 @@ def _search(ctx: StageContext) -> dict[str, Any]:
                                    storage_filesystem=storage_fs)
     else:
         scheduler: Any
-        if search["scheduler"] == "asha":
-            scheduler = ASHAScheduler(max_t=evaluations, grace_period=int(search["grace_period"]),
-                                      reduction_factor=int(search["reduction_factor"]))
+        if search.scheduler == "asha":
+            scheduler = ASHAScheduler(max_t=evaluations, grace_period=search.grace_period,
+                                      reduction_factor=search.reduction_factor)
         else:
             scheduler = FIFOScheduler()
         slots = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1))
@@ -192,10 +191,10 @@ def _search(ctx: StageContext) -> dict[str, Any]:
         # and RNG state.
         tuner = tune.Tuner(
             trainable,
-            param_space=search_space(search["space"]),
-            tune_config=tune.TuneConfig(metric="dev", mode="max", num_samples=int(search["trials"]),
+            param_space=search_space(search.space),
+            tune_config=tune.TuneConfig(metric="dev", mode="max", num_samples=search.trials,
                                         scheduler=scheduler, reuse_actors=True,
-                                        max_concurrent_trials=int(search.get("max_concurrent") or slots)),
+                                        max_concurrent_trials=search.max_concurrent or slots),
             run_config=tune.RunConfig(storage_path=storage_path, storage_filesystem=storage_fs, name=SEARCH_NAME,
                                       verbose=0, callbacks=[progress]),
         )
@@ -205,7 +204,7 @@ def _search(ctx: StageContext) -> dict[str, Any]:
         grid = tuner.fit()
     if ctx.stop.is_set():
         raise Preempted(f"search stopped; Ray's state is saved in {experiment} and resumes on the next run")
-    trials = [_trial_row(result, list(search["space"]), evaluations) for result in grid]
+    trials = [_trial_row(grid[index], list(search.space), evaluations) for index in range(len(grid))]
     progress.write_final(trials)
     finished = [t for t in trials if t["best_dev"] is not None]
     if not finished:
@@ -251,16 +250,13 @@ class TrialSpec:
     """What a trial needs, picklable for Ray: store URL and input refs, not local paths,
     since the trial may run on another host of the allocation."""
 
-    def __init__(self, store_url: str, encoder_ref: str, data_ref: str, task: Any, hparams: dict[str, Any],
-                 budget: int, seed: int, continue_head: bool, node_config: dict[str, Any]) -> None:
+    def __init__(self, store_url: str, encoder_ref: str, data_ref: str, task: Task, budget: int,
+                 node_config: TuneConfig) -> None:
         self.store_url = store_url
         self.encoder_ref = encoder_ref
         self.data_ref = data_ref
         self.task = task
-        self.hparams = hparams
         self.budget = budget
-        self.seed = seed
-        self.continue_head = continue_head
         self.node_config = node_config
 
     def run(self, config: dict[str, Any]) -> None:
@@ -284,11 +280,15 @@ class TrialSpec:
         pad_id = AutoTokenizer.from_pretrained(encoder_dir).pad_token_id
         train_data, dev_data, dev_examples = data.english_train_dev(data_dir, pad_id)
         head = head_for(self.task)
-        head.configure(data_dir, self.node_config)
-        hparams = {**self.hparams, **chosen_values(config, list(config)), "max_steps": self.budget, "patience": None}
-        train_config = TrainConfig.from_hparams(hparams, len(train_data), self.seed)
+        head.configure(data_dir, self.node_config.as_json())
+        seed = self.node_config.seed
+        hparams = Hyperparameters.model_validate({
+            **self.node_config.hparams.model_dump(), **chosen_values(config, list(config)),
+            "max_steps": self.budget, "patience": None,
+        })
+        train_config = TrainConfig.from_hparams(hparams, len(train_data), seed)
         metrics_path = Path(tempfile.mkdtemp(prefix="trial-")) / "metrics.jsonl"
-        model = head.load_model(encoder_dir) if self.continue_head else head.build_model(encoder_dir, self.seed)
+        model = head.load_model(encoder_dir) if self.node_config.continue_head else head.build_model(encoder_dir, seed)
 
         def report(step: int, value: float, scores: dict[str, float]) -> None:
             tune.report({"dev": value, "step": step, "host": host, "trial_started": started, "reported": time.time()})
