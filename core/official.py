@@ -246,7 +246,9 @@ def write_pairs(path: str | Path, pairs: Iterable[Sequence[Any] | str]) -> Path:
         if isinstance(pair, str):
             lines.append(_one_line(pair, "pair") + "\n")
         else:
-            src, tgt = pair
+            if len(pair) != 2:
+                raise ValueError(f"a BUCC pair is (source id, target id), got {pair!r}")
+            src, tgt = pair[0], pair[1]
             lines.append(f"{_one_line(src, 'source id')}\t{_one_line(tgt, 'target id')}\n")
     return _write_text(Path(path), "".join(lines))
 

@@ -30,12 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from xstilts.core.allocation import allocation_cpus
+from xstilts.core.rng import stable_seed
 
 log = logging.getLogger("xstilts.ray")
 
@@ -88,7 +90,7 @@ def free_port_block(job_id: str, rank: int) -> PortBlock:
     on (job, rank): two jobs (or two ranks on one host) start far apart and probe."""
     low, high = PORT_RANGE
     blocks = (high - low) // PORTS_PER_PROCESS
-    start = zlib.crc32(f"{job_id}/{rank}".encode()) % blocks
+    start = stable_seed(job_id, rank) % blocks
     for step in range(blocks):
         first = low + ((start + step) % blocks) * PORTS_PER_PROCESS
         if all(_free(port) for port in range(first, first + PORTS_PER_PROCESS)):
@@ -104,14 +106,6 @@ def node_ip() -> str:
         return socket.gethostbyname(name)
     except OSError:
         return "127.0.0.1"
-
-
-def allocation_cpus() -> int:
-    """The CPUs this process may use: SLURM's allocation per task when there is one
-    (a node's other CPUs belong to other jobs even when affinity is not enforced)."""
-    usable = max(1, len(os.sched_getaffinity(0)))
-    granted = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    return min(usable, int(granted)) if granted.isdigit() and int(granted) > 0 else usable
 
 
 def allocation_gpus() -> int:

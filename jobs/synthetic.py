@@ -47,13 +47,13 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
 from xstilts.core.tasks import RATING_LABELS, SYNTHETIC_LANGUAGES, TASKS, get_task
+from xstilts.core.rng import stable_rng
 
 __all__ = ["LANGUAGES", "SIZES", "SYNTHETIC_TASKS", "LanguageSpec", "corpus", "generate", "unambiguous_lemmas",
            "word_form"]
@@ -78,9 +78,6 @@ separates the sentences of a ``syn-rate`` review; tagging examples carry no punc
 because the POS and chunk label sets have no tag for it."""
 
 
-def _rng(*parts: object) -> random.Random:
-    """A random stream seeded by a stable digest of `parts` (hash() is salted per run)."""
-    return random.Random(zlib.crc32("/".join(str(p) for p in parts).encode("utf-8")))
 
 
 # --------------------------------------------------------------------------------------
@@ -227,7 +224,7 @@ class _Lexicon:
 @lru_cache(maxsize=1)
 def _lexicon() -> _Lexicon:
     """Draw the English lexicon once; every language and task shares it."""
-    rng = _rng("lexicon")
+    rng = stable_rng("lexicon")
     lemmas: list[Lemma] = []
     pools: dict[str, list[int]] = {}
     seen: set[str] = set()
@@ -275,11 +272,11 @@ def _syllable_map(language: str) -> dict[str, str]:
     """English syllable -> this language's syllable, for the syllables it changes."""
     spec = LANGUAGES[language]
     english = sorted({s for lemma in _lexicon().lemmas for s in lemma.syllables})
-    change_draw = _rng("syllable-change")  # shared by all languages: nested change sets
+    change_draw = stable_rng("syllable-change")  # shared by all languages: nested change sets
     draws = {syllable: change_draw.random() for syllable in english}
     english_set = set(_EN_SYLLABLES)
     free = sorted(set(_syllables(spec.onsets, spec.vowels, spec.codas)) - english_set)
-    rng = _rng("syllable-target", language)
+    rng = stable_rng("syllable-target", language)
     rng.shuffle(free)
     mapping: dict[str, str] = {}
     for syllable in english:
@@ -562,7 +559,7 @@ def _target(task_name: str) -> dict[str, dict[str, list[dict]]]:
     task = get_task(task_name)
     splits: dict[str, dict[str, list[dict]]] = {}
     for split, n in SIZES[task_name].items():
-        rng = _rng(task_name, split)
+        rng = stable_rng(task_name, split)
         languages = task.languages if split == "test" else ("en",)
         if task_name == "syn-sent":
             sentences = _polarity_sentences(rng, n)
@@ -586,7 +583,7 @@ def _tagged(sentence: Sentence, language: str, pos: bool) -> dict:
 def _intermediate(task_name: str) -> dict[str, dict[str, list[dict]]]:
     splits: dict[str, dict[str, list[dict]]] = {}
     for split, n in SIZES[task_name].items():
-        rng = _rng(task_name, split)
+        rng = stable_rng(task_name, split)
         if task_name == "syn-rate":
             splits[split] = {"en": _reviews(rng, n)}
         else:
@@ -633,6 +630,6 @@ def corpus(languages: Sequence[str], sentences_per_language: int, seed: int = 0)
             raise KeyError(f"unknown synthetic language {language!r}; valid: {', '.join(SYNTHETIC_LANGUAGES)}")
     per_language = []
     for language in languages:
-        rng = _rng("corpus", seed, language)
+        rng = stable_rng("corpus", seed, language)
         per_language.append([_text([s], language) for s in _plain_sentences(rng, sentences_per_language)])
     return [lines[i] for i in range(sentences_per_language) for lines in per_language]

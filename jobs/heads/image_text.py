@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import random
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 
 from xstilts.jobs.data import IGNORE_INDEX, Batch, TokenizedData
 from xstilts.jobs.heads.base import Example, TaskHead
+from xstilts.core.rng import stable_rng
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -64,8 +64,6 @@ def _visual_prefix(model: torch.nn.Module) -> VisualPrefixModel:
     return cast("VisualPrefixModel", model)
 
 
-def _rng(*parts: object) -> random.Random:
-    return random.Random(zlib.crc32("/".join(map(str, parts)).encode()))
 
 
 class ImageTextHead(TaskHead):
@@ -124,7 +122,7 @@ class ImageTextHead(TaskHead):
         hard = self._hard_negatives(split_images)
         for row in rows:
             pairs.append({**row, "id": f"{row['id']}+", "label": MATCH})
-            rng = _rng(self.task.name, split, row["id"])
+            rng = stable_rng(self.task.name, split, row["id"])
             if rng.random() < 0.5 and row["image_id"] in hard:
                 negative, how = hard[row["image_id"]], "hard"
             else:
@@ -141,7 +139,7 @@ class ImageTextHead(TaskHead):
         if len(images) < 2:
             raise ValueError(f"{self.task.name}: shuffling images needs at least two, {split} has {len(images)}")
         order = list(images)
-        _rng(self.task.name, split, "shuffle").shuffle(order)
+        stable_rng(self.task.name, split, "shuffle").shuffle(order)
         mapping = {order[i]: order[(i + 1) % len(order)] for i in range(len(order))}  # a cycle: nobody keeps theirs
         return [{**r, "image_id": mapping[r["image_id"]], "true_image_id": r["image_id"]} for r in rows]
 
@@ -177,7 +175,7 @@ class ImageTextHead(TaskHead):
             masked, labels = [], []
             special = set(tokenizer.all_special_ids)
             for example, seq in zip(examples, ids):
-                inputs, gold = _mask(seq, special, tokenizer.mask_token_id, len(tokenizer), _rng(example["id"], "mask"))
+                inputs, gold = _mask(seq, special, tokenizer.mask_token_id, len(tokenizer), stable_rng(example["id"], "mask"))
                 masked.append(inputs)
                 labels.append(gold)
                 example["masked"] = [[i, t] for i, t in enumerate(gold) if t != IGNORE_INDEX]

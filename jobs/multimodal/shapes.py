@@ -29,12 +29,12 @@ from __future__ import annotations
 import bisect
 import random
 import re
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
+from xstilts.core.rng import stable_rng, stable_seed
 
 __all__ = [
     "BACKGROUND_GRAIN", "BACKGROUND_RANGE", "COLOURS", "IMAGE_SIZE", "POSITIONS", "SHAPES", "SIZES", "SPLIT_IMAGES",
@@ -79,9 +79,6 @@ _CAPTION_COUNT_CUM = (0.05, 0.15, 0.35, 0.65, 1.0)  # mean 3.8 captions per imag
 _ID_PATTERN = re.compile(r"shape-(\d{6})")
 
 
-def _rng(*parts: object) -> random.Random:
-    """A random stream seeded by a stable digest of `parts` (hash() is salted per run)."""
-    return random.Random(zlib.crc32("/".join(str(p) for p in parts).encode("utf-8")))
 
 
 # --------------------------------------------------------------------------------------
@@ -177,7 +174,7 @@ def _index(image_id: str) -> int:
 def scene(image_id: str) -> Scene:
     """The scene of an image, drawn from a stream seeded by its number alone (so images
     render on demand in any order and any process)."""
-    rng = _rng("syn-shapes", "scene", _index(image_id))
+    rng = stable_rng("syn-shapes", "scene", _index(image_id))
     background = rng.randint(*BACKGROUND_RANGE)
     position = rng.choice(tuple(POSITIONS))
     main = _object(rng, position, rng.choice(tuple(SIZES)), rng.choice(tuple(COLOURS)))
@@ -223,7 +220,7 @@ def _background(image_id: str, level: int) -> np.ndarray:
     three channels so it stays grey). The grain makes every image distinct even where
     two scenes and their jitter coincide, so no two ids share pixels (a contrastive batch
     would otherwise hold exact duplicate images with different captions)."""
-    grain = np.random.default_rng(zlib.crc32(f"syn-shapes/grain/{image_id}".encode("utf-8")))
+    grain = np.random.default_rng(stable_seed("syn-shapes", "grain", image_id))
     grey = level + grain.integers(-BACKGROUND_GRAIN, BACKGROUND_GRAIN + 1, size=(IMAGE_SIZE, IMAGE_SIZE))
     return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
 
@@ -285,7 +282,7 @@ def _caption(rng: random.Random, drawn: Scene) -> str:
 
 def _captions(image_id: str) -> list[str]:
     """1-5 distinct captions of one image."""
-    rng = _rng("syn-shapes", "captions", _index(image_id))
+    rng = stable_rng("syn-shapes", "captions", _index(image_id))
     wanted = _CAPTION_COUNTS[bisect.bisect_left(_CAPTION_COUNT_CUM, rng.random())]
     drawn = scene(image_id)
     captions: list[str] = []
