@@ -16,6 +16,7 @@ from PIL import Image
 
 from xstilts.jobs.multimodal.features import FeatureStoreMismatch, read_features, write_features
 from xstilts.jobs.multimodal.vision import VisionEncoder
+from xstilts.core.nodes import VisionEncoderConfig
 
 TINY = {"hidden_size": 32, "image_size": 32, "patch_size": 8, "num_hidden_layers": 2,
         "num_attention_heads": 2, "intermediate_size": 64}
@@ -49,7 +50,7 @@ class Counting:
 
 @pytest.fixture(scope="module")
 def encoder() -> VisionEncoder:
-    return VisionEncoder.load({"tiny": TINY, "seed": 0})
+    return VisionEncoder.load(VisionEncoderConfig(tiny=TINY, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +71,10 @@ def test_tiny_encoder_shapes_and_dtypes(encoder: VisionEncoder) -> None:
 
 def test_encoding_is_deterministic_per_seed_and_batch_independent(encoder: VisionEncoder) -> None:
     images = [make_image(i) for i in IDS[:4]]
-    again = VisionEncoder.load({"tiny": TINY, "seed": 0}, batch_size=3)  # batches of 3 + 1
+    again = VisionEncoder.load(VisionEncoderConfig(tiny=TINY, seed=0), batch_size=3)  # batches of 3 + 1
     for a, b in zip(encoder.encode(images), again.encode(images)):
         np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)
-    other = VisionEncoder.load({"tiny": TINY, "seed": 1})
+    other = VisionEncoder.load(VisionEncoderConfig(tiny=TINY, seed=1))
     assert not np.allclose(encoder.encode(images)[0], other.encode(images)[0])
 
 
@@ -127,7 +128,7 @@ def test_interrupted_write_resumes_with_the_remaining_chunks(
 def test_a_store_of_another_encoder_or_other_images_is_an_error(encoder: VisionEncoder, tmp_path: Path) -> None:
     url = str(tmp_path / "features.zarr")
     write_features(url, IDS[:4], load_images, encoder, chunk_size=CHUNK, progress=False)
-    other = Counting(VisionEncoder.load({"tiny": TINY, "seed": 1}))
+    other = Counting(VisionEncoder.load(VisionEncoderConfig(tiny=TINY, seed=1)))
     with pytest.raises(FeatureStoreMismatch, match="encoder: stored"):
         write_features(url, IDS[:4], load_images, other, chunk_size=CHUNK, progress=False)
     with pytest.raises(FeatureStoreMismatch, match="image_ids differ"):
@@ -165,7 +166,7 @@ def test_named_model_offline_fails_fast_naming_it() -> None:
         pytest.skip("needs HF_HUB_OFFLINE=1 (set by conftest) to fail without retries")
     started = time.monotonic()
     with pytest.raises(OSError, match="vision model 'no-such-org/no-such-vision-model'.*HF_HUB_OFFLINE"):
-        VisionEncoder.load({"name": "no-such-org/no-such-vision-model"})
+        VisionEncoder.load(VisionEncoderConfig(name="no-such-org/no-such-vision-model"))
     assert time.monotonic() - started < 10
 
 
@@ -181,15 +182,15 @@ def test_named_model_from_a_local_directory(family: str, tmp_path: Path) -> None
     processor_class = getattr(transformers, processor + "Pil", None) or getattr(transformers, processor)
     model_class(config_class(**{**TINY, "num_hidden_layers": 1})).save_pretrained(tmp_path)
     processor_class(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
-    encoder = VisionEncoder.load({"name": str(tmp_path)})
+    encoder = VisionEncoder.load(VisionEncoderConfig(name=str(tmp_path)))
     pooled, patches = encoder.encode([make_image(i) for i in IDS[:2]])
     assert (encoder.dim, encoder.patches) == (32, 16)
     assert pooled.shape == (2, 32) and patches.shape == (2, 16, 32) and patches.dtype == np.float16
 
 
 def test_spec_needs_a_name_or_a_tiny_config() -> None:
-    with pytest.raises(ValueError, match="exactly one of 'name' or 'tiny'"):
-        VisionEncoder.load({"seed": 0})
+    with pytest.raises(ValueError, match="exactly one of 'name'"):
+        VisionEncoderConfig(seed=0)
 
 
 def test_prepare_images_stage_writes_into_the_node_folder_and_resumes(tmp_path: Path) -> None:

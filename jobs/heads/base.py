@@ -58,9 +58,10 @@ class TaskHead(ABC):
         the examples themselves."""
         return list(examples)
 
-    def configure(self, data_dir: Path, node_config: dict[str, Any]) -> None:
+    def configure(self, data_dir: Path, prefix_length: int | None) -> None:
         """Before training: read what the head needs besides the features, from the
-        prepared data folder (image features) and the node's config. Nothing by default."""
+        prepared data folder (image features), and the node's image prefix length (image
+        tasks that read images). Nothing by default."""
 
     @abstractmethod
     def encode(

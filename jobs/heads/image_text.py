@@ -95,13 +95,14 @@ class ImageTextHead(TaskHead):
         np.save(data_dir / IMAGES_FILE, self.pooled.astype(np.float16))
         (data_dir / IMAGE_IDS_FILE).write_text(json.dumps(self.image_ids))
 
-    def configure_prefix(self, node_config: dict[str, Any]) -> None:
-        """The image prefix length of the node (prepare and training nodes carry it)."""
-        self.prefix_length = int(node_config.get("prefix_length") or DEFAULT_PREFIX_LENGTH)
+    def configure_prefix(self, prefix_length: int | None) -> None:
+        """The image prefix length of the node (prepare and training nodes of image tasks
+        that read images carry it; the others use the default)."""
+        self.prefix_length = prefix_length or DEFAULT_PREFIX_LENGTH
 
-    def configure(self, data_dir: Path, node_config: dict[str, Any]) -> None:
+    def configure(self, data_dir: Path, prefix_length: int | None) -> None:
         """Training time: the saved image features and the prefix length of the node."""
-        self.configure_prefix(node_config)
+        self.configure_prefix(prefix_length)
         path = data_dir / IMAGES_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{self.task.name}: no image features at {path}; was the data prepared "

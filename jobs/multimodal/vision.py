@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from xstilts.jobs.device import DeviceInfo, select_device
+from xstilts.core.nodes import VisionEncoderConfig
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -88,16 +89,16 @@ class VisionEncoder:
 
     # -- construction --------------------------------------------------------------------
     @classmethod
-    def load(cls, spec: dict[str, Any], batch_size: int = DEFAULT_BATCH_SIZE) -> VisionEncoder:
-        """Build the encoder a vision spec describes (see the module docstring)."""
-        if bool(spec.get("name")) == bool(spec.get("tiny")):
-            raise ValueError(f"vision spec needs exactly one of 'name' or 'tiny', got keys {sorted(spec)}")
+    def load(cls, config: VisionEncoderConfig, batch_size: int = DEFAULT_BATCH_SIZE) -> VisionEncoder:
+        """Build the encoder a prepare-images node's config describes (see the module
+        docstring); the config validated that it names exactly one of a model or a tiny tower."""
         device = select_device()
-        if spec.get("tiny"):
-            model, processor, family, patches = _tiny(dict(spec["tiny"]), int(spec.get("seed", 0)))
+        if config.tiny is not None:
+            model, processor, family, patches = _tiny(dict(config.tiny), config.seed or 0)
         else:
-            model, processor, family, patches = _pretrained(str(spec["name"]))
-        return cls(spec, model, processor, family, patches, device, batch_size)
+            assert config.name is not None  # VisionEncoderConfig: exactly one of name and tiny
+            model, processor, family, patches = _pretrained(config.name)
+        return cls(config.as_json(), model, processor, family, patches, device, batch_size)
 
     # -- encoding ------------------------------------------------------------------------
     @torch.no_grad()

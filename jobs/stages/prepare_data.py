@@ -83,7 +83,7 @@ def _bind_images(ctx: StageContext[PrepareDataConfig], head: Any, out: Any) -> N
     captions are cut so that they and the image prefix fit `max_seq_length`."""
     from xstilts.jobs.multimodal.features import read_features
 
-    head.configure_prefix(ctx.config.as_json())
+    head.configure_prefix(ctx.config.prefix_length)
     if "images" not in ctx.inputs:
         raise ValueError(f"task {ctx.config.task} needs an `images` input (the image features node)")
     features = read_features(str(ctx.inputs["images"] / "features.zarr"))

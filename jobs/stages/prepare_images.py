@@ -39,7 +39,7 @@ def run(ctx: StageContext[PrepareImagesConfig]) -> dict[str, Any]:
     data_dir = ctx.config.data_dir
     started = time.perf_counter()
     image_ids = dataset_image_ids(dataset, data_dir)
-    encoder = VisionEncoder.load(ctx.config.vision.as_json())
+    encoder = VisionEncoder.load(ctx.config.vision)
     url = features_url(ctx)
 
     def load(ids: Sequence[str]) -> Iterator[tuple[str, Image]]:

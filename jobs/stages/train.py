@@ -95,7 +95,9 @@ def _train(ctx: StageContext[TrainingConfig], info: DistInfo) -> dict[str, Any]:
     else:
         task = data.with_prepared_labels(get_task(cfg.task), data.read_meta(ctx.inputs["data"] / data.DATA_SUBDIR))
         head = head_for(task)
-        head.configure(ctx.inputs["data"] / data.DATA_SUBDIR, cfg.as_json())
+        # Only intermediate tasks can be image tasks (targets are text benchmarks).
+        prefix_length = cfg.prefix_length if isinstance(cfg, TrainIntermediateConfig) else None
+        head.configure(ctx.inputs["data"] / data.DATA_SUBDIR, prefix_length)
         if not head.trains:
             raise ValueError(f"task {task.name} ({task.kind}) is evaluated zero-shot from an encoder, never trained")
         train_data, dev_data, dev_examples = _prepared(ctx, "data", task.name, hparams, pad_id)

@@ -280,7 +280,7 @@ class TrialSpec:
         pad_id = AutoTokenizer.from_pretrained(encoder_dir).pad_token_id
         train_data, dev_data, dev_examples = data.english_train_dev(data_dir, pad_id)
         head = head_for(self.task)
-        head.configure(data_dir, self.node_config.as_json())
+        head.configure(data_dir, self.node_config.prefix_length)
         seed = self.node_config.seed
         hparams = Hyperparameters.model_validate({
             **self.node_config.hparams.model_dump(), **chosen_values(config, list(config)),
