@@ -133,7 +133,7 @@ def write_report(experiment: Any, frame: pd.DataFrame, out_path: Path, figures_d
     out_path.parent.mkdir(parents=True, exist_ok=True)
     figures = render_figures(experiment, frame, Path(figures_dir or out_path.parent / "figures"), target)
     spec = experiment.spec
-    statuses = experiment.statuses(need_slurm=False)
+    statuses = experiment.statuses(need_cluster=False)
     missing = missing_cells(experiment, statuses)
     table = table_from_frame(frame, spec.intermediate.tasks, spec.target.tasks, missing)
     sections = [

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from xstilts.analysis.results import ResultRow
 from xstilts.core.tasks import BASELINE, TASKS
 
 AVERAGE = "average"
@@ -29,6 +28,29 @@ AVERAGE = "average"
 CAPTION = ("cells: mean ± std over seeds of the average over languages (QA: mean of EM and F1); "
            "(delta against none); best per column in bold; average: mean over the targets")
 FORMATS = ("rich", "md", "csv", "latex", "json")
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One (intermediate, target, seed, language, metric) value: the table's input, as
+    `xstilts.analysis.collect`'s frame holds it."""
+
+    intermediate: str
+    target: str
+    seed: int
+    language: str
+    metric: str
+    value: float
+    key: str
+
+
+def rows_from_result(result: dict[str, Any], intermediate: str, target: str, seed: int, key: str) -> list[ResultRow]:
+    """Rows of one evaluate node's result.json (every metric of every language)."""
+    rows = []
+    for language, metrics in sorted(result.get("languages", {}).items()):
+        for metric, value in sorted(metrics.items()):
+            rows.append(ResultRow(intermediate, target, seed, language, metric, float(value), key))
+    return rows
 
 
 @dataclass(frozen=True)
