@@ -37,7 +37,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from xstilts.core.tasks import Task
 
 from xstilts.core import metrics
 from xstilts.core.languages import SUITES
@@ -125,7 +128,7 @@ def task_metric(task: str) -> str:
     return TASK_METRIC[task] if task in TASK_METRIC else _registered(task).metric
 
 
-def _registered(task: str) -> Any:
+def _registered(task: str) -> Task:
     from xstilts.core.tasks import TASKS
 
     if task not in TASKS:
@@ -150,7 +153,7 @@ def official_path(root: str | Path, task: str, lang: str) -> Path:
 # readers (the official ones: text mode, universal newlines, every line stripped)
 
 
-def _open(path: Path) -> Any:
+def _open(path: Path) -> TextIO:
     if not path.is_file():
         raise ScoreError(f"missing file: {path}")
     return path.open(encoding="utf-8")
@@ -338,7 +341,7 @@ def write_pairs(path: str | Path, pairs: Iterable[Sequence[Any] | str]) -> Path:
         if isinstance(pair, str):
             lines.append(_one_line(pair, "pair") + "\n")
         else:
-            src, tgt = pair
+            src, tgt = pair[0], pair[1]
             lines.append(f"{_one_line(src, 'source id')}\t{_one_line(tgt, 'target id')}\n")
     return _write_text(Path(path), "".join(lines))
 

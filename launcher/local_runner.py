@@ -313,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(profile, LocalProfile):
         parser.error(f"the local scheduler runs local profiles, not '{profile.executor}'")
     store = Store(args.store)
-    spec = Spec.model_validate(yaml.safe_load(store.read_text(store.experiment_path(args.experiment, "spec.yaml"))))
+    spec_text = store.read_text(store.experiment_path(args.experiment, "spec.yaml"))
+    if spec_text is None:
+        parser.error(f"no spec.yaml of experiment '{args.experiment}' in {store.url}: launch materializes it first")
+    spec = Spec.model_validate(yaml.safe_load(spec_text))
     plan = build_plan(spec)
     marker = store.experiment_path(args.experiment, SCHEDULER_FILE)
     store.write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})

@@ -23,12 +23,13 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xstilts.core.plan import Node
+from xstilts.core.spec import Resources
 from xstilts.launcher.profiles import SlurmProfile, SlurmResources
 from xstilts.core.errors import UserError
 from xstilts.core.stages import facts
@@ -245,7 +246,7 @@ def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int) -
 # submitting
 
 
-def stage_resources(profile: SlurmProfile, stage: str, spec_resources: Any = None) -> SlurmResources:
+def stage_resources(profile: SlurmProfile, stage: str, spec_resources: Resources | None = None) -> SlurmResources:
     """The job of `stage`: the profile's resources, its per-stage overrides, then what the
     spec's `resources` section sets explicitly. Training stages span several processes
     (FSDP ranks); a tune job may span several nodes with one task each (one Ray node per
@@ -307,13 +308,13 @@ def render_sbatch(array: Array, params: dict[str, Any], folder: Path) -> str:
     from submitit.slurm.slurm import _make_sbatch_string
 
     command = f"{PYTHON} -u -m submitit.core._submit {shlex.quote(str(folder))}"
-    extra = {"map_count": len(array.nodes)} if len(array.nodes) > 1 else {}
+    extra: dict[str, Any] = {"map_count": len(array.nodes)} if len(array.nodes) > 1 else {}
     return _make_sbatch_string(command=command, folder=str(folder), **params, **extra)
 
 
 def submit_arrays(
     arrays: list[Array], store_url: str, experiment: str, profile: SlurmProfile, env: dict[str, str],
-    spec_resources: dict[str, Any], on_submit: Any,
+    spec_resources: Callable[[str], Resources], on_submit: Callable[[Node, str], None],
 ) -> None:
     """Submit `arrays` in order (each after the ones it depends on), one sbatch each."""
     import submitit
@@ -323,7 +324,7 @@ def submit_arrays(
     folder = log_folder(profile, experiment)
     folder.mkdir(parents=True, exist_ok=True)
     for array in arrays:
-        resources = stage_resources(profile, array.stage, spec_resources.get(array.stage))
+        resources = stage_resources(profile, array.stage, spec_resources(array.stage))
         params = executor_parameters(resources, profile, job_name(experiment), env, dependency_string(array, arrays))
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues, python=PYTHON)
         executor.update_parameters(**params)

@@ -10,7 +10,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,9 @@ from xstilts.core.state import STATUSES
 from xstilts.launcher.commands.common import JsonOpt, OverrideOpt, SpecArg, node_tasks, open_spec, out
 from xstilts.launcher.commands.logs import log_tail
 from xstilts.launcher.experiment import Experiment
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _headline(node: Node, result: dict[str, Any] | None) -> str:
@@ -109,7 +112,7 @@ def status_rows(experiment: Experiment) -> list[NodeRow]:
     return rows
 
 
-def _status_table(experiment: Experiment, rows: list[NodeRow]) -> Any:
+def _status_table(experiment: Experiment, rows: list[NodeRow]) -> Table:
     from rich.table import Table
 
     colours = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "preempted": "yellow",

@@ -46,8 +46,8 @@ class SlurmExecutor:
             if need_cluster:
                 raise
             return stored
-        ended = [slurm.last_job_id(state) for status, state in stored.values() if status not in ("done", "running")]
-        ended = [job for job in ended if job and job not in live]
+        ended = [job for status, state in stored.values() if status not in ("done", "running")
+                 and (job := slurm.last_job_id(state)) and job not in live]
         finished = slurm.sacct(ended) if ended else {}
         merged = {}
         for key, (status, state) in stored.items():
@@ -72,12 +72,11 @@ class SlurmExecutor:
                    f"{len(selection.failed)} failed or cancelled (skipped; --retry-failed runs them), "
                    f"{len(selection.blocked)} waiting for failed inputs")
         env = self.job_env(experiment)
-        resources = experiment.spec.resources
         if request.dry_run:
             out.print(f"\\[dry run] {summary}; at most {size} tasks per array ({size_source})", soft_wrap=True)
             folder = slurm.log_folder(profile, name)
             for array in arrays:
-                res = slurm.stage_resources(profile, array.stage, resources.get(array.stage))  # type: ignore[call-overload]
+                res = slurm.stage_resources(profile, array.stage, experiment.spec.resources_for(array.stage))
                 params = slurm.executor_parameters(res, profile, slurm.job_name(name), env,
                                                    slurm.dependency_string(array, arrays))
                 out.print(f"\n[bold]array {array.index}[/bold]: {array.stage}, wave {array.wave}, {len(array.nodes)} "
@@ -94,7 +93,7 @@ class SlurmExecutor:
         def recorded(node: Node, job_id: str) -> None:
             record_submission(experiment.store, experiment.node_dir(node), job_id, "slurm")
 
-        slurm.submit_arrays(arrays, experiment.store.url, name, profile, env, dict(resources), recorded)
+        slurm.submit_arrays(arrays, experiment.store.url, name, profile, env, experiment.spec.resources_for, recorded)
         out.print(f"submitted {len(selection.submit)} nodes in {len(arrays)} arrays "
                   f"({', '.join(f'{a.stage}:{a.job_id}' for a in arrays)}); {summary}")
         if not request.wait:
