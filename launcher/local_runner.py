@@ -211,17 +211,13 @@ class LocalRunner:
                 statuses = self._statuses()
                 selection = select_nodes(self.plan, statuses, retry_failed=False, live=LIVE)
                 blocked = selection.blocked
-                waiting = bool(selection.live)  # ours, or another launcher's nodes
-                for node in selection.submit:
-                    if not all(statuses[dep.key][0] == "done" for dep in node.inputs.values()):
-                        waiting = True  # after an input that is still running
-                    elif len(self.running) < self.profile.max_parallel:
+                for node in selection.submit:  # those whose inputs are done start, as slots allow
+                    ready = all(statuses[dep.key][0] == "done" for dep in node.inputs.values())
+                    if ready and len(self.running) < self.profile.max_parallel:
                         self.retrying.discard(node.key)
                         self._start(node)
-                        waiting = True
-                    else:
-                        waiting = True
-                if not self.running and not waiting:
+                # live: ours, or another launcher's; submit: started now, or waiting for inputs or a slot
+                if not self.running and not selection.live and not selection.submit:
                     break
                 time.sleep(POLL_S)
         finally:

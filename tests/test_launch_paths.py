@@ -4,7 +4,6 @@ scheduler, and a launch folder holding modules named like ours."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
