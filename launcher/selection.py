@@ -1,8 +1,8 @@
 """What a launch submits: the one rule for which nodes run, and which are skipped and why.
 
-The CLI's launch, both executors and the local scheduler's loop all ask `select_nodes`,
-so "done", "still running", "failed (not retried)" and "blocked by a failed input" mean
-the same everywhere.
+Both executors (what `xstilts launch` submits) and the local scheduler's loop (what it
+starts next) ask `select_nodes`, so "done", "still running", "failed (not retried)" and
+"blocked by a failed input" mean the same everywhere.
 """
 
 from __future__ import annotations
