@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 
 import xstilts
 from tests.conftest import demo_raw
-from tests.grid import run_cli
+from tests.grid import run_cli, small_grid_raw
 from xstilts.core.errors import UserError
 from xstilts.core.plan import Node, Plan, build_plan
 from xstilts.core.spec import validate
@@ -23,6 +24,7 @@ from xstilts.launcher.executors import executor_for
 from xstilts.launcher.executors.local import LocalExecutor
 from xstilts.launcher.executors.slurm import SlurmExecutor
 from xstilts.launcher.experiment import open_experiment
+from xstilts.launcher.local_runner import LocalRunner
 from xstilts.launcher.profiles import LocalProfile, SlurmProfile, load_profile, profile_from_json
 from xstilts.launcher.selection import select_nodes
 
@@ -157,3 +159,46 @@ def test_launch_wait_and_analysis_table_print_the_same_table(tmp_path: Path) -> 
     assert "failed 2/2" in launch_table and "± " in launch_table and "zero-shot cross-lingual transfer" in launch_table
     cells = json.loads(run_cli("analysis", "table", str(spec), "--json").stdout)["cells"]
     assert any(cell["status"] and cell["status"].startswith("failed") for cell in cells)
+
+
+# -- the local scheduler's loop -----------------------------------------------------------
+class _ScriptedRunner(LocalRunner):
+    """Node processes that only commit (write DONE) or fail (record it and exit 1, as a
+    node process does): the loop, without training."""
+
+    failing: set[str] = set()
+
+    def _command(self, node: Node, submission: str) -> list[str]:
+        if node.key in self.failing:
+            state = Path(self.store.node_path(node.stage, node.key, "state.json"))
+            record = json.dumps({"status": "failed", "attempts": []})
+            return [sys.executable, "-c", f"open({str(state)!r}, 'w').write({record!r}); raise SystemExit(1)"]
+        done = Path(self.store.node_path(node.stage, node.key, DONE))
+        return [sys.executable, "-c", f"open({str(done)!r}, 'w').write('done')"]
+
+
+def _run(tmp_path: Path, plan: Plan, failing: set[str], retry_failed: bool) -> tuple[Any, list[str]]:
+    started: list[str] = []
+    runner = _ScriptedRunner(Store(str(tmp_path / "store")), plan, LocalProfile(max_parallel=3), retry_failed,
+                             lambda kind, node, _detail: started.append(node.key) if kind == "start" else None)
+    runner.failing = failing
+    return runner.run(), started
+
+
+def test_the_local_loop_runs_what_select_nodes_chooses_and_retries_a_failure_once(tmp_path: Path) -> None:
+    plan = build_plan(validate(small_grid_raw(str(tmp_path / "store"))))
+    train = next(node for node in plan.nodes if node.stage == "train-intermediate")
+    below = sorted(node.key for node in _dependants(plan, train))
+
+    first, started = _run(tmp_path, plan, {train.key}, retry_failed=False)
+    assert first.failed == [train.key] and first.blocked == below
+    assert len(started) == len(plan.nodes) - len(below)
+
+    again, started = _run(tmp_path, plan, set(), retry_failed=False)
+    assert started == [] and again.blocked == below  # a failure is not retried unasked
+
+    retried, started = _run(tmp_path, plan, {train.key}, retry_failed=True)
+    assert started == [train.key] and retried.failed == [train.key]  # retried once, not again and again
+
+    fixed, started = _run(tmp_path, plan, set(), retry_failed=True)
+    assert fixed.ok and sorted(started) == sorted([train.key, *below])
