@@ -266,7 +266,7 @@ def missing_cells(experiment: Experiment, statuses: dict[str, tuple[str, dict[st
     cell waiting on a failed intermediate training says so. `statuses` (from
     `experiment.statuses()`) may be passed when the caller already has them."""
     if statuses is None:
-        statuses = experiment.statuses(need_slurm=False)
+        statuses = experiment.statuses(need_cluster=False)
     rows = []
     for node in experiment.plan.evaluations():
         if statuses[node.key][0] == "done":

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -30,6 +30,9 @@ from xstilts.analysis.frame import cell_scores, deltas, headline_metric  # noqa:
 from xstilts.analysis.table import modality_label  # noqa: E402
 from xstilts.core.atomic import replacing  # noqa: E402
 from xstilts.core.metrics import PRIMARY_KEY  # noqa: E402
+
+if TYPE_CHECKING:
+    from xstilts.launcher.experiment import Experiment
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +288,7 @@ def plot_curves(data: pd.DataFrame, out_dir: Path, modality: Mapping[str, str] |
     return _save(fig, out_dir, "training_curves")
 
 
-def training_runs(experiment: Any, target: str | None = None) -> list[Run]:
+def training_runs(experiment: Experiment, target: str | None = None) -> list[Run]:
     """The logs of the experiment's training nodes worth drawing: every intermediate
     training and the target trainings of `target` (default: the first target), both
     of the first seed, so that the lines compare tasks rather than seeds. Nodes without
@@ -306,6 +309,7 @@ def training_runs(experiment: Any, target: str | None = None) -> list[Run]:
         records = parse_metrics(store.read_text(store.node_path(node.stage, node.key, "metrics.jsonl")))
         if not records:
             continue
+        assert node.task is not None  # training nodes train a task
         label = node.task if node.stage == "train-intermediate" else f"{node.intermediate} -> {node.task}"
         metric = TASKS[node.task].metric if node.task in TASKS else "mean"
         row = node.task if node.stage == "train-intermediate" else node.intermediate
@@ -361,7 +365,7 @@ def plot_lr(data: pd.DataFrame, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "lr_sensitivity")
 
 
-def tune_results(experiment: Any) -> dict[str, dict[str, Any]]:
+def tune_results(experiment: Experiment) -> dict[str, dict[str, Any]]:
     """label -> result.json of every finished tune node (per cell: `intermediate -> task`)."""
     results = {}
     for node in experiment.plan.nodes:
@@ -370,7 +374,7 @@ def tune_results(experiment: Any) -> dict[str, dict[str, Any]]:
         result = experiment.result(node)
         if result is None:
             continue
-        label = node.task if node.intermediate is None else f"{node.intermediate} -> {node.task}"
+        label = str(node.task) if node.intermediate is None else f"{node.intermediate} -> {node.task}"
         results[label] = result
     return results
 
@@ -378,7 +382,7 @@ def tune_results(experiment: Any) -> dict[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------- all
 
 
-def render_figures(experiment: Any, frame: pd.DataFrame, out_dir: Path, target: str | None = None) -> Figures:
+def render_figures(experiment: Experiment, frame: pd.DataFrame, out_dir: Path, target: str | None = None) -> Figures:
     """Every figure of the experiment; one without data is recorded with the reason."""
     out_dir = Path(out_dir)
     spec = experiment.spec
@@ -416,7 +420,7 @@ def render_figures(experiment: Any, frame: pd.DataFrame, out_dir: Path, target: 
     return figures
 
 
-def plot_all(experiment: Any, frame: pd.DataFrame, out_dir: Path, target: str | None = None) -> list[Path]:
+def plot_all(experiment: Experiment, frame: pd.DataFrame, out_dir: Path, target: str | None = None) -> list[Path]:
     """PNG and SVG of every figure that has data, written into `out_dir`; figures
     without data are skipped and logged."""
     return render_figures(experiment, frame, out_dir, target).paths

@@ -12,9 +12,12 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from xstilts.launcher.experiment import Experiment
 
 from xstilts.analysis.collect import missing_cells
 from xstilts.analysis.plots import Figures, render_figures
@@ -45,7 +48,7 @@ def _md_row(cells: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------- what ran
 
 
-def status_table(experiment: Any, statuses: dict[str, tuple[str, dict[str, Any]]]) -> str:
+def status_table(experiment: Experiment, statuses: dict[str, tuple[str, dict[str, Any]]]) -> str:
     """Nodes per stage and status (the store's view; no SLURM query needed)."""
     counts: Counter[tuple[str, str]] = Counter(
         (node.stage, statuses[node.key][0]) for node in experiment.plan.nodes if node.key in statuses
@@ -71,7 +74,7 @@ def cost_line(frame: pd.DataFrame) -> str | None:
     return "compute of the evaluated cells (target training and evaluation): " + ", ".join(parts)
 
 
-def run_section(experiment: Any, frame: pd.DataFrame, statuses: dict[str, tuple[str, dict[str, Any]]],
+def run_section(experiment: Experiment, frame: pd.DataFrame, statuses: dict[str, tuple[str, dict[str, Any]]],
                 missing: pd.DataFrame) -> str:
     """Spec, node counts by status, and every cell without a result with what holds it up."""
     spec = experiment.spec
@@ -125,7 +128,7 @@ def figures_section(figures: Figures, base: Path) -> str:
     return "\n".join(lines).rstrip()
 
 
-def write_report(experiment: Any, frame: pd.DataFrame, out_path: Path, figures_dir: Path | None = None,
+def write_report(experiment: Experiment, frame: pd.DataFrame, out_path: Path, figures_dir: Path | None = None,
                  target: str | None = None) -> Path:
     """Write the report to `out_path` and its figures to `figures_dir` (default: a
     `figures` folder next to the report); returns `out_path`."""
@@ -133,7 +136,7 @@ def write_report(experiment: Any, frame: pd.DataFrame, out_path: Path, figures_d
     out_path.parent.mkdir(parents=True, exist_ok=True)
     figures = render_figures(experiment, frame, Path(figures_dir or out_path.parent / "figures"), target)
     spec = experiment.spec
-    statuses = experiment.statuses(need_slurm=False)
+    statuses = experiment.statuses(need_cluster=False)
     missing = missing_cells(experiment, statuses)
     table = table_from_frame(frame, spec.intermediate.tasks, spec.target.tasks, missing)
     sections = [

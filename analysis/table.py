@@ -18,9 +18,12 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xstilts.analysis.results import ResultRow
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
+
 from xstilts.core.tasks import BASELINE, TASKS
 
 AVERAGE = "average"
@@ -29,6 +32,29 @@ AVERAGE = "average"
 CAPTION = ("cells: mean ± std over seeds of the average over languages (QA: mean of EM and F1); "
            "(delta against none); best per column in bold; average: mean over the targets")
 FORMATS = ("rich", "md", "csv", "latex", "json")
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One (intermediate, target, seed, language, metric) value: the table's input, as
+    `xstilts.analysis.collect`'s frame holds it."""
+
+    intermediate: str
+    target: str
+    seed: int
+    language: str
+    metric: str
+    value: float
+    key: str
+
+
+def rows_from_result(result: dict[str, Any], intermediate: str, target: str, seed: int, key: str) -> list[ResultRow]:
+    """Rows of one evaluate node's result.json (every metric of every language)."""
+    rows = []
+    for language, metrics in sorted(result.get("languages", {}).items()):
+        for metric, value in sorted(metrics.items()):
+            rows.append(ResultRow(intermediate, target, seed, language, metric, float(value), key))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -84,7 +110,7 @@ def seed_scores(rows: Iterable[ResultRow], target: str, metric: str) -> dict[tup
     return {cell: statistics.fmean(values) for cell, values in per_seed.items()}
 
 
-def rows_of_frame(frame: Any) -> list[ResultRow]:
+def rows_of_frame(frame: pd.DataFrame) -> list[ResultRow]:
     """Tidy rows from `xstilts.analysis.collect`'s frame (the table only needs these columns)."""
     return [
         ResultRow(r.intermediate, r.target, int(r.seed), r.language, r.metric, float(r.value), r.key)
@@ -100,7 +126,7 @@ def _cell(values: Sequence[float], status: str | None) -> Cell:
 
 
 def paper_table(
-    rows: Iterable[ResultRow] | Any, intermediates: list[str], targets: list[str],
+    rows: Iterable[ResultRow] | pd.DataFrame, intermediates: list[str], targets: list[str],
     reasons: dict[tuple[str, str], str] | None = None,
 ) -> PaperTable:
     """The table from tidy rows (or `xstilts.analysis.collect`'s frame); `reasons` says why a
@@ -128,15 +154,15 @@ def paper_table(
             cell = cells[(intermediate, column)]
             if intermediate != BASELINE and base is not None and cell.mean is not None:
                 cells[(intermediate, column)] = Cell(cell.mean, cell.std, cell.n, cell.mean - base, cell.status)
-    best = {}
+    best: dict[str, float] = {}
     for column in [*targets, AVERAGE]:
-        means = [cells[(i, column)].mean for i in intermediates if cells[(i, column)].mean is not None]
+        means = [mean for i in intermediates if (mean := cells[(i, column)].mean) is not None]
         if means:
             best[column] = max(means)
     return PaperTable(intermediates, targets, metrics, cells, best)
 
 
-def missing_reasons(missing: Any) -> dict[tuple[str, str], str]:
+def missing_reasons(missing: pd.DataFrame | None) -> dict[tuple[str, str], str]:
     """(intermediate, target) -> "running 1/3, failed 1/3" from a frame of unfinished
     evaluate nodes (columns intermediate, target, seed, status: `xstilts.analysis.collect`)."""
     reasons: dict[tuple[str, str], str] = {}
@@ -175,7 +201,7 @@ def _header(table: PaperTable, column: str) -> str:
     return f"{column} ({table.metrics[column]})" if column in table.metrics else column
 
 
-def render_rich(table: PaperTable) -> Any:
+def render_rich(table: PaperTable) -> Table:
     """A rich Table; the best mean per column is bold, rows are marked by modality."""
     from rich.table import Table
 

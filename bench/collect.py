@@ -7,8 +7,8 @@ evaluate nodes, 2 metric keys per language = 101,600 rows, into a `file://` stor
 temp dir and into S3 (a moto server started on a free loopback port), then prints for
 each store, side by side:
 
-- sequential: `xstilts.analysis.results.collect`, the existing reader (one node after the other,
-  result.json only, no costs): the plain baseline;
+- sequential: `sequential_collect` below, the plain reader (one node after the other,
+  result.json only, no costs): the baseline;
 - cold: `collect_frame` without a cache (parallel reads; includes writing the cache);
 - cached: `collect_frame` again (reads the cache object, checks nothing: every node is done);
 
@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from xstilts.analysis.collect import cache_path, collect_frame, train_chain  # noqa: E402
-from xstilts.analysis.results import collect as sequential_collect  # noqa: E402
+from xstilts.analysis.table import ResultRow, rows_from_result  # noqa: E402
 from xstilts.core.tasks import TASKS  # noqa: E402
 from xstilts.launcher.experiment import Experiment, open_experiment  # noqa: E402
 from xstilts.core.plan import Node  # noqa: E402
@@ -54,6 +54,20 @@ INTERMEDIATES = [
 ]
 TARGETS = ["panx", "udpos", "tatoeba"]
 SECOND_KEY = {"seqeval_f1": "precision", "accuracy": "n_correct"}
+
+
+def sequential_collect(experiment: Experiment) -> list[ResultRow]:
+    """The plain baseline: every finished evaluate node's result.json, one after the other."""
+    rows: list[ResultRow] = []
+    for node in experiment.plan.evaluations():
+        if not experiment.store.is_done(node.stage, node.key):
+            continue
+        result = experiment.result(node)
+        if result is None:
+            continue
+        assert node.intermediate is not None and node.task is not None and node.seed is not None
+        rows.extend(rows_from_result(result, node.intermediate, node.task, node.seed, node.key))
+    return rows
 
 
 def grid_raw(storage: str, seeds: int) -> dict[str, Any]:
@@ -196,7 +210,7 @@ def main() -> None:
     for r in results:
         rates = [f"{n} ({n / statistics.median(r[k]):.0f}/s)" for n, k in zip(r["calls"], ("seq", "cold", "warm"))]
         print(f"  {r['name']:12} sequential {rates[0]}, cold {rates[1]}, cached {rates[2]}")
-    print(f"sequential = xstilts.analysis.results.collect (no costs, no cache); rows equal: "
+    print(f"sequential = sequential_collect (no costs, no cache); rows equal: "
           f"{all(r['seq_rows'] == r['rows'] for r in results)}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 

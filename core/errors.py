@@ -8,7 +8,8 @@ with `EXIT_USER_ERROR` instead of showing a traceback.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 EXIT_USER_ERROR = 2
 
@@ -27,3 +28,44 @@ def unknown_choice(what: str, value: str, choices: Iterable[str]) -> str:
     """The standard sentence for a value that is not one of the valid choices."""
     options = sorted(choices)
     return f"unknown {what} '{value}'{did_you_mean(value, options)}; valid: {', '.join(options)}"
+
+
+def validation_problems(
+    errors: Iterable[Mapping[str, Any]],
+    valid_keys: Callable[[list[str]], Iterable[str]],
+    prefix: str = "",
+    unknown_key: Callable[[str, str, list[str]], str] | None = None,
+) -> list[str]:
+    """Pydantic's errors (`ValidationError.errors()`) as 'key.path: problem' lines a
+    researcher can act on. The one formatter of the spec and the cluster profiles, so both
+    say the same things the same way.
+
+    `valid_keys(parent_path)` names the keys allowed beside an unknown one (empty: say
+    nothing more). `unknown_key(path, key, valid)` words an unknown key where a caller
+    names its kind of key (e.g. "unknown profile key ..."); by default the line is
+    'path: unknown key 'k' (did you mean ...); valid keys: ...'.
+    """
+    lines = []
+    for err in errors:
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join(([prefix] if prefix else []) + loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            valid = sorted(valid_keys(loc[:-1]))
+            key = loc[-1] if loc else ""
+            if unknown_key is not None:
+                lines.append(unknown_key(path, key, valid))
+                continue
+            msg = f"unknown key '{key}'{did_you_mean(key, valid)}"
+            if valid:
+                msg += f"; valid keys: {', '.join(valid)}"
+            lines.append(f"{path}: {msg}")
+        elif kind == "value_error":
+            text = str(err.get("ctx", {}).get("error", err["msg"]))
+            for line in text.splitlines():
+                lines.append(line if not path or ":" in line.split(" ")[0] else f"{path}: {line}")
+        elif kind == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return lines

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from xstilts.core.atomic import replacing
 from xstilts.core.errors import UserError, unknown_choice
@@ -137,7 +137,7 @@ def official_path(root: str | Path, task: str, lang: str) -> Path:
 # readers (the official ones: text mode, universal newlines, every line stripped)
 
 
-def _open(path: Path) -> Any:
+def _open(path: Path) -> TextIO:
     if not path.is_file():
         raise ScoreError(f"missing file: {path}")
     return path.open(encoding="utf-8")

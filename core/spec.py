@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xstilts.core.tasks import BASELINE, CAPTION_DATASETS, TASKS, task_names
-from xstilts.core.errors import UserError, did_you_mean, unknown_choice
+from xstilts.core.errors import UserError, did_you_mean, unknown_choice, validation_problems
 
 from xstilts.core.stages import STAGES, StageName
 
@@ -342,29 +342,12 @@ def _mixture_problems(mixtures: dict[str, list[str]]) -> list[str]:
 
 
 def _format_validation(exc: ValidationError, prefix: str = "") -> list[str]:
-    """Turn pydantic's errors into 'key.path: problem' lines a researcher can act on."""
-    lines = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        path = ".".join(([prefix] if prefix else []) + loc)
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            parent_model = _model_at(loc[:-1])
-            valid = sorted(parent_model.model_fields) if parent_model else []
-            key = loc[-1]
-            msg = f"unknown key '{key}'{did_you_mean(key, valid)}"
-            if valid:
-                msg += f"; valid keys: {', '.join(valid)}"
-            lines.append(f"{path}: {msg}")
-        elif kind == "value_error":
-            text = str(err.get("ctx", {}).get("error", err["msg"]))
-            for line in text.splitlines():
-                lines.append(line if not path or ":" in line.split(" ")[0] else f"{path}: {line}")
-        elif kind == "missing":
-            lines.append(f"{path}: required key is missing")
-        else:
-            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-    return lines
+    """Pydantic's errors of a spec as 'key.path: problem' lines (`validation_problems`)."""
+    def valid_keys(parent: list[str]) -> list[str]:
+        model = _model_at(parent)
+        return sorted(model.model_fields) if model else []
+
+    return validation_problems(exc.errors(), valid_keys, prefix)
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:

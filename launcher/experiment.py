@@ -12,7 +12,8 @@ from typing import Any
 
 from xstilts.core.errors import UserError
 from xstilts.core.plan import Node, Plan, build_plan
-from xstilts.launcher.profiles import Profile, load_profile
+from xstilts.launcher.executors import Executor, executor_for
+from xstilts.launcher.profiles import LocalProfile, SlurmProfile, load_profile
 from xstilts.core.spec import Spec, dump_spec, load_spec
 from xstilts.core.state import node_status
 from xstilts.core.store import Store, check_storage_url
@@ -21,40 +22,26 @@ from xstilts.core.store import Store, check_storage_url
 @dataclass
 class Experiment:
     spec: Spec
-    profile: Profile
+    profile: LocalProfile | SlurmProfile
     store: Store
     plan: Plan
 
     def node_dir(self, node: Node) -> str:
         return self.store.node_path(node.stage, node.key)
 
-    def statuses(self, need_slurm: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
-        """key -> (status, state) for every node of the plan.
+    @property
+    def executor(self) -> Executor:
+        """How this experiment's nodes run, from its profile."""
+        return executor_for(self.profile)
 
-        On the slurm executor the store's view is merged with one `squeue` (and one
-        `sacct`, where accounting exists) for the whole grid; the state then carries the
-        `reason` of a failure SLURM knows about. With `need_slurm=False` (dry runs off the
-        cluster) an unreachable SLURM leaves the store's view as it is.
+    def statuses(self, need_cluster: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
+        """key -> (status, state) for every node of the plan: the store's view, merged by
+        the executor with what it knows (SLURM: one `squeue` and `sacct` for the grid;
+        the state then carries the `reason` of a failure). With `need_cluster=False`
+        (dry runs off the cluster) an unreachable cluster leaves the store's view as it is.
         """
-        statuses = {node.key: node_status(self.store, self.node_dir(node)) for node in self.plan.nodes}
-        if self.profile.executor != "slurm":
-            return statuses
-        from xstilts.launcher import slurm
-
-        try:
-            live = slurm.squeue(slurm.job_name(self.spec.name))
-        except slurm.SlurmUnavailable:
-            if need_slurm:
-                raise
-            return statuses
-        ended = [slurm.last_job_id(state) for status, state in statuses.values() if status not in ("done", "running")]
-        ended = [job for job in ended if job and job not in live]
-        finished = slurm.sacct(ended) if ended else {}
-        merged = {}
-        for key, (status, state) in statuses.items():
-            new_status, reason = slurm.merge_status(status, state, live, finished)
-            merged[key] = (new_status, {**state, "reason": reason} if reason else state)
-        return merged
+        stored = {node.key: node_status(self.store, self.node_dir(node)) for node in self.plan.nodes}
+        return self.executor.live_statuses(self, stored, need_cluster)
 
     def result(self, node: Node) -> dict[str, Any] | None:
         return self.store.read_json(f"{self.node_dir(node)}/result.json")

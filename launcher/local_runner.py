@@ -6,7 +6,8 @@ killed launcher does not take running nodes with it: they finish and commit, and
 next launch finds them done or still leased and waits). The node process takes the
 node's lease, so two launchers never run one node twice.
 
-Run detached (`xstilts launch` without `--wait`) it is `python -m xstilts.launcher.local_runner`.
+Run detached (`xstilts launch` without `--wait`) it is `python -P -m xstilts.launcher.local_runner`,
+given the resolved profile as JSON.
 """
 
 from __future__ import annotations
@@ -22,16 +23,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from xstilts.core.lease import current_lease
 from xstilts.core.stages import facts
 from xstilts.core.plan import Node, Plan
-from xstilts.launcher.profiles import Profile
+from xstilts.launcher.profiles import LocalProfile, profile_from_json
+from xstilts.launcher.executors.base import SAFE_PATH_ENV
+from xstilts.launcher.selection import FAILED, select_nodes
 from xstilts.core.state import node_status, record_submission
 from xstilts.core.store import Store
 
 POLL_S = 0.3
+LIVE = frozenset({"running"})
+"""Statuses a local launch leaves alone: a live lease. A `queued` node without one was
+recorded by a scheduler that is gone, so it is started again."""
 SCHEDULER_FILE = "local-scheduler.json"
 
 
@@ -80,7 +86,7 @@ class LocalRunner:
         self,
         store: Store,
         plan: Plan,
-        profile: Profile,
+        profile: LocalProfile,
         retry_failed: bool = False,
         on_event: Callable[[str, Node, str], None] | None = None,
         extra_env: dict[str, str] | None = None,
@@ -94,6 +100,7 @@ class LocalRunner:
         self.running: dict[str, _Running] = {}
         self.done: set[str] = set()
         self.failed: set[str] = set()
+        self.retrying: set[str] = set()
         self._stop_signal: int | None = None
 
     # -- helpers -------------------------------------------------------------------------
@@ -110,16 +117,18 @@ class LocalRunner:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         env.update(self.extra_env)
         env.update(self.profile.env)
+        env.update(SAFE_PATH_ENV)
         return env
 
     def _command(self, node: Node, submission: str) -> list[str]:
         entry = ["-m", "xstilts.jobs.entry", "--store", self.store.url, "--ref", node.ref, "--job-id", submission]
         procs = self._procs(node)
         if procs == 1:
-            return [sys.executable, *entry]
+            return [sys.executable, "-P", *entry]
         # torchrun on one host: picks a free rendezvous port, sets RANK/WORLD_SIZE/...
-        # (our flags must not be prefixes of torchrun's own: argparse abbreviates)
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", *entry]
+        # (our flags must not be prefixes of torchrun's own: argparse abbreviates); its
+        # workers inherit PYTHONSAFEPATH from the environment
+        return [sys.executable, "-P", "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", *entry]
 
     def _start(self, node: Node) -> None:
         submission = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -162,31 +171,36 @@ class LocalRunner:
                 summary.failed.append(key)
                 self.on_event("failed", run.node, f"exit code {code} after {elapsed}; see `xstilts logs`")
 
-    def _classify(self, node: Node) -> str:
-        """done | failed | busy | runnable, for a node this run is not running itself."""
-        if node.key in self.done:
-            return "done"
-        if node.key in self.failed:
-            return "failed"
-        status, _ = node_status(self.store, self._node_dir(node))
-        if status == "done":
-            self.done.add(node.key)
-            return "done"
-        if status == "running":
-            return "busy"
-        if status == "failed" and not self.retry_failed:
-            self.failed.add(node.key)
-            return "failed"
-        return "runnable"
-
     def _handle_signal(self, signum: int, _frame: object) -> None:
         self._stop_signal = signum
+
+    def _statuses(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Every node's status as this run sees it: the store's, except that nodes it runs
+        are running, nodes that failed in it are failed (never retried twice), and nodes
+        it was asked to retry are pending until it starts them."""
+        statuses: dict[str, tuple[str, dict[str, Any]]] = {}
+        for node in self.plan.nodes:
+            if node.key in self.running:
+                statuses[node.key] = ("running", {})
+            elif node.key in self.failed:
+                statuses[node.key] = ("failed", {})
+            elif node.key in self.done:
+                statuses[node.key] = ("done", {})
+            elif node.key in self.retrying:
+                statuses[node.key] = ("pending", {})
+            else:
+                statuses[node.key] = node_status(self.store, self._node_dir(node))
+                if statuses[node.key][0] == "done":
+                    self.done.add(node.key)  # DONE is final: not read again
+        return statuses
 
     # -- main loop -----------------------------------------------------------------------
     def run(self) -> RunSummary:
         summary = RunSummary()
         previous = {sig: signal.signal(sig, self._handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        blocked: set[str] = set()
+        if self.retry_failed:
+            self.retrying = {key for key, (status, _) in self._statuses().items() if status in FAILED}
+        blocked: tuple[Node, ...] = ()
         try:
             while True:
                 self._reap(summary)
@@ -194,34 +208,22 @@ class LocalRunner:
                     self._terminate_children()
                     summary.interrupted = True
                     break
-                waiting = False
-                for node in self.plan.nodes:
-                    if node.key in self.running or node.key in blocked:
-                        continue
-                    state = self._classify(node)
-                    if state in ("done", "failed"):
-                        continue
-                    if state == "busy":
-                        waiting = True
-                        continue
-                    inputs = [self._classify(dep) if dep.key not in self.running else "running" for dep in node.inputs.values()]
-                    if any(s == "failed" for s in inputs) or any(dep.key in blocked for dep in node.inputs.values()):
-                        blocked.add(node.key)
-                        continue
-                    if all(s == "done" for s in inputs):
-                        if len(self.running) < self.profile.max_parallel:
-                            self._start(node)
-                        else:
-                            waiting = True
-                    else:
-                        waiting = True
-                if not self.running and not waiting:
+                statuses = self._statuses()
+                selection = select_nodes(self.plan, statuses, retry_failed=False, live=LIVE)
+                blocked = selection.blocked
+                for node in selection.submit:  # those whose inputs are done start, as slots allow
+                    ready = all(statuses[dep.key][0] == "done" for dep in node.inputs.values())
+                    if ready and len(self.running) < self.profile.max_parallel:
+                        self.retrying.discard(node.key)
+                        self._start(node)
+                # live: ours, or another launcher's; submit: started now, or waiting for inputs or a slot
+                if not self.running and not selection.live and not selection.submit:
                     break
                 time.sleep(POLL_S)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        summary.blocked = sorted(blocked)
+        summary.blocked = sorted(node.key for node in blocked)
         return summary
 
     def _terminate_children(self, grace_s: float = 30.0) -> None:
@@ -266,8 +268,12 @@ def stop_local_nodes(store: Store, plan: Plan) -> list[Node]:
     return signalled
 
 
-def spawn_detached(store: Store, experiment: str, profile_name: str, retry_failed: bool) -> int:
-    """Start `python -m xstilts.launcher.local_runner` in the background; returns its pid."""
+def spawn_detached(store: Store, experiment: str, profile: LocalProfile, retry_failed: bool) -> int:
+    """Start `python -P -m xstilts.launcher.local_runner` in the background; returns its pid.
+
+    It gets the resolved profile itself (as JSON), not its name: a profile given as a
+    path may not be found again from the scheduler's working directory, and a file
+    edited after the launch must not change a launch already made."""
     log_dir = Path(store.experiment_path(experiment, "logs")) if store.is_local else None
     if log_dir is None:
         from xstilts.jobs.entry import cache_root
@@ -275,12 +281,12 @@ def spawn_detached(store: Store, experiment: str, profile_name: str, retry_faile
         log_dir = cache_root() / "logs" / experiment
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = open(log_dir / "scheduler.log", "ab")
-    command = [sys.executable, "-m", "xstilts.launcher.local_runner", "--store", store.url, "--experiment", experiment,
-               "--profile", profile_name]
+    command = [sys.executable, "-P", "-m", "xstilts.launcher.local_runner", "--store", store.url,
+               "--experiment", experiment, "--profile-json", profile.model_dump_json()]
     if retry_failed:
         command.append("--retry-failed")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
+                               env={**os.environ, **SAFE_PATH_ENV}, start_new_session=True)
     return process.pid
 
 
@@ -288,19 +294,25 @@ def main(argv: list[str] | None = None) -> int:
     """Detached scheduler: rebuild the plan from the stored spec and run it."""
     import socket
 
-    from xstilts.core.plan import build_plan
-    from xstilts.launcher.profiles import load_profile
-    from xstilts.core.spec import Spec
     import yaml
+
+    from xstilts.core.plan import build_plan
+    from xstilts.core.spec import Spec
 
     parser = argparse.ArgumentParser(prog="python -m xstilts.launcher.local_runner")
     parser.add_argument("--store", required=True)
     parser.add_argument("--experiment", required=True)
-    parser.add_argument("--profile", required=True)
+    parser.add_argument("--profile-json", required=True, help="the resolved local profile")
     parser.add_argument("--retry-failed", action="store_true")
     args = parser.parse_args(argv)
+    profile = profile_from_json(args.profile_json)
+    if not isinstance(profile, LocalProfile):
+        parser.error(f"the local scheduler runs local profiles, not '{profile.executor}'")
     store = Store(args.store)
-    spec = Spec.model_validate(yaml.safe_load(store.read_text(store.experiment_path(args.experiment, "spec.yaml"))))
+    spec_text = store.read_text(store.experiment_path(args.experiment, "spec.yaml"))
+    if spec_text is None:
+        parser.error(f"no spec.yaml of experiment '{args.experiment}' in {store.url}: launch materializes it first")
+    spec = Spec.model_validate(yaml.safe_load(spec_text))
     plan = build_plan(spec)
     marker = store.experiment_path(args.experiment, SCHEDULER_FILE)
     store.write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
@@ -309,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.strftime('%H:%M:%S')} {kind:<11} {node.label} [{node.key}] {detail}", flush=True)
 
     try:
-        summary = LocalRunner(store, plan, load_profile(args.profile), args.retry_failed, report,
+        summary = LocalRunner(store, plan, profile, args.retry_failed, report,
                               extra_env=spec.checkpointing.env()).run()
     finally:
         store.remove(marker)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from xstilts.core.errors import UserError, unknown_choice
-
-
+from xstilts.core.errors import UserError, unknown_choice, validation_problems
 from xstilts.core.stages import STAGES as STAGE_NAMES
 
 
@@ -39,23 +37,34 @@ class SlurmResources(BaseModel):
     setup: list[str] = Field(default_factory=list, description="shell lines run before the job (module load, ...)")
 
 
-class Profile(SlurmResources):
-    """How the launcher executes nodes: on this machine (`local`) or through SLURM."""
+class LocalProfile(BaseModel):
+    """Run nodes as processes on this machine."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "local"
-    executor: Literal["local", "slurm"] = "local"
-    max_parallel: int = Field(2, gt=0, description="local: nodes running at once")
-    procs_per_node: int = Field(1, gt=0, description="local: processes per training node (torch.distributed, FSDP2)")
+    executor: Literal["local"] = "local"
+    max_parallel: int = Field(2, gt=0, description="nodes running at once")
+    procs_per_node: int = Field(1, gt=0, description="processes per training node (torch.distributed, FSDP2)")
     max_requeues: int = Field(3, ge=0, description="times a preempted node is started again")
     env: dict[str, str] = Field(default_factory=dict)
-    array_parallelism: int = Field(256, gt=0, description="slurm: tasks of one job array running at once")
+
+
+class SlurmProfile(SlurmResources):
+    """Run nodes as tasks of SLURM job arrays."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "slurm"
+    executor: Literal["slurm"] = "slurm"
+    max_requeues: int = Field(3, ge=0, description="times a preempted node is started again")
+    env: dict[str, str] = Field(default_factory=dict)
+    array_parallelism: int = Field(256, gt=0, description="tasks of one job array running at once")
     max_array_size: int | None = Field(
-        None, gt=0, description="slurm: tasks per array; default: MaxArraySize - 1 from `scontrol show config`"
+        None, gt=0, description="tasks per array; default: MaxArraySize - 1 from `scontrol show config`"
     )
     log_dir: str = Field(
-        "xstilts-slurm", description="slurm: submitit's folder (job pickles and logs) on a shared filesystem"
+        "xstilts-slurm", description="submitit's folder (job pickles and logs) on a shared filesystem"
     )
     stages: dict[str, dict[str, object]] = Field(
         default_factory=dict, description="per-stage overrides of the job resources, e.g. evaluate: {gpus_per_node: 0}"
@@ -65,6 +74,21 @@ class Profile(SlurmResources):
         """The job resources of `stage`: the profile's, with that stage's overrides."""
         base = {name: getattr(self, name) for name in SlurmResources.model_fields}
         return SlurmResources.model_validate({**base, **self.stages.get(stage, {})})
+
+
+Profile = Annotated[Union[LocalProfile, SlurmProfile], Field(discriminator="executor")]
+"""How the launcher executes nodes: its `executor` key picks the model, so a local profile
+cannot take SLURM keys (and a slurm profile cannot take local ones)."""
+
+PROFILE_MODELS: dict[str, type[LocalProfile] | type[SlurmProfile]] = {"local": LocalProfile, "slurm": SlurmProfile}
+"""executor -> its profile model."""
+
+_PROFILE_ADAPTER: TypeAdapter[LocalProfile | SlurmProfile] = TypeAdapter(Profile)
+
+
+def profile_from_json(text: str) -> LocalProfile | SlurmProfile:
+    """A resolved profile back from `model_dump_json()` (how the detached scheduler gets it)."""
+    return _PROFILE_ADAPTER.validate_json(text)
 
 
 def shipped_profiles() -> dict[str, Path]:
@@ -77,7 +101,7 @@ def shipped_profiles() -> dict[str, Path]:
     }
 
 
-def load_profile(name_or_path: str) -> Profile:
+def load_profile(name_or_path: str) -> LocalProfile | SlurmProfile:
     """A shipped profile by name, or a profile YAML file by path."""
     from xstilts.core.spec import read_yaml  # local import: spec imports pydantic models only
 
@@ -90,32 +114,35 @@ def load_profile(name_or_path: str) -> Profile:
         raise UserError(unknown_choice("cluster profile", name_or_path, shipped) + " (or a path to a profile YAML)")
     raw = read_yaml(path, what="cluster profile")
     raw.setdefault("name", name)
+    executor = raw.setdefault("executor", "local")
+    model = PROFILE_MODELS.get(executor) if isinstance(executor, str) else None
+    if model is None:
+        raise UserError(f"{path}: invalid cluster profile\n  executor: "
+                        + unknown_choice("executor", str(executor), PROFILE_MODELS))
     lines: list[str] = []
     stages = raw.get("stages") or {}
-    for stage, overrides in (stages.items() if isinstance(stages, dict) else []):
-        if stage not in STAGE_NAMES:
-            lines.append(f"stages.{stage}: " + unknown_choice("stage", stage, STAGE_NAMES))
-            continue
-        try:
-            SlurmResources.model_validate(overrides or {})
-        except ValidationError as exc:
-            lines.extend(f"stages.{stage}.{line}" for line in _problems(exc, SlurmResources.model_fields))
+    if model is SlurmProfile:
+        for stage, overrides in (stages.items() if isinstance(stages, dict) else []):
+            if stage not in STAGE_NAMES:
+                lines.append(f"stages.{stage}: " + unknown_choice("stage", stage, STAGE_NAMES))
+                continue
+            try:
+                SlurmResources.model_validate(overrides or {})
+            except ValidationError as exc:
+                lines.extend(f"stages.{stage}.{line}" for line in _problems(exc, SlurmResources))
     try:
-        profile = Profile.model_validate(raw)
+        profile = model.model_validate(raw)
     except ValidationError as exc:
-        lines = _problems(exc, Profile.model_fields) + lines
+        lines = _problems(exc, model) + lines
         profile = None
     if lines or profile is None:
         raise UserError(f"{path}: invalid cluster profile\n  " + "\n  ".join(lines))
     return profile
 
 
-def _problems(exc: ValidationError, valid: object) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(unknown_choice("profile key", key, valid))
-        else:
-            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-    return lines
+def _problems(exc: ValidationError, model: type[BaseModel]) -> list[str]:
+    """Problems of one profile model, unknown keys listing that model's keys."""
+    def unknown_key(path: str, _key: str, valid: list[str]) -> str:
+        return unknown_choice("profile key", path, valid)
+
+    return validation_problems(exc.errors(), lambda _parent: model.model_fields, unknown_key=unknown_key)

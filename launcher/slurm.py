@@ -23,13 +23,14 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xstilts.core.plan import Node
-from xstilts.launcher.profiles import Profile, SlurmResources
+from xstilts.core.spec import Resources
+from xstilts.launcher.profiles import SlurmProfile, SlurmResources
 from xstilts.core.errors import UserError
 from xstilts.core.stages import facts
 
@@ -63,6 +64,11 @@ SLURM_TO_STATUS: dict[str, str] = {
 done is what its DONE marker says."""
 
 LIVE = frozenset({"queued", "running", "preempted"})
+"""Statuses of a node whose job SLURM still holds: a launch leaves it alone."""
+
+PYTHON = f"{shlex.quote(sys.executable)} -P"
+"""How jobs start Python: with the safe path, so modules in the submission folder (the
+job's working directory) never shadow the package."""
 
 
 def job_name(experiment: str) -> str:
@@ -131,7 +137,7 @@ def sacct(job_ids: Iterable[str]) -> dict[str, JobState] | None:
     return jobs
 
 
-def max_array_size(profile: Profile) -> tuple[int, str]:
+def max_array_size(profile: SlurmProfile) -> tuple[int, str]:
     """Tasks per array: the profile's, else the cluster's `MaxArraySize`; and where it came from."""
     if profile.max_array_size:
         return profile.max_array_size, "profile"
@@ -240,7 +246,7 @@ def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int) -
 # submitting
 
 
-def stage_resources(profile: Profile, stage: str, spec_resources: Any = None) -> SlurmResources:
+def stage_resources(profile: SlurmProfile, stage: str, spec_resources: Resources | None = None) -> SlurmResources:
     """The job of `stage`: the profile's resources, its per-stage overrides, then what the
     spec's `resources` section sets explicitly. Training stages span several processes
     (FSDP ranks); a tune job may span several nodes with one task each (one Ray node per
@@ -262,7 +268,7 @@ def stage_resources(profile: Profile, stage: str, spec_resources: Any = None) ->
 
 
 def executor_parameters(
-    resources: SlurmResources, profile: Profile, name: str, env: dict[str, str], dependency: str | None
+    resources: SlurmResources, profile: SlurmProfile, name: str, env: dict[str, str], dependency: str | None
 ) -> dict[str, Any]:
     """submitit `SlurmExecutor` parameters of one array."""
     setup = [f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items())] + list(resources.setup)
@@ -288,7 +294,7 @@ def executor_parameters(
     return params
 
 
-def log_folder(profile: Profile, experiment: str) -> Path:
+def log_folder(profile: SlurmProfile, experiment: str) -> Path:
     return Path(os.path.expandvars(profile.log_dir)).expanduser().resolve() / experiment
 
 
@@ -301,14 +307,14 @@ def render_sbatch(array: Array, params: dict[str, Any], folder: Path) -> str:
     """The sbatch script submitit would write for `array` (dry runs)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
-    extra = {"map_count": len(array.nodes)} if len(array.nodes) > 1 else {}
+    command = f"{PYTHON} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    extra: dict[str, Any] = {"map_count": len(array.nodes)} if len(array.nodes) > 1 else {}
     return _make_sbatch_string(command=command, folder=str(folder), **params, **extra)
 
 
 def submit_arrays(
-    arrays: list[Array], store_url: str, experiment: str, profile: Profile, env: dict[str, str],
-    spec_resources: dict[str, Any], on_submit: Any,
+    arrays: list[Array], store_url: str, experiment: str, profile: SlurmProfile, env: dict[str, str],
+    spec_resources: Callable[[str], Resources], on_submit: Callable[[Node, str], None],
 ) -> None:
     """Submit `arrays` in order (each after the ones it depends on), one sbatch each."""
     import submitit
@@ -318,9 +324,9 @@ def submit_arrays(
     folder = log_folder(profile, experiment)
     folder.mkdir(parents=True, exist_ok=True)
     for array in arrays:
-        resources = stage_resources(profile, array.stage, spec_resources.get(array.stage))
+        resources = stage_resources(profile, array.stage, spec_resources(array.stage))
         params = executor_parameters(resources, profile, job_name(experiment), env, dependency_string(array, arrays))
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues)
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues, python=PYTHON)
         executor.update_parameters(**params)
         jobs = []
         with executor.batch():

@@ -11,7 +11,7 @@ import yaml
 
 from xstilts.launcher import slurm
 from xstilts.core.plan import build_plan
-from xstilts.launcher.profiles import Profile, load_profile
+from xstilts.launcher.profiles import SlurmProfile, load_profile
 from xstilts.core.spec import validate
 from tests.conftest import demo_raw
 from tests.grid import cli_env, run_cli
@@ -48,7 +48,7 @@ def test_arrays_split_at_the_maximum_size_and_reuse_live_jobs() -> None:
 
 
 def test_stage_resources_profile_overrides_and_spec() -> None:
-    profile = Profile(executor="slurm", partition="gpu", gpus_per_node=4, tasks_per_node=4, nodes=2,
+    profile = SlurmProfile(partition="gpu", gpus_per_node=4, tasks_per_node=4, nodes=2,
                       stages={"evaluate": {"time_min": 30}})
     train = slurm.stage_resources(profile, "train-target")
     assert (train.nodes, train.tasks_per_node, train.gpus_per_node) == (2, 4, 4)

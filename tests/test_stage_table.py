@@ -9,15 +9,15 @@ from xstilts.core.spec import load_spec
 from xstilts.core.stages import STAGE_MODULES, STAGES, facts
 from xstilts.core.store import Store
 from xstilts.launcher.local_runner import LocalRunner
-from xstilts.launcher.profiles import Profile
+from xstilts.launcher.profiles import LocalProfile, SlurmProfile
 from xstilts.launcher.slurm import stage_resources
 
 
 def test_a_tune_node_is_one_process_locally_as_on_slurm(write_spec, tmp_path: Path) -> None:
     spec = load_spec(str(write_spec(**{"target.search": {"space": {"learning_rate": {"grid": [1e-3, 2e-3]}}}})), [])
     plan = build_plan(spec)
-    runner = LocalRunner(Store(str(tmp_path / "store")), plan, Profile(procs_per_node=2))
-    slurm = Profile(name="c", executor="slurm", tasks_per_node=4, nodes=2)
+    runner = LocalRunner(Store(str(tmp_path / "store")), plan, LocalProfile(procs_per_node=2))
+    slurm = SlurmProfile(name="c", tasks_per_node=4, nodes=2)
     by_stage = {node.stage: node for node in plan.nodes}
     assert set(by_stage) == set(STAGES)
     for stage, node in by_stage.items():

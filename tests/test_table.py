@@ -6,8 +6,7 @@ import statistics
 
 import pytest
 
-from xstilts.analysis.results import ResultRow, rows_from_result
-from xstilts.analysis.table import format_cell, paper_table
+from xstilts.analysis.table import ResultRow, format_cell, paper_table, rows_from_result
 
 
 def _rows() -> list[ResultRow]:

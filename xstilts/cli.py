@@ -1,5 +1,66 @@
-"""The `xstilts` console script."""
+"""The `xstilts` command line: thin wiring of the command modules into one Typer app.
 
-from xstilts.launcher.cli import app, main
+Each command lives in its own module (`xstilts.launcher.commands.*`; the analysis
+commands beside the analysis package, `xstilts.analysis.cli`). Importing this module
+imports no torch, so every command starts instantly on a login node.
+"""
 
-__all__ = ["app", "main"]
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+import xstilts
+from xstilts.analysis import cli as analysis_cli
+from xstilts.core.errors import EXIT_USER_ERROR, UserError
+from xstilts.launcher.commands import cancel, launch, logs, plan, status, tasks
+from xstilts.launcher.commands.common import err
+
+app = typer.Typer(
+    name="xstilts",
+    help="Intermediate-task training grids for zero-shot cross-lingual transfer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"xstilts {xstilts.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                    help="print the version and exit")] = False,
+) -> None:
+    """Intermediate-task training grids for zero-shot cross-lingual transfer."""
+
+
+app.command()(plan.plan)
+app.command()(launch.launch)
+app.command()(status.status)
+app.command()(tasks.tasks)
+app.command()(cancel.cancel)
+app.command()(logs.logs)
+app.command()(analysis_cli.score)
+app.add_typer(analysis_cli.app, name="analysis")
+
+
+def main() -> None:
+    """Console-script entry: user errors become one message and exit code 2."""
+    try:
+        app()
+    except UserError as exc:
+        from rich.text import Text
+
+        err.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        sys.exit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

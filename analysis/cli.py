@@ -1,0 +1,268 @@
+"""The analysis commands: `xstilts analysis collect/table/compare/plot/report` and `xstilts score`.
+
+They live beside the analysis package they drive; `xstilts.cli` adds them to the app.
+`print_results_table` is also what `xstilts launch --wait` prints at its end, so the two
+always show the same table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from xstilts.core.errors import UserError, unknown_choice
+from xstilts.launcher.commands.common import JsonOpt, LongOverrideOpt, OverrideOpt, SpecArg, err, open_spec, out
+from xstilts.launcher.experiment import Experiment
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from xstilts.analysis.table import PaperTable
+
+app = typer.Typer(help="Turn results into tidy data, tables, statistics, plots and a report.", no_args_is_help=True)
+
+
+def _frame(experiment: Experiment, no_cache: bool = False) -> pd.DataFrame:
+    """The experiment's tidy results (`xstilts.analysis.collect`), read in parallel and cached."""
+    from xstilts.analysis.collect import collect_frame
+
+    try:
+        return collect_frame(experiment, use_cache=not no_cache)
+    except ValueError as exc:  # a finished node whose result.json is missing or unreadable
+        raise UserError(f"results of '{experiment.spec.name}': {exc}") from None
+    except OSError as exc:
+        raise UserError(f"storage: cannot read {experiment.store.url}: {exc}") from None
+
+
+def _missing_note(experiment: Experiment) -> tuple[pd.DataFrame, str]:
+    """Unfinished evaluate nodes, and one line saying what is missing ("" if nothing)."""
+    from xstilts.analysis.collect import missing_cells
+
+    missing = missing_cells(experiment)
+    if len(missing) == 0:
+        return missing, ""
+    counts = missing["status"].value_counts()
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return missing, f"{len(missing)} of {len(experiment.plan.evaluations())} evaluations missing ({parts})"
+
+
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="read every node again (ignore the rows cache)")]
+
+
+@app.command("collect")
+def analysis_collect(
+    spec: SpecArg, override: LongOverrideOpt = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="file to write (default: print CSV)")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="csv | parquet | json (default: from -o's suffix)")] = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """One tidy table of every result: intermediate, target, seed, language, metric, value,
+    node key, modality, cost."""
+    from xstilts.analysis.collect import FORMATS, write_frame
+
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
+    experiment = open_spec(spec, override)
+    frame = _frame(experiment, no_cache)
+    _, note = _missing_note(experiment)
+    if output is None:
+        if fmt not in (None, "csv"):
+            raise UserError(f"--format {fmt} needs -o FILE (only csv prints to the terminal)")
+        sys.stdout.write(frame.to_csv(index=False))
+    else:
+        try:
+            with _writing_to(output):
+                write_frame(frame, output, fmt)
+        except ValueError as exc:
+            raise UserError(f"-o {output}: {exc}") from None
+        err.print(f"{len(frame)} rows -> {output}")
+    if note:
+        err.print(f"[yellow]{note}[/yellow]")
+
+
+@app.command("table")
+def analysis_table(
+    spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
+    fmt: Annotated[str, typer.Option("--format", help="rich | md | csv | latex | json")] = "rich",
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """The paper-style table: intermediate tasks x target tasks and their average, mean ±
+    std over seeds, delta vs none, best per column marked; missing cells say why."""
+    from xstilts.analysis.table import FORMATS, render_csv, render_latex, render_markdown
+
+    fmt = "json" if as_json else fmt
+    if fmt not in FORMATS:
+        raise UserError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
+    experiment = open_spec(spec, override)
+    table, note = results_table(experiment, no_cache)
+    if fmt == "json":
+        print(json.dumps(table.to_json(), indent=1))
+    elif fmt == "md":
+        sys.stdout.write(render_markdown(table))
+    elif fmt == "csv":
+        sys.stdout.write(render_csv(table))
+    elif fmt == "latex":
+        sys.stdout.write(render_latex(table))
+    else:
+        _print_rich_table(experiment, table)
+    if note:
+        err.print(f"[yellow]{note}[/yellow]")
+
+
+def results_table(experiment: Experiment, no_cache: bool = False) -> tuple[PaperTable, str]:
+    """The paper table of what the store holds now (missing cells say why), and the line
+    saying which evaluations are missing ("" when none)."""
+    from xstilts.analysis.table import missing_reasons, paper_table
+
+    missing, note = _missing_note(experiment)
+    table = paper_table(_frame(experiment, no_cache), experiment.spec.intermediate.tasks,
+                        experiment.spec.target.tasks, missing_reasons(missing))
+    return table, note
+
+
+def print_results_table(experiment: Experiment) -> None:
+    """The table `launch --wait` ends with: exactly `xstilts analysis table`'s output."""
+    table, _ = results_table(experiment)
+    _print_rich_table(experiment, table)
+
+
+def _print_rich_table(experiment: Experiment, table: PaperTable) -> None:
+    from xstilts.analysis.table import CAPTION, render_rich
+
+    out.print(f"[bold]{experiment.spec.name}: zero-shot cross-lingual transfer[/bold]")
+    out.print(render_rich(table))
+    out.print(f"[dim]{CAPTION}[/dim]")
+
+
+@app.command("compare")
+def analysis_compare(
+    spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
+    by: Annotated[str, typer.Option("--by", help="what to compare: modality")] = "modality",
+    boot: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples")] = 10000,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """The research question: mean delta of multimodal against text-only intermediate
+    tasks (and each multimodal task against its control), 95% bootstrap intervals over
+    targets and seeds, a paired test per target, and a per-language breakdown."""
+    from xstilts.analysis.stats import compare_by_modality
+
+    if by != "modality":
+        raise UserError(f"--by: unknown grouping '{by}'; valid: modality")
+    experiment = open_spec(spec, override)
+    _, note = _missing_note(experiment)
+    comparison = compare_by_modality(_frame(experiment, no_cache), n_boot=boot)
+    if as_json:
+        print(json.dumps({**comparison.to_json(), "missing": note or None}, indent=1))
+    else:
+        sys.stdout.write(comparison.render_text().rstrip() + "\n")
+    if note:
+        err.print(f"[yellow]{note}: the comparison uses the finished cells only[/yellow]")
+
+
+@contextmanager
+def _writing_to(output: Path) -> Iterator[None]:
+    """An -o path that cannot be written (a missing or read-only folder, a full disk) is
+    the user's to fix: one message naming the path, exit code 2. The writers replace
+    files atomically, so nothing half-written is left behind."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"-o {output}: cannot write {exc.filename or output}: {exc.strerror or exc}") from None
+
+
+@app.command("plot")
+def analysis_plot(
+    spec: SpecArg, override: LongOverrideOpt = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="folder for the figures (PNG and SVG)")] = Path("figures"),
+    target: Annotated[Optional[str], typer.Option("--target", help="target of the per-language bars")] = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Figures: delta heatmap, per-language bars, training curves, learning-rate sensitivity."""
+    from xstilts.analysis.plots import plot_all
+
+    experiment = open_spec(spec, override)
+    if target is not None and target not in experiment.spec.target.tasks:
+        raise UserError(f"--target: {unknown_choice('target', target, experiment.spec.target.tasks)}")
+    _, note = _missing_note(experiment)
+    frame = _frame(experiment, no_cache)
+    with _writing_to(output):
+        written = plot_all(experiment, frame, output, target=target)
+    for path in written:
+        out.print(str(path))
+    if note:
+        err.print(f"[yellow]{note}[/yellow]")
+
+
+@app.command("report")
+def analysis_report(
+    spec: SpecArg, override: LongOverrideOpt = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="the Markdown file to write")] = Path("report.md"),
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """A Markdown report: the table, the modality comparison and the figures."""
+    from xstilts.analysis.report import write_report
+
+    experiment = open_spec(spec, override)
+    frame = _frame(experiment, no_cache)
+    with _writing_to(output):
+        path = write_report(experiment, frame, output)
+    out.print(str(path))
+
+
+
+
+
+def score(
+    predictions: Annotated[str, typer.Option("--predictions", help="submission folder: <task>/test-<lang>.<ext>")],
+    gold: Annotated[str, typer.Option("--gold", help="label folder in the same layout")],
+    suite: Annotated[str, typer.Option("--suite", help="xtreme or xtreme-r")] = "xtreme",
+    as_json: JsonOpt = False,
+) -> None:
+    """Score predictions in the official XTREME / XTREME-R layout, as the leaderboard does."""
+    from xstilts.analysis.score import available_tasks, score_submission, suite_tables
+
+    task_langs, groups = suite_tables(suite)
+    present, skipped = available_tasks(predictions, gold, suite)
+    result = score_submission(predictions, gold, suite)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_scores(result, suite, task_langs, groups, present, skipped)
+
+
+def _print_scores(result: dict[str, Any], suite: str, task_langs: dict[str, tuple[str, ...]],
+                  groups: dict[str, tuple[str, ...]], present: list[str], skipped: list[str]) -> None:
+    from rich.table import Table
+
+    for task in present:
+        scores = result[task]
+        keys = [k for k in scores if not k.startswith("avg_")]
+        table = Table(title=f"{task}: {scores['avg_metric']:.2f}", title_justify="left", min_width=24)
+        table.add_column("lang")
+        for key in keys:
+            table.add_column(key, justify="right")
+        for lang in task_langs[task]:
+            table.add_row(lang, *(f"{scores[k][lang]:.2f}" for k in keys))
+        table.add_row("avg", *(f"{scores[f'avg_{k}']:.2f}" for k in keys), style="bold")
+        out.print(table)
+    summary = Table(title=f"{suite} scores", title_justify="left")
+    summary.add_column("group")
+    summary.add_column("tasks")
+    summary.add_column("score", justify="right")
+    for group, tasks in groups.items():
+        value = result.get(group)
+        summary.add_row(group, " ".join(tasks), "-" if value is None else f"{value:.2f}")
+    overall = result.get("all_task")
+    summary.add_row("all_task", f"all {len(task_langs)} tasks", "-" if overall is None else f"{overall:.2f}", style="bold")
+    out.print(summary)
+    if skipped:
+        out.print(f"not scored (no folder in predictions or gold): {', '.join(skipped)}; "
+                  "group and overall scores need every task they average")
+
+

@@ -1,0 +1,1 @@
+"""The `xstilts` commands, one module per command; `xstilts.cli` wires them into the app."""

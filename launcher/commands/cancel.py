@@ -1,0 +1,12 @@
+"""`xstilts cancel`: stop an experiment's running nodes through its executor."""
+
+from __future__ import annotations
+
+from xstilts.launcher.commands.common import OverrideOpt, SpecArg, open_spec, out
+
+
+def cancel(spec: SpecArg, override: OverrideOpt = None) -> None:
+    """Stop this experiment's running nodes (and its local scheduler); nothing else."""
+    experiment = open_spec(spec, override)
+    for line in experiment.executor.cancel(experiment):
+        out.print(line)

@@ -1,0 +1,41 @@
+"""What every command shares: the consoles, the common options, opening an experiment.
+
+Every command validates the spec, the storage URL and the cluster profile before it
+touches storage; a problem with the user's input prints one message and exits with 2.
+Nothing here imports torch, so commands start instantly on a login node.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from xstilts.core.plan import Node
+from xstilts.launcher.experiment import Experiment, open_experiment
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SpecArg = Annotated[str, typer.Argument(help="experiment spec YAML")]
+OverrideOpt = Annotated[
+    Optional[list[str]], typer.Option("--override", "-o", help="override a spec value: key.path=value (repeatable)")
+]
+LongOverrideOpt = Annotated[
+    Optional[list[str]], typer.Option("--override", help="override a spec value: key.path=value (repeatable)")
+]
+"""For the analysis commands whose -o is their output (as in `collect -o FILE`)."""
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="cluster profile name or YAML path")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def open_spec(spec: str, overrides: list[str] | None, profile: str | None = None) -> Experiment:
+    return open_experiment(spec, overrides or [], profile)
+
+
+def node_tasks(node: Node) -> str:
+    """What a node trains or evaluates, for tables: 'intermediate -> target' or one task."""
+    if node.stage in ("train-target", "evaluate"):
+        return f"{node.intermediate} -> {node.task}"
+    return node.task or "(model)"
