@@ -24,7 +24,7 @@ from xstilts.core.nodes import (
 )
 from xstilts.core.tasks import BASELINE, TASKS
 from xstilts.core.spec import Search, Spec
-from xstilts.core.stages import STAGES
+from xstilts.core.stages import STAGES, StageName
 
 KEY_VERSION = 2
 """Bumped when the meaning of a config changes so that old outputs are not reused.
@@ -37,7 +37,7 @@ KEY_LENGTH = 16
 class Node:
     """One unit of work in the grid."""
 
-    stage: str
+    stage: StageName
     config: AnyNodeConfig
     inputs: dict[str, Node] = field(default_factory=dict)
     kind: str | None = None  # prepare: "model" or "data"
@@ -111,7 +111,7 @@ class Plan:
     def by_key(self) -> dict[str, Node]:
         return {node.key: node for node in self.nodes}
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[StageName, int]:
         counter = Counter(node.stage for node in self.nodes)
         return {stage: counter[stage] for stage in STAGES if counter[stage]}
 

@@ -31,6 +31,13 @@ _INSTALL_HINTS = {"s3": "xstilts[s3] (s3fs)", "s3a": "xstilts[s3] (s3fs)", "gs":
 _MEMORY_LOCK = threading.Lock()
 
 
+
+def cache_root() -> Path:
+    """This machine's cache of a remote store: finished input nodes fetched for a job
+    (by key, so they never go stale) and the logs of node processes until they are
+    uploaded. `XSTILTS_CACHE` moves it (e.g. to node-local scratch)."""
+    return Path(os.environ.get("XSTILTS_CACHE", Path.home() / ".cache" / "xstilts"))
+
 class FileExists(Exception):
     """Exclusive creation found the file already there."""
 

@@ -33,7 +33,7 @@ from xstilts.core.lease import Lease
 from xstilts.core.nodes import AnyNodeConfig, NodeRecord, NodeRecordError, parse_node_record
 from xstilts.core.stages import is_checkpointable, stage_module
 from xstilts.core.state import update_state
-from xstilts.core.store import DONE, Store
+from xstilts.core.store import DONE, Store, cache_root
 from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
 
 EXIT_DONE = 0
@@ -86,10 +86,6 @@ class StopHandler:
             self.stop.set()
             return
         raise Interrupted(self.received)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("XSTILTS_CACHE", Path.home() / ".cache" / "xstilts"))
 
 
 def fetch_input(store: Store, ref: str) -> Path:

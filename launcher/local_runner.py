@@ -32,7 +32,7 @@ from xstilts.launcher.profiles import LocalProfile, profile_from_json
 from xstilts.launcher.executors.base import SAFE_PATH_ENV
 from xstilts.launcher.selection import FAILED, select_nodes
 from xstilts.core.state import node_status, record_submission
-from xstilts.core.store import Store
+from xstilts.core.store import Store, cache_root
 
 POLL_S = 0.3
 LIVE = frozenset({"running"})
@@ -74,8 +74,6 @@ def local_log_path(store: Store, node: Node, submission: str) -> Path:
     local filesystem (so `xstilts logs` can read it live), else a local cache."""
     if store.is_local:
         return Path(store.node_path(node.stage, node.key, "logs", f"{submission}.log"))
-    from xstilts.jobs.entry import cache_root  # torch-free module
-
     return cache_root() / "logs" / node.stage / node.key / f"{submission}.log"
 
 
@@ -276,8 +274,6 @@ def spawn_detached(store: Store, experiment: str, profile: LocalProfile, retry_f
     edited after the launch must not change a launch already made."""
     log_dir = Path(store.experiment_path(experiment, "logs")) if store.is_local else None
     if log_dir is None:
-        from xstilts.jobs.entry import cache_root
-
         log_dir = cache_root() / "logs" / experiment
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = open(log_dir / "scheduler.log", "ab")

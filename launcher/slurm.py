@@ -32,7 +32,7 @@ from xstilts.core.plan import Node
 from xstilts.core.spec import Resources
 from xstilts.launcher.profiles import SlurmProfile, SlurmResources
 from xstilts.core.errors import UserError
-from xstilts.core.stages import facts
+from xstilts.core.stages import StageName, facts
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """SLURM's default `MaxArraySize`: used when `scontrol` cannot be asked (dry runs off-cluster)."""
@@ -204,7 +204,7 @@ class Array:
     """One sbatch call: nodes of one stage in one wave."""
 
     index: int
-    stage: str
+    stage: StageName
     wave: int
     nodes: list[Node]
     after: list[int] = field(default_factory=list)
@@ -224,7 +224,7 @@ def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int) -
     wave: dict[str, int] = {}
     for node in nodes:
         wave[node.key] = 1 + max((wave[dep.key] for dep in node.inputs.values() if dep.key in submitted), default=-1)
-    groups: dict[tuple[int, str], list[Node]] = {}
+    groups: dict[tuple[int, StageName], list[Node]] = {}
     for node in nodes:
         groups.setdefault((wave[node.key], node.stage), []).append(node)
     arrays: list[Array] = []
@@ -246,7 +246,7 @@ def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int) -
 # submitting
 
 
-def stage_resources(profile: SlurmProfile, stage: str, spec_resources: Resources | None = None) -> SlurmResources:
+def stage_resources(profile: SlurmProfile, stage: StageName, spec_resources: Resources | None = None) -> SlurmResources:
     """The job of `stage`: the profile's resources, its per-stage overrides, then what the
     spec's `resources` section sets explicitly. Training stages span several processes
     (FSDP ranks); a tune job may span several nodes with one task each (one Ray node per
@@ -314,7 +314,7 @@ def render_sbatch(array: Array, params: dict[str, Any], folder: Path) -> str:
 
 def submit_arrays(
     arrays: list[Array], store_url: str, experiment: str, profile: SlurmProfile, env: dict[str, str],
-    spec_resources: Callable[[str], Resources], on_submit: Callable[[Node, str], None],
+    spec_resources: Callable[[StageName], Resources], on_submit: Callable[[Node, str], None],
 ) -> None:
     """Submit `arrays` in order (each after the ones it depends on), one sbatch each."""
     import submitit

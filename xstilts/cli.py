@@ -42,7 +42,7 @@ def _options(
 
 
 app.command()(plan.plan)
-app.command()(launch.launch)
+app.command()(launch.command(print_results=analysis_cli.print_results_table))
 app.command()(status.status)
 app.command()(tasks.tasks)
 app.command()(cancel.cancel)

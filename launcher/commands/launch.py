@@ -1,12 +1,14 @@
 """`xstilts launch`: submit every node that is not done yet, through the profile's executor.
 
 Which nodes run is `select_nodes`'s rule (inside the executor); how they run is the
-executor's. After `--wait` the results table is printed, by the same code as
-`xstilts analysis table`.
+executor's. After `--wait` the results table is printed by the same code as
+`xstilts analysis table`; analysis sits above the launcher, so that printer is handed
+in by the wiring (`xstilts.cli`) rather than imported here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -14,27 +16,33 @@ import typer
 from xstilts.core.errors import UserError
 from xstilts.launcher.commands.common import OverrideOpt, ProfileOpt, SpecArg, open_spec, out
 from xstilts.launcher.executors import LaunchRequest
+from xstilts.launcher.experiment import Experiment
+
+ResultsPrinter = Callable[[Experiment], None]
 
 
-def launch(
-    spec: SpecArg,
-    override: OverrideOpt = None,
-    profile: ProfileOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would run; submit and write nothing")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="stay until the grid finishes, then print the table")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed nodes again")] = False,
-) -> None:
-    """Submit every node that is not done yet; skip the rest."""
-    experiment = open_spec(spec, override, profile)
-    if experiment.store.url.startswith("memory://"):
-        raise UserError("storage: memory:// lives inside one process, so node processes cannot see it; "
-                        "use a path, file://, s3:// or gs://")
-    statuses = experiment.statuses(need_cluster=not dry_run)
-    request = LaunchRequest(spec_path=spec, dry_run=dry_run, wait=wait, retry_failed=retry_failed)
-    outcome = experiment.executor.submit(experiment, statuses, request, out)
-    if outcome.show_table:
-        from xstilts.analysis.cli import print_results_table  # the one place launcher reads analysis
+def command(print_results: ResultsPrinter) -> Callable[..., None]:
+    """The `launch` command, printing the results table with `print_results`."""
 
-        print_results_table(experiment)
-    if not outcome.ok:
-        raise typer.Exit(1)
+    def launch(
+        spec: SpecArg,
+        override: OverrideOpt = None,
+        profile: ProfileOpt = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would run; submit and write nothing")] = False,
+        wait: Annotated[bool, typer.Option("--wait", help="stay until the grid finishes, then print the table")] = False,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed nodes again")] = False,
+    ) -> None:
+        """Submit every node that is not done yet; skip the rest."""
+        experiment = open_spec(spec, override, profile)
+        if experiment.store.url.startswith("memory://"):
+            raise UserError("storage: memory:// lives inside one process, so node processes cannot see it; "
+                            "use a path, file://, s3:// or gs://")
+        statuses = experiment.statuses(need_cluster=not dry_run)
+        request = LaunchRequest(spec_path=spec, dry_run=dry_run, wait=wait, retry_failed=retry_failed)
+        outcome = experiment.executor.submit(experiment, statuses, request, out)
+        if outcome.show_table:
+            print_results(experiment)
+        if not outcome.ok:
+            raise typer.Exit(1)
+
+    return launch

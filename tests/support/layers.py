@@ -2,10 +2,12 @@
 
 Layers (DESIGN.md, "Layout"):
 - `xstilts.core` is torch-free and imports nothing above it;
-- `xstilts.launcher` and `xstilts.analysis` sit above core and never import torch;
+- `xstilts.launcher` sits above core, and `xstilts.analysis` above the launcher (it
+  reads an experiment's plan, store and live statuses through `launcher.experiment`);
+  neither imports torch;
 - `xstilts.jobs` sits above core; it is the only layer that imports torch;
-- the launcher may use analysis (the table it prints after `launch --wait`), never the
-  reverse;
+- the launcher never imports analysis: the table printed after `launch --wait` is
+  handed to the launch command by the wiring;
 - the launcher reaches jobs only through the executor seam: the pickled submitit job
   (`xstilts.jobs.submitit_job`) and module paths it starts as strings;
 - `xstilts` itself (`cli`, `__main__`) is the wiring and may import any layer.
@@ -51,9 +53,10 @@ class Layer:
 
 LAYERS: dict[str, Layer] = {
     "xstilts.core": Layer("core", ("xstilts.core",), heavy_allowed=False),
-    "xstilts.launcher": Layer("launcher", ("xstilts.core", "xstilts.launcher", "xstilts.analysis", "xstilts.jobs.submitit_job"),
+    "xstilts.launcher": Layer("launcher", ("xstilts.core", "xstilts.launcher", "xstilts.jobs.submitit_job"),
                               heavy_allowed=False),
-    "xstilts.analysis": Layer("analysis", ("xstilts.core", "xstilts.analysis"), heavy_allowed=False),
+    "xstilts.analysis": Layer("analysis", ("xstilts.core", "xstilts.launcher", "xstilts.analysis"),
+                              heavy_allowed=False),
     "xstilts.jobs": Layer("jobs", ("xstilts.core", "xstilts.jobs"), heavy_allowed=True),
 }
 
