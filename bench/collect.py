@@ -44,8 +44,8 @@ from xstilts.core.tasks import TASKS  # noqa: E402
 from xstilts.launcher.experiment import Experiment, open_experiment  # noqa: E402
 from xstilts.core.plan import Node  # noqa: E402
 from xstilts.core.store import DONE, Store  # noqa: E402
-from tests.conftest import demo_raw  # noqa: E402
-from tests.moto import moto_server  # noqa: E402
+from tests.support.specs import demo_raw  # noqa: E402
+from tests.support.moto import moto_server  # noqa: E402
 
 INTERMEDIATES = [
     "none", "mnli", "qqp", "squad", "squad_v2", "hellaswag", "commonsenseqa", "cosmosqa", "socialiqa", "ccg",

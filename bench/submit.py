@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from xstilts.core.plan import build_plan  # noqa: E402
 from xstilts.core.spec import validate  # noqa: E402
-from tests.conftest import demo_raw  # noqa: E402
-from tests.slurm.cluster import Cluster  # noqa: E402
+from tests.support.specs import demo_raw  # noqa: E402
+from tests.integration.slurm.cluster import Cluster  # noqa: E402
 
 XSTILTS = [sys.executable, "-c", "from xstilts.cli import main; main()"]
 

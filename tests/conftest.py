@@ -1,4 +1,5 @@
-"""Shared fixtures: offline Hugging Face, specs written into tmp dirs."""
+"""Shared fixtures (specs written into tmp dirs, an S3 endpoint), the offline environment,
+and the `integration` marker by path. Helpers that are not fixtures live in tests/support/."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO_SPEC = REPO / "experiments" / "demo.yaml"
+from tests.support.paths import TESTS
+from tests.support.specs import demo_raw, set_path
 
 # No hub here: fail at once instead of retrying for half a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,8 +21,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # No credentials here: without this botocore probes the instance metadata address
 # (169.254.169.254) before every S3 client, and traffic must stay on loopback.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-
-TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,18 +32,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         relative = Path(str(item.path)).resolve().relative_to(TESTS)
         if relative.parts[0] == "integration" or "s3_env" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
-
-
-def demo_raw() -> dict[str, Any]:
-    return yaml.safe_load(DEMO_SPEC.read_text())
-
-
-def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = raw
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
 
 
 @pytest.fixture
@@ -74,22 +60,7 @@ def s3_env() -> Iterator[dict[str, str]]:
     """A real S3 endpoint: moto in server mode on loopback, with the test buckets.
     Yields the environment that points boto (and so s3fs) at it."""
     assert shutil.which("moto_server"), "moto_server is installed with the dev extra (moto[server])"
-    from tests.moto import moto_server
+    from tests.support.moto import moto_server
 
     with moto_server(S3_BUCKETS) as env:
         yield env
-
-
-def register_two_step_target(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A synthetic target trained XCOPA's way: first on `syn-first` (its own train-target
-    node), then on itself with the head kept (`train_first`)."""
-    from xstilts.core import tasks as registry
-    from xstilts.core.tasks import DataSource, Task
-
-    first = Task(name="syn-first", kind="classification", source=DataSource("synthetic", "syn-rate"),
-                 languages=("en",), labels=("a", "b"), metric="accuracy", roles=("intermediate",))
-    target = Task(name="syn-two-step", kind="classification", source=DataSource("synthetic", "syn-sent"),
-                  languages=("en", "qaa"), labels=("negative", "positive"), metric="accuracy", roles=("target",),
-                  train_first="syn-first")
-    monkeypatch.setitem(registry.TASKS, first.name, first)
-    monkeypatch.setitem(registry.TASKS, target.name, target)

@@ -23,7 +23,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 PACKAGE_FOLDERS: dict[str, str] = {
     "xstilts": "xstilts",

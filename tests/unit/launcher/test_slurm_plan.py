@@ -1,0 +1,108 @@
+"""Job arrays for SLURM, without a cluster: waves, splitting, dependencies, dry runs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xstilts.launcher import slurm
+from xstilts.core.plan import build_plan
+from xstilts.launcher.profiles import SlurmProfile, load_profile
+from xstilts.core.spec import validate
+from tests.support.specs import demo_raw
+from tests.support.grid import cli_env, run_cli
+
+
+def test_demo_is_one_array_per_stage_wave() -> None:
+    plan = build_plan(validate(demo_raw()))
+    arrays = slurm.plan_arrays(plan.nodes, {}, size=1000)
+    assert sum(len(a.nodes) for a in arrays) == len(plan.nodes) == 56
+    assert [(a.wave, a.stage, len(a.nodes)) for a in arrays] == [  # the model and the image features first
+        (0, "prepare", 2), (1, "prepare", 6), (2, "train-intermediate", 8), (2, "train-target", 4),
+        (3, "train-target", 16), (3, "evaluate", 4), (4, "evaluate", 16),
+    ]
+    position = {node.key: a.index for a in arrays for node in a.nodes}
+    for array in arrays:  # every input is in an earlier array this one waits for
+        for node in array.nodes:
+            for dep in node.inputs.values():
+                assert position[dep.key] < array.index and position[dep.key] in array.after
+
+
+def test_arrays_split_at_the_maximum_size_and_reuse_live_jobs() -> None:
+    raw = demo_raw()
+    raw["seeds"] = list(range(72))
+    plan = build_plan(validate(raw))
+    assert len(plan.nodes) > 1000
+    arrays = slurm.plan_arrays(plan.nodes, {}, size=100)
+    assert max(len(a.nodes) for a in arrays) == 100 and len(arrays) > 7
+    per_stage = Counter(a.stage for a in arrays)
+    assert all(n <= 10 for n in per_stage.values()), per_stage  # a few arrays per stage, not one per node
+    # a relaunch while the model node is still queued: its job becomes a dependency
+    model = plan.nodes[0]
+    rest = slurm.plan_arrays(plan.nodes[1:], {model.key: "4242_0"}, size=1000)
+    assert rest[0].stage == "prepare" and rest[0].after_jobs == ["4242_0"] and not rest[0].after
+
+
+def test_stage_resources_profile_overrides_and_spec() -> None:
+    profile = SlurmProfile(partition="gpu", gpus_per_node=4, tasks_per_node=4, nodes=2,
+                      stages={"evaluate": {"time_min": 30}})
+    train = slurm.stage_resources(profile, "train-target")
+    assert (train.nodes, train.tasks_per_node, train.gpus_per_node) == (2, 4, 4)
+    evaluate = slurm.stage_resources(profile, "evaluate")
+    assert (evaluate.nodes, evaluate.tasks_per_node, evaluate.gpus_per_node, evaluate.time_min) == (1, 1, 1, 30)
+    tune = slurm.stage_resources(profile, "tune")  # one Ray node per host, using all its GPUs
+    assert (tune.nodes, tune.tasks_per_node, tune.gpus_per_node) == (2, 1, 4)
+    spec = validate({**demo_raw(), "resources": {"train-target": {"time_min": 999, "cpus": 3}}})
+    chosen = slurm.stage_resources(profile, "train-target", spec.resources["train-target"])
+    assert (chosen.time_min, chosen.cpus_per_task, chosen.mem_gb) == (999, 3, None)
+
+
+def test_merge_status_from_store_and_slurm() -> None:
+    state = {"submissions": [{"job_id": "7_1", "executor": "slurm"}], "status": "queued"}
+    live = {"7_1": slurm.JobState("7_1", "PENDING", "Dependency")}
+    assert slurm.merge_status("queued", state, live, None) == ("queued", "Dependency")
+    never = {"7_1": slurm.JobState("7_1", "PENDING", "DependencyNeverSatisfied")}
+    assert slurm.merge_status("queued", state, never, None)[0] == "cancelled"
+    assert slurm.merge_status("done", state, {}, None) == ("done", None)
+    status, reason = slurm.merge_status("queued", state, {}, None)  # vanished, no accounting
+    assert status == "failed" and "left the queue" in reason
+    finished = {"7_1": slurm.JobState("7_1", "OUT_OF_MEMORY", "exit code 0:125")}
+    assert slurm.merge_status("interrupted", state, {}, finished) == ("failed", "job 7_1 OUT_OF_MEMORY (exit code 0:125)")
+
+
+def test_profile_errors_list_valid_keys(tmp_path: Path) -> None:
+    from xstilts.core.errors import UserError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"executor": "slurm", "partion": "gpu", "stages": {"evalute": {}, "prepare": {"gpu": 1}}}))
+    with pytest.raises(UserError) as caught:
+        load_profile(str(bad))
+    message = str(caught.value)
+    assert "unknown profile key 'partion' (did you mean 'partition'?)" in message
+    assert "stages.evalute" in message and "stages.prepare" in message
+    assert load_profile("slurm").resources("prepare").gpus_per_node == 0
+
+
+def test_dry_run_prints_sbatch_scripts_and_submits_nothing(tmp_path: Path) -> None:
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text(yaml.safe_dump({"executor": "slurm", "partition": "low", "max_array_size": 100,
+                                       "log_dir": str(tmp_path / "logs"), "setup": ["echo ready"]}))
+    raw = demo_raw()
+    raw["seeds"] = list(range(72))
+    raw["storage"] = str(tmp_path / "store")
+    spec = tmp_path / "big.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    result = run_cli("launch", str(spec), "--profile", str(profile), "--dry-run", env=cli_env({"PATH": "/usr/bin:/bin"}))
+    assert result.returncode == 0, result.stderr
+    assert "[dry run]" in result.stdout and "at most 100 tasks per array (profile)" in result.stdout
+    scripts = result.stdout.count("#!/bin/bash")
+    assert 7 < scripts <= 30  # a few arrays per stage, not 2,000 jobs
+    assert "#SBATCH --array=0-99%100" in result.stdout
+    assert "#SBATCH --dependency='afterok:<array 0>'" in result.stdout
+    assert "#SBATCH --partition=low" in result.stdout and "echo ready" in result.stdout
+    assert not (tmp_path / "store").exists() and not (tmp_path / "logs").exists()
+    assert json.dumps  # plain module use
