@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from xstilts.core.allocation import usable_cpus
 from xstilts.core.lease import current_lease
 from xstilts.core.stages import facts
 from xstilts.core.plan import Node, Plan
@@ -63,10 +64,6 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return not (self.failed or self.blocked or self.interrupted)
-
-
-def cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def local_log_path(store: Store, node: Node, submission: str) -> Path:
@@ -111,7 +108,7 @@ class LocalRunner:
         return self.profile.procs_per_node if facts(node.stage).processes == "ranks" else 1
 
     def _env(self, node: Node) -> dict[str, str]:
-        threads = str(max(1, cpus() // (self.profile.max_parallel * self._procs(node))))
+        threads = str(max(1, usable_cpus() // (self.profile.max_parallel * self._procs(node))))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         env.update(self.extra_env)
         env.update(self.profile.env)
