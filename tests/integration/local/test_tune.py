@@ -113,8 +113,12 @@ class SearchJob:
     def __init__(self, tmp_path: Path, storage: str, env: dict[str, str]) -> None:
         raw = search_spec(tmp_path / "unused")
         raw["storage"] = storage
-        raw["target"]["search"].update(scheduler="fifo", budget_steps=40,
+        # Trials long enough (120 steps, ~3 s each here) that the search cannot end
+        # between "two trials finished" and the stop, even with the status call and the
+        # wait for Ray's state save in between: 40-step trials (~1 s) once all finished first.
+        raw["target"]["search"].update(scheduler="fifo", budget_steps=120,
                                        space={"learning_rate": {"grid": STOPPED_SEARCH_RATES}})
+        raw["target"]["hparams"]["eval_interval"] = 30  # still 4 evaluations per trial
         self.spec = tmp_path / "resume.yaml"
         self.spec.write_text(yaml.safe_dump(raw, sort_keys=False))
         self.env = env
