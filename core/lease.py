@@ -14,6 +14,7 @@ filesystems and on object stores alike.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -21,14 +22,33 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from xstilts.core.errors import UserError
 from xstilts.core.store import FileExists, Store
 
 DEFAULT_TTL_S = 60.0
 HEARTBEAT_S = 5.0
 
 
+MIN_TTL_S = 5.0
+"""A TTL below a few heartbeats would let a live holder's lease be taken over between
+two of its heartbeats: two processes would then run one node."""
+
+
 def lease_ttl() -> float:
-    return float(os.environ.get("XSTILTS_LEASE_TTL", DEFAULT_TTL_S))
+    """`XSTILTS_LEASE_TTL` seconds (default 60): a lease whose heartbeat is older may be
+    taken over. A value that is not a finite number of at least `MIN_TTL_S` seconds is a
+    user error (0 once made every lease stale at once)."""
+    raw = os.environ.get("XSTILTS_LEASE_TTL")
+    if raw is None:
+        return DEFAULT_TTL_S
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = float("nan")
+    if not math.isfinite(ttl) or ttl < MIN_TTL_S:
+        raise UserError(f"XSTILTS_LEASE_TTL: '{raw}' is not a number of seconds >= {MIN_TTL_S:g} "
+                        f"(default {DEFAULT_TTL_S:g})")
+    return ttl
 
 
 def pid_alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -30,6 +31,12 @@ DONE = "DONE"
 _INSTALL_HINTS = {"s3": "xstilts[s3] (s3fs)", "s3a": "xstilts[s3] (s3fs)", "gs": "xstilts[gcs] (gcsfs)", "gcs": "xstilts[gcs] (gcsfs)"}
 _MEMORY_LOCK = threading.Lock()
 
+SCHEMES = ("file", "s3", "gs", "gcs", "memory")
+"""Storage schemes a store may use: a path or file://, S3 (and S3-compatible endpoints),
+Google Cloud Storage, and memory:// (one process only: unit tests). Other fsspec
+schemes (http, ftp, ...) cannot hold leases or atomic files, so they are refused."""
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 def cache_root() -> Path:
@@ -37,6 +44,7 @@ def cache_root() -> Path:
     (by key, so they never go stale) and the logs of node processes until they are
     uploaded. `XSTILTS_CACHE` moves it (e.g. to node-local scratch)."""
     return Path(os.environ.get("XSTILTS_CACHE", Path.home() / ".cache" / "xstilts"))
+
 
 class FileExists(Exception):
     """Exclusive creation found the file already there."""
@@ -49,21 +57,51 @@ def normalize_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def check_storage_url(url: str) -> str:
-    """Validate that an fsspec implementation for the URL's scheme is installed.
+def masked_url(url: str) -> str:
+    """`url` with any credentials (`user:secret@`) replaced by `***@`: the only form of a
+    storage URL that may appear in a message."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1***@", url)
 
-    Returns the normalized URL; raises UserError naming the scheme and the choices.
+
+def check_storage_url(url: str) -> str:
+    """Parse a storage URL strictly and check that its fsspec implementation is installed.
+
+    Returns the normalized URL. Raises UserError (one line, credentials masked) for an
+    empty value, a scheme without `//` (`s3:/bucket`), a scheme that is not a store
+    (`ftp://`, `http://`), credentials in the URL, a query or fragment (it would become
+    part of every object key), an object-store URL without a bucket, or a local path that
+    is a file rather than a folder.
     """
+    shown = masked_url(url.strip())
+    if not url.strip():
+        raise UserError("storage: empty; give a folder path or a URL (file://, s3://bucket/prefix, gs://bucket/prefix)")
+    scheme = _SCHEME.match(url)
+    if scheme and not url.startswith(f"{scheme.group(1)}://"):
+        fixed = f"{scheme.group(1)}://{url[len(scheme.group(0)):].lstrip('/')}"
+        raise UserError(f"storage: '{shown}' has no '//' after its scheme; did you mean '{masked_url(fixed)}'?")
+    if "://" in url:
+        protocol, rest = url.split("://", 1)
+        if protocol not in SCHEMES:
+            valid = ", ".join(f"{s}://" for s in SCHEMES if s != "gcs")
+            raise UserError(f"storage: unknown storage scheme '{protocol}://'{did_you_mean(protocol, SCHEMES)}; "
+                            f"use a folder path or one of {valid}")
+        if "@" in rest.split("/", 1)[0]:
+            raise UserError(f"storage: '{shown}' has credentials in it; URLs are written to spec.yaml and shown "
+                            "by status: give them through the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                            "GOOGLE_APPLICATION_CREDENTIALS) instead")
+        if "?" in rest or "#" in rest:
+            raise UserError(f"storage: '{shown}' has a query or fragment ('?' or '#'), which would become part of "
+                            "every object key; give options through the environment")
+        if protocol in ("s3", "gs", "gcs") and not rest.split("/", 1)[0]:
+            raise UserError(f"storage: '{shown}' names no bucket; use {protocol}://bucket/prefix")
     url = normalize_url(url)
     protocol = url.split("://", 1)[0]
+    if protocol == "file":
+        local = Path(url[len("file://"):])
+        if local.exists() and not local.is_dir():
+            raise UserError(f"storage: {local} is a file, not a folder; give a folder (it is created if missing)")
     try:
         fsspec.get_filesystem_class(protocol)
-    except ValueError:
-        common = ["file", "s3", "gs", "memory"]
-        raise UserError(
-            f"storage: unknown storage scheme '{protocol}://'{did_you_mean(protocol, common)}; "
-            f"use a path or one of {', '.join(p + '://' for p in common)}"
-        ) from None
     except ImportError:
         hint = _INSTALL_HINTS.get(protocol, f"the fsspec implementation for '{protocol}'")
         raise UserError(f"storage: scheme '{protocol}://' needs {hint}; install it with pip") from None

@@ -16,6 +16,7 @@ from xstilts.launcher.executors import Executor, executor_for
 from xstilts.launcher.profiles import LocalProfile, SlurmProfile, load_profile
 from xstilts.core.spec import Spec, dump_spec, load_spec
 from xstilts.core.state import node_status
+from xstilts.core.lease import lease_ttl
 from xstilts.core.store import Store, check_storage_url
 
 
@@ -65,8 +66,10 @@ class Experiment:
 
 
 def open_experiment(spec_path: str, overrides: list[str] | None = None, profile: str | None = None) -> Experiment:
-    """Validate spec, storage URL and profile; build the plan. Writes nothing."""
+    """Validate spec, storage URL, profile and the environment (the lease TTL every node
+    process will read); build the plan. Writes nothing."""
     spec = load_spec(spec_path, overrides)
     url = check_storage_url(spec.storage)
+    lease_ttl()
     chosen = load_profile(profile or spec.cluster)
     return Experiment(spec=spec, profile=chosen, store=Store(url), plan=build_plan(spec))

@@ -1,0 +1,87 @@
+"""Storage URLs are parsed strictly, spec files read strictly, the lease TTL validated:
+each bad value is one line on stderr, exit code 2, no traceback, no secret, nothing
+written (issue 16, items 1, 7 and 8: each of these printed a traceback or was taken
+silently before)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.specs import demo_raw
+
+XSTILTS = [sys.executable, "-c", "from xstilts.cli import main; main()"]
+SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*XSTILTS, *args], capture_output=True, text=True, cwd=cwd, timeout=60,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    assert SECRET not in output, output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def written(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != "spec.yaml")
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("", "empty"),
+    ("   ", "empty"),
+    ("s3:/bucket/prefix", "did you mean 's3://bucket/prefix'"),
+    ("ftp://host/folder", "unknown storage scheme 'ftp://'"),
+    ("http://host/folder", "unknown storage scheme 'http://'"),
+    (f"s3://AKIAEXAMPLE:{SECRET}@bucket/prefix", "credentials"),
+    ("s3://bucket/prefix?token=abc", "query"),
+    ("s3:///prefix", "names no bucket"),
+    ("/dev/null", "is a file, not a folder"),
+    ("a-file", "is a file, not a folder"),
+])
+@pytest.mark.parametrize("command", ["plan", "launch"])
+def test_a_bad_storage_url_is_one_line_and_exit_2(storage: str, expected: str, command: str, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    raw = demo_raw()
+    raw["storage"] = storage
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    args = [command, str(spec)] + (["--dry-run"] if command == "launch" else [])
+    assert_user_error(run_cli(*args, cwd=tmp_path), "storage:", expected)
+    assert written(tmp_path) == ["a-file"]
+
+
+def test_a_key_given_twice_in_the_spec_is_an_error(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    text = yaml.safe_dump(demo_raw(), sort_keys=False).replace("seeds:", "seeds: [7]\nseeds:", 1)
+    spec.write_text(text)
+    assert_user_error(run_cli("plan", str(spec), cwd=tmp_path), "key 'seeds' given twice")
+
+
+def test_a_spec_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(yaml.safe_dump(demo_raw()).encode() + b"# caf\xe9\n")
+    assert_user_error(run_cli("plan", str(spec), cwd=tmp_path), "not UTF-8")
+
+
+@pytest.mark.parametrize("ttl", ["abc", "0", "-5", "nan", "inf", "1"])
+def test_a_lease_ttl_that_is_not_a_safe_number_is_an_error(ttl: str, tmp_path: Path) -> None:
+    raw = demo_raw()
+    raw["storage"] = str(tmp_path / "store")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    run_cli("launch", str(spec), "--dry-run", cwd=tmp_path)  # fine without the variable
+    result = run_cli("status", str(spec), cwd=tmp_path, env={"XSTILTS_LEASE_TTL": ttl})
+    assert_user_error(result, "XSTILTS_LEASE_TTL", ttl)
