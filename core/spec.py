@@ -23,7 +23,41 @@ from xstilts.core.stages import STAGES, StageName
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are not hyperparameters: `learning_rate: .inf` trained to a NaN loss
+    # and a "done" node whose table cell looked like a real 50.0.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+TINY_TEXT_CONFIG_KEYS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings", "type_vocab_size", "pad_token_id", "bos_token_id", "eos_token_id",
+)
+"""The integer arguments of transformers' `XLMRobertaConfig` a tiny model may set (a test
+checks them against the real signature). Anything else was silently ignored before:
+`hiden_size` gave a model of the default width 768."""
+
+TINY_VISION_CONFIG_KEYS = (
+    "hidden_size", "intermediate_size", "projection_dim", "num_hidden_layers", "num_attention_heads",
+    "num_channels", "image_size", "patch_size",
+)
+"""The integer arguments of transformers' `CLIPVisionConfig` a tiny vision tower may set."""
+
+XLMR_POSITION_OFFSET = 2
+"""XLM-R numbers positions from padding_idx + 1 = 2: a sequence fits in
+`max_position_embeddings - 2` tokens."""
+
+XLMR_DEFAULT_POSITIONS = 512
+"""`XLMRobertaConfig`'s default max_position_embeddings."""
+
+MAX_SEED = 2**32 - 1
+"""numpy and torch seeds are 32-bit."""
+
+
+def _check_tiny_keys(tiny: dict[str, int] | None, valid: tuple[str, ...], what: str) -> dict[str, int] | None:
+    for key in tiny or {}:
+        if key not in valid:
+            raise ValueError(unknown_choice(f"{what} argument", key, valid))
+    return tiny
 
 
 class Hyperparameters(_Strict):
@@ -155,6 +189,11 @@ class ModelSpec(_Strict):
     pretrain_lr: float = Field(default=1e-3, gt=0)
     pretrain_batch_size: int = Field(default=32, gt=0)
 
+    @field_validator("tiny")
+    @classmethod
+    def _tiny_keys(cls, tiny: dict[str, int] | None) -> dict[str, int] | None:
+        return _check_tiny_keys(tiny, TINY_TEXT_CONFIG_KEYS, "XLMRobertaConfig")
+
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSpec:
         if (self.name is None) == (self.tiny is None):
@@ -174,6 +213,11 @@ class VisionSpec(_Strict):
     seed: int = Field(default=0, ge=0, description="tiny encoders: initialisation seed")
     prefix_length: int = Field(default=4, gt=0, description="image prefix embeddings placed before the caption")
     chunk_size: int = Field(default=256, gt=0, description="images encoded and stored per chunk of features.zarr")
+
+    @field_validator("tiny")
+    @classmethod
+    def _tiny_keys(cls, tiny: dict[str, int] | None) -> dict[str, int] | None:
+        return _check_tiny_keys(tiny, TINY_VISION_CONFIG_KEYS, "CLIPVisionConfig")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> VisionSpec:
@@ -244,6 +288,9 @@ class Spec(_Strict):
             raise ValueError("needs at least one seed")
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
+        outside = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+        if outside:
+            raise ValueError(f"seeds must be integers from 0 to {MAX_SEED} (got {outside[0]})")
         return seeds
 
     @field_validator("data_dir")
@@ -289,6 +336,7 @@ class Spec(_Strict):
                     stage.hparams_for(task)
                 except ValidationError as exc:
                     problems.extend(_format_validation(exc, prefix=f"{role}.per_task.{task}"))
+        problems.extend(self._length_problems())
         for stage_name, hours in self.gpu_hours.items():
             names = set(self.intermediate.tasks) | set(self.target.tasks) | {"default"}
             for task in (hours if isinstance(hours, dict) else {}):
@@ -297,6 +345,28 @@ class Spec(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _length_problems(self) -> list[str]:
+        """A tiny model's positions bound every stage's max_seq_length (a named model's
+        are known only when it is loaded). It failed at run time before."""
+        if self.model.tiny is None:
+            return []
+        positions = self.model.tiny.get("max_position_embeddings", XLMR_DEFAULT_POSITIONS) - XLMR_POSITION_OFFSET
+        problems = []
+        for role, stage in (("intermediate", self.intermediate), ("target", self.target)):
+            for task in stage.tasks:
+                try:
+                    length = stage.hparams_for(task).max_seq_length
+                except ValidationError:
+                    continue  # reported above
+                if length > positions:
+                    where = f"{role}.per_task.{task}" if "max_seq_length" in stage.per_task.get(task, {}) \
+                        else f"{role}.hparams"
+                    problems.append(f"{where}.max_seq_length: {length} tokens do not fit the tiny model's "
+                                    f"{positions} positions (model.tiny.max_position_embeddings - "
+                                    f"{XLMR_POSITION_OFFSET})")
+                    break
+        return problems
 
     def gpu_hours_for(self, stage: StageName, task: str | None) -> float | None:
         """Estimated GPU-hours of one node (None: the spec gives no estimate for it)."""

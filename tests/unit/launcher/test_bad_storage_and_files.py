@@ -85,3 +85,30 @@ def test_a_lease_ttl_that_is_not_a_safe_number_is_an_error(ttl: str, tmp_path: P
     run_cli("launch", str(spec), "--dry-run", cwd=tmp_path)  # fine without the variable
     result = run_cli("status", str(spec), cwd=tmp_path, env={"XSTILTS_LEASE_TTL": ttl})
     assert_user_error(result, "XSTILTS_LEASE_TTL", ttl)
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"target.hparams.learning_rate": float("inf")}, "target.hparams.learning_rate"),
+    ({"intermediate.hparams.epochs": float("inf")}, "intermediate.hparams.epochs"),
+    ({"target.hparams.warmup_ratio": float("nan")}, "target.hparams.warmup_ratio"),
+    ({"seeds": [1, 1e30]}, "seeds"),
+    ({"seeds": [-1]}, "seeds must be integers from 0"),
+    ({"target.hparams.max_seq_length": 256}, "do not fit the tiny model's 128 positions"),
+    ({"model.tiny.hiden_size": 64}, "unknown XLMRobertaConfig argument 'hiden_size' (did you mean 'hidden_size'?)"),
+    ({"vision.tiny.patch_sise": 8}, "unknown CLIPVisionConfig argument 'patch_sise' (did you mean 'patch_size'?)"),
+])
+def test_values_that_would_fail_or_mislead_at_run_time_are_refused(change: dict[str, object], expected: str,
+                                                                    tmp_path: Path) -> None:
+    from tests.support.specs import set_path
+
+    raw = demo_raw()
+    raw["storage"] = str(tmp_path / "store")
+    for dotted, value in change.items():
+        set_path(raw, dotted, value)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    result = run_cli("plan", str(spec), cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output
+    assert expected in result.stderr, result.stderr
+    assert not (tmp_path / "store").exists()
