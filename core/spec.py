@@ -335,7 +335,7 @@ class Spec(_Strict):
                 try:
                     stage.hparams_for(task)
                 except ValidationError as exc:
-                    problems.extend(_format_validation(exc, prefix=f"{role}.per_task.{task}"))
+                    problems.extend(_format_validation(exc, prefix=f"{role}.per_task.{task}", root=Hyperparameters))
         problems.extend(self._length_problems())
         for stage_name, hours in self.gpu_hours.items():
             names = set(self.intermediate.tasks) | set(self.target.tasks) | {"default"}
@@ -411,22 +411,23 @@ def _mixture_problems(mixtures: dict[str, list[str]]) -> list[str]:
 # loading
 
 
-def _format_validation(exc: ValidationError, prefix: str = "") -> list[str]:
-    """Pydantic's errors of a spec as 'key.path: problem' lines (`validation_problems`)."""
+def _format_validation(exc: ValidationError, prefix: str = "", root: type[BaseModel] | None = None) -> list[str]:
+    """Pydantic's errors of a spec (or of the `root` model at `prefix`, e.g. a task's
+    hyperparameters) as 'key.path: problem' lines (`validation_problems`)."""
     def valid_keys(parent: list[str]) -> list[str]:
-        model = _model_at(parent)
+        model = _model_at(parent, root or Spec)
         return sorted(model.model_fields) if model else []
 
     return validation_problems(exc.errors(), valid_keys, prefix)
 
 
-def _model_at(loc: list[str]) -> type[BaseModel] | None:
+def _model_at(loc: list[str], root: type[BaseModel]) -> type[BaseModel] | None:
     """The pydantic model class at a key path of the spec, for listing valid keys.
 
     Walks model fields; a dict-valued field (``resources``) consumes one more path part
     (its key) and continues into the dict's value model.
     """
-    model: Any = Spec
+    model: Any = root
     parts = list(loc)
     while parts:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):

@@ -112,3 +112,16 @@ def test_values_that_would_fail_or_mislead_at_run_time_are_refused(change: dict[
     assert result.returncode == 2 and "Traceback" not in output, output
     assert expected in result.stderr, result.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_an_unknown_key_in_per_task_lists_the_hyperparameter_keys(tmp_path: Path) -> None:
+    raw = demo_raw()
+    raw["storage"] = str(tmp_path / "store")
+    raw["target"]["per_task"] = {"syn-pos": {"learning_rte": 1e-3}}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    result = run_cli("plan", str(spec), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    line = next(line for line in result.stderr.splitlines() if "learning_rte" in line)
+    assert "target.per_task.syn-pos.learning_rte" in line and "did you mean 'learning_rate'" in line, line
+    assert "batch_size" in line and "intermediate" not in line.split("valid", 1)[-1], line
