@@ -11,10 +11,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from xstilts.core.errors import UserError, unknown_choice, validation_problems
 from xstilts.core.stages import STAGES as STAGE_NAMES
+
+
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+"""An environment variable name. It is written unquoted into `export NAME=...` of the
+job script (and into a process environment), so anything else (`A=B`, `X; touch f`)
+is refused rather than run."""
+
+SbatchWord = Annotated[str, StringConstraints(pattern=r"^[^\s\x00-\x1f]+$")]
+"""A value of an `#SBATCH --key=value` header line: no whitespace or control characters
+(a newline would end the header line and start another)."""
+
+OneLine = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f]*$")]
+"""A path or shell line written into the job script as one line."""
 
 
 class SlurmResources(BaseModel):
@@ -22,11 +35,11 @@ class SlurmResources(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    exclude: str | None = None
+    partition: SbatchWord | None = None
+    account: SbatchWord | None = None
+    qos: SbatchWord | None = None
+    constraint: SbatchWord | None = None
+    exclude: SbatchWord | None = None
     nodes: int = Field(1, gt=0, description="cluster nodes per training job (FSDP across them)")
     gpus_per_node: int = Field(0, ge=0)
     tasks_per_node: int = Field(1, gt=0, description="processes per cluster node: one per GPU")
@@ -34,7 +47,7 @@ class SlurmResources(BaseModel):
     mem_gb: float | None = Field(None, gt=0)
     time_min: int = Field(60, gt=0, description="time limit of one job (a preempted job is requeued)")
     signal_delay_s: int = Field(120, ge=10, description="USR2 this long before the time limit: time to checkpoint")
-    setup: list[str] = Field(default_factory=list, description="shell lines run before the job (module load, ...)")
+    setup: list[OneLine] = Field(default_factory=list, description="shell lines run before the job (module load, ...)")
 
 
 class LocalProfile(BaseModel):
@@ -47,7 +60,7 @@ class LocalProfile(BaseModel):
     max_parallel: int = Field(2, gt=0, description="nodes running at once")
     procs_per_node: int = Field(1, gt=0, description="processes per training node (torch.distributed, FSDP2)")
     max_requeues: int = Field(3, ge=0, description="times a preempted node is started again")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, str] = Field(default_factory=dict)
 
 
 class SlurmProfile(SlurmResources):
@@ -58,12 +71,12 @@ class SlurmProfile(SlurmResources):
     name: str = "slurm"
     executor: Literal["slurm"] = "slurm"
     max_requeues: int = Field(3, ge=0, description="times a preempted node is started again")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, str] = Field(default_factory=dict)
     array_parallelism: int = Field(256, gt=0, description="tasks of one job array running at once")
     max_array_size: int | None = Field(
         None, gt=0, description="tasks per array; default: MaxArraySize - 1 from `scontrol show config`"
     )
-    log_dir: str = Field(
+    log_dir: OneLine = Field(
         "xstilts-slurm", description="submitit's folder (job pickles and logs) on a shared filesystem"
     )
     stages: dict[str, dict[str, object]] = Field(

@@ -125,3 +125,23 @@ def test_an_unknown_key_in_per_task_lists_the_hyperparameter_keys(tmp_path: Path
     line = next(line for line in result.stderr.splitlines() if "learning_rte" in line)
     assert "target.per_task.syn-pos.learning_rte" in line and "did you mean 'learning_rate'" in line, line
     assert "batch_size" in line and "intermediate" not in line.split("valid", 1)[-1], line
+
+
+@pytest.mark.parametrize("profile, expected", [
+    ({"executor": "local", "env": {"A=B": "1"}}, "env.A=B"),
+    ({"executor": "slurm", "env": {"X; touch pwned; Y": "v"}}, "env.X; touch pwned; Y"),
+    ({"executor": "slurm", "partition": "gpu\n#SBATCH --qos=free"}, "partition"),
+    ({"executor": "slurm", "log_dir": "logs\nrm -rf x"}, "log_dir"),
+])
+def test_profile_values_that_would_break_the_job_script_are_refused(profile: dict[str, object], expected: str,
+                                                                    tmp_path: Path) -> None:
+    raw = demo_raw()
+    raw["storage"] = str(tmp_path / "store")
+    spec, path = tmp_path / "spec.yaml", tmp_path / "mine.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(profile))
+    result = run_cli("launch", str(spec), "--profile", str(path), "--dry-run", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output
+    assert expected in result.stderr, result.stderr
+    assert not (tmp_path / "store").exists() and not (tmp_path / "pwned").exists()
