@@ -1,6 +1,6 @@
 """Submitting a 1,000-node grid to SLURM: chained job arrays against one job per node.
 
-Starts the throw-away two-node cluster of the test suite (tests/slurm/cluster.py), with
+Starts the throw-away two-node cluster of the test suite (tests/integration/slurm/cluster.py), with
 partition `low` set DOWN so that nothing runs (only submission and status are measured),
 and prints side by side:
 

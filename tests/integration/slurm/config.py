@@ -156,7 +156,7 @@ JobCompType=jobcomp/filetxt
 JobCompLoc={layout.jobcomp_log}
 """
     return f"""\
-# Throw-away test cluster written by tests/slurm/config.py.
+# Throw-away test cluster written by tests/integration/slurm/config.py.
 ClusterName={layout.name}
 SlurmctldHost={layout.hostname}(127.0.0.1)
 SlurmctldPort={layout.ctl_port}

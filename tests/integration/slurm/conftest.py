@@ -9,7 +9,7 @@ fails, the daemons' logs are appended to its report.
 A cluster that cannot start (no root, apt unreachable, a daemon dying) fails the test with the
 reason and the daemon logs: never a silent skip, so a broken CI machine shows up as broken.
 Fixtures of a conftest are seen only below its folder: tests that need a cluster live in
-tests/slurm/.
+tests/integration/slurm/.
 """
 
 from __future__ import annotations
