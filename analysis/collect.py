@@ -39,7 +39,8 @@ from xstilts.core.atomic import replacing
 from xstilts.launcher.experiment import Experiment
 from xstilts.core.plan import Node
 from xstilts.core.spec import Spec
-from xstilts.core.state import STATUSES
+from xstilts.core.errors import warn
+from xstilts.core.state import STATUSES, node_done
 from xstilts.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -154,16 +155,24 @@ def read_node(store: Store, node: Node) -> dict[str, list[Any]] | None:
     """The rows of one evaluate node (as columns), or None when it is not done. Reads its
     DONE marker, result.json and state.json, and the state.json of the cell's
     train-target nodes."""
-    if not store.is_done(node.stage, node.key):
-        return None
+    if node_done(store, store.node_path(node.stage, node.key)) is not None:
+        return None  # not done, or its result.json is torn (named in a warning; a launch reruns it)
     result_path = store.node_path(node.stage, node.key, "result.json")
     result = store.read_json(result_path)
-    if not isinstance(result, dict) or not isinstance(result.get("languages"), dict):
-        raise ValueError(f"{store.url_of(result_path)}: the node is DONE but has no valid result.json")
+    if result is None or not _scores_valid(result.get("languages")):
+        warn(f"{store.url_of(result_path)} has no per-language scores; the cell is left out")
+        return None
     eval_hours = wall_hours(store.read_json(store.node_path(node.stage, node.key, "state.json")))
     train_hours = sum(wall_hours(store.read_json(store.node_path(n.stage, n.key, "state.json")))
                       for n in train_chain(node))
     return node_rows(result, node, train_hours, eval_hours)
+
+
+def _scores_valid(languages: Any) -> bool:
+    """`{language: {metric: number}}`, the shape the evaluate stage writes."""
+    return isinstance(languages, dict) and all(
+        isinstance(scores, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values())
+        for scores in languages.values())
 
 
 def train_chain(evaluate: Node) -> list[Node]:

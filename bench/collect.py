@@ -60,7 +60,7 @@ def sequential_collect(experiment: Experiment) -> list[ResultRow]:
     """The plain baseline: every finished evaluate node's result.json, one after the other."""
     rows: list[ResultRow] = []
     for node in experiment.plan.evaluations():
-        if not experiment.store.is_done(node.stage, node.key):
+        if not experiment.is_done(node):
             continue
         result = experiment.result(node)
         if result is None:

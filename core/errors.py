@@ -8,6 +8,7 @@ with `EXIT_USER_ERROR` instead of showing a traceback.
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -69,3 +70,19 @@ def validation_problems(
         else:
             lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
     return lines
+
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """One line `warning: ...` on stderr, once per process for the same message.
+
+    For what the store or the environment got wrong that a command can live with (a torn
+    file read as absent): the command goes on, and the line names the path so the user
+    knows what was skipped. Not logging: the CLI configures no handlers, and a warning
+    must reach the terminal as one line whoever calls."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)

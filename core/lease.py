@@ -6,9 +6,18 @@ SLURM job may all try to run one node. Each takes the node's lease first; only o
 A lease is a numbered file `lease/<generation>.json` created exclusively. The holder of
 the highest generation owns the node until it writes `<generation>.released`, or until
 its heartbeat (`<generation>.heartbeat`, rewritten every few seconds) is older than the
-time-to-live, or its process is gone (same host). Taking over creates generation n+1
+time-to-live, or its process is provably gone (same host: neither its PID nor its start
+time runs any more; a reused PID does not count). Taking over creates generation n+1
 exclusively, so of two processes racing for a stale lease exactly one wins, on POSIX
 filesystems and on object stores alike.
+
+Fencing. A holder can stall past its TTL (SIGSTOP, a long GC, an NFS hang) while someone
+else takes over; when it wakes it still believes it holds the lease. So every write that
+commits a node's outcome (state, uploaded outputs, result, DONE, a checkpoint's
+`.metadata` and its retention) first calls `Lease.check()`, which raises `LeaseLost` once
+a newer generation exists; the heartbeat thread checks too and raises the `lost` flag at
+once. The superseded process then stops without writing anything: the new holder's
+attempt is the only one that counts.
 """
 
 from __future__ import annotations
@@ -16,13 +25,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from xstilts.core.errors import UserError
+from xstilts.core.errors import UserError, warn
+from xstilts.core.process import ProcessIdentity
 from xstilts.core.store import FileExists, Store
 
 DEFAULT_TTL_S = 60.0
@@ -51,19 +62,8 @@ def lease_ttl() -> float:
     return ttl
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+class LeaseLost(RuntimeError):
+    """This process's lease generation was superseded: it must not commit anything."""
 
 
 @dataclass
@@ -75,43 +75,80 @@ class LeaseInfo:
     released: bool
     heartbeat: float
 
+    @property
+    def holder(self) -> ProcessIdentity | None:
+        """The holding process, if its record names one (torn or old files do not)."""
+        return ProcessIdentity.from_record(self.owner)
+
     def live(self, ttl: float | None = None) -> bool:
+        """Whether the holder may still be running the node: not released, its process
+        not provably gone, and its heartbeat fresh."""
         if self.released:
             return False
-        if time.time() - self.heartbeat > (ttl if ttl is not None else lease_ttl()):
+        holder = self.holder
+        if holder is not None and holder.alive() is False:
             return False
-        if self.owner.get("host") == socket.gethostname() and "pid" in self.owner:
-            return pid_alive(int(self.owner["pid"]))
-        return True
+        return time.time() - self.heartbeat <= (ttl if ttl is not None else lease_ttl())
 
 
-def _lease_dir(store: Store, node_dir: str) -> str:
+def _lease_dir(node_dir: str) -> str:
     return f"{node_dir}/lease"
 
 
+def _generations(store: Store, folder: str) -> list[int]:
+    return sorted(int(name[:-5]) for name in store.list(folder) if name.endswith(".json") and name[:-5].isdigit())
+
+
+def _parse_time(text: str | None, path: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        warn(f"{path} holds no time ({text[:40]!r}); the lease counts as stale")
+        return None
+    return value
+
+
 def current_lease(store: Store, node_dir: str) -> LeaseInfo | None:
-    """The newest lease of a node, or None if it was never leased."""
-    folder = _lease_dir(store, node_dir)
-    generations = [int(name[:-5]) for name in store.list(folder) if name.endswith(".json") and name[:-5].isdigit()]
+    """The newest lease of a node, or None if it was never leased.
+
+    A torn owner file or heartbeat (a crash of an older version, a stray edit) reads as
+    a lease without a holder or without a beat: stale, so it is taken over."""
+    folder = _lease_dir(node_dir)
+    generations = _generations(store, folder)
     if not generations:
         return None
-    gen = max(generations)
+    gen = generations[-1]
     owner = store.read_json(f"{folder}/{gen:06d}.json") or {}
     released = store.exists(f"{folder}/{gen:06d}.released")
-    beat_text = store.read_text(f"{folder}/{gen:06d}.heartbeat")
-    heartbeat = float(beat_text) if beat_text else float(owner.get("created", 0))
+    beat_path = f"{folder}/{gen:06d}.heartbeat"
+    heartbeat = _parse_time(store.read_text(beat_path), store.url_of(beat_path))
+    if heartbeat is None:
+        created = owner.get("created")
+        heartbeat = float(created) if isinstance(created, (int, float)) and math.isfinite(created) else 0.0
     return LeaseInfo(gen, owner, released, heartbeat)
 
 
 class Lease:
     """A held lease with a background heartbeat; use as a context manager or explicitly."""
 
-    def __init__(self, store: Store, node_dir: str, owner: dict[str, Any]) -> None:
+    def __init__(self, store: Store, node_dir: str, owner: dict[str, Any],
+                 on_lost: Callable[[], None] | None = None) -> None:
+        """`on_lost` runs in the heartbeat thread once the lease is found taken over
+        (the entry sets the stage's stop event: a superseded run ends early)."""
         self.store = store
+        self.on_lost = on_lost
         self.node_dir = node_dir
-        self.folder = _lease_dir(store, node_dir)
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), **owner, "created": time.time()}
+        self.folder = _lease_dir(node_dir)
+        # the token makes the owner record unique, so its writer recognises it (a lost reply)
+        self.owner = {**ProcessIdentity.current().as_record(), "token": uuid.uuid4().hex, **owner,
+                      "created": time.time()}
         self.generation: int | None = None
+        self.lost = threading.Event()
+        """Set once a newer generation exists: the work of this process no longer counts."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -131,21 +168,41 @@ class Lease:
         self._thread.start()
         return True
 
+    def check(self) -> None:
+        """Raise `LeaseLost` unless this process still holds the newest generation.
+
+        Called before every write that commits the node's outcome: a holder that stalled
+        past its TTL and was taken over finds out here, before it writes, and stops."""
+        if self.generation is None:
+            raise LeaseLost(f"{self.node_dir}: this process holds no lease")
+        newest = _generations(self.store, self.folder)
+        if self.lost.is_set() or not newest or newest[-1] != self.generation:
+            self.lost.set()
+            raise LeaseLost(f"{self.node_dir}: lease generation {self.generation} was taken over by generation "
+                            f"{newest[-1] if newest else '?'} (this process stalled past the lease TTL); "
+                            "it stops without committing")
+
     def _beat(self) -> None:
         self.store.write_text(f"{self.folder}/{self.generation:06d}.heartbeat", repr(time.time()))
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(min(HEARTBEAT_S, lease_ttl() / 4)):
             try:
+                self.check()
                 self._beat()
+            except LeaseLost:
+                if self.on_lost is not None:
+                    self.on_lost()
+                return  # `lost` is set: the stage also sees it at its next commit
             except Exception:  # a storage hiccup must not kill the job; the next beat retries
                 pass
 
     def release(self) -> None:
-        """Give the lease up so the node can be run again without waiting for the TTL."""
+        """Give the lease up so the node can be run again without waiting for the TTL.
+        A superseded lease is left alone: it is not this process's to give up."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        if self.generation is not None:
+        if self.generation is not None and not self.lost.is_set():
             self.store.write_text(f"{self.folder}/{self.generation:06d}.released", repr(time.time()))
-            self.generation = None
+        self.generation = None

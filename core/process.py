@@ -103,7 +103,12 @@ class ProcessIdentity:
 
     def signal(self, signum: int) -> bool:
         """Send `signum` to this process only if it is still the one recorded (never to a
-        process that reused its PID). True if sent."""
+        process that reused its PID). True if sent.
+
+        A record without a start time, on a platform that has them, was written by an
+        older version: its PID alone proves nothing, so nothing is sent."""
+        if self.started is None and start_ticks(os.getpid()) is not None:
+            return False
         if self.alive() is not True:
             return False
         try:

@@ -1,8 +1,15 @@
 """Per-node state (`state.json`): attempts, job ids, timestamps, last error; and the
-node status the launcher derives from state, lease and DONE marker together.
+node status the launcher derives from DONE marker, lease and state together.
 
-`state.json` is only written by the launcher before a node is started (submission) and
-by the lease holder while it runs, so its read-modify-write updates never race.
+`DONE` alone means done. It is written last, after `result.json`, by the process holding
+the node's current lease generation; `state.json` is a record of what happened, never
+proof of completion. A state that says done without a DONE marker (a kill between the
+two writes, a deleted marker) is shown as interrupted and run again.
+
+`state.json` is written by the launcher before a node is started (submission) and by the
+lease holder while it runs; the holder checks its lease generation before every write
+(`Lease.check`), so a superseded process never overwrites the state of its successor.
+Attempts are recorded by id (the lease generation), never by position.
 """
 
 from __future__ import annotations
@@ -16,13 +23,24 @@ from xstilts.core.store import DONE, Store
 
 STATUSES = ("done", "running", "queued", "preempted", "failed", "interrupted", "cancelled", "pending")
 
+NOT_DONE_NOTE = "state.json says done but {missing}; it runs again on the next launch"
+
 
 def now() -> float:
     return time.time()
 
 
 def read_state(store: Store, node_dir: str) -> dict[str, Any]:
-    return store.read_json(f"{node_dir}/state.json") or {"status": "pending", "attempts": [], "submissions": []}
+    """The node's state; a missing or torn state.json reads as a fresh one (the torn
+    file is named in a warning and replaced by the next write)."""
+    state = store.read_json(f"{node_dir}/state.json")
+    if state is None:
+        return {"status": "pending", "attempts": [], "submissions": []}
+    if not isinstance(state.get("attempts"), list):
+        state["attempts"] = []
+    if not isinstance(state.get("submissions"), list):
+        state["submissions"] = []
+    return state
 
 
 def update_state(store: Store, node_dir: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -37,21 +55,64 @@ def update_state(store: Store, node_dir: str, change: Callable[[dict[str, Any]],
 def record_submission(store: Store, node_dir: str, job_id: str, executor: str) -> None:
     def change(state: dict[str, Any]) -> None:
         state["status"] = "queued"
-        state.setdefault("submissions", []).append({"job_id": job_id, "executor": executor, "at": now()})
+        state["submissions"].append({"job_id": job_id, "executor": executor, "at": now()})
 
     update_state(store, node_dir, change)
 
 
+def start_attempt(state: dict[str, Any], attempt: dict[str, Any]) -> None:
+    """Record `attempt` (which carries its `id`) as running. Attempts still open are
+    closed as lost: their process ended without saying how (killed), or stalled and was
+    superseded by this one's lease generation."""
+    for earlier in state["attempts"]:
+        if isinstance(earlier, dict) and "outcome" not in earlier:
+            earlier.update(outcome="lost", error=f"ended without an outcome; superseded by attempt {attempt['id']}")
+    attempt["attempt"] = len(state["attempts"]) + 1
+    state["attempts"].append(attempt)
+    state["status"] = "running"
+
+
+def finish_attempt(state: dict[str, Any], attempt: dict[str, Any], outcome: str, error: str | None) -> None:
+    """Record the outcome of the attempt with `attempt["id"]`, wherever it is in the list
+    (re-added if a torn state.json lost it)."""
+    mine = next((a for a in state["attempts"] if isinstance(a, dict) and a.get("id") == attempt["id"]), None)
+    if mine is None:
+        mine = dict(attempt)
+        state["attempts"].append(mine)
+    mine.update(ended=now(), outcome=outcome, error=error)
+    state["status"] = outcome
+    state["last_error"] = error
+    if outcome == "preempted":
+        state["requeues"] = int(state.get("requeues", 0)) + 1
+
+
+def node_done(store: Store, node_dir: str) -> str | None:
+    """None if the node is done (DONE written, result.json readable), else what is missing."""
+    if not store.exists(f"{node_dir}/{DONE}"):
+        return "its DONE marker is missing"
+    if store.read_json(f"{node_dir}/result.json") is None:
+        return "its result.json is missing or torn"
+    return None
+
+
 def node_status(store: Store, node_dir: str) -> tuple[str, dict[str, Any]]:
-    """(status, state) of a node: DONE wins, then a live lease, then the recorded state."""
+    """(status, state) of a node: done (DONE and a readable result), else a live lease,
+    else the recorded state, where a recorded `done` or `running` without a holder is
+    `interrupted` (run again)."""
     state = read_state(store, node_dir)
-    if store.exists(f"{node_dir}/{DONE}"):
+    missing = node_done(store, node_dir)
+    if missing is None:
         return "done", state
     lease = current_lease(store, node_dir)
     if lease is not None and lease.live():
         return "running", state
     status = state.get("status", "pending")
-    if status == "running":
+    if status == "done":
+        state["last_error"] = NOT_DONE_NOTE.format(missing=missing)
+        status = "interrupted"
+    elif status == "running":
         # The recorded holder is gone without saying so (killed): it did not finish.
         status = "interrupted"
+    if status not in STATUSES:
+        status = "pending"
     return status, state

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from xstilts.core.atomic import replacing, write_bytes_durably
-from xstilts.core.errors import UserError, did_you_mean
+from xstilts.core.errors import UserError, did_you_mean, warn
+from xstilts.core.failpoints import failpoint, write_kind
 
 DONE = "DONE"
 
@@ -108,6 +110,38 @@ def check_storage_url(url: str) -> str:
     return url
 
 
+def _link_exclusive(path: str, data: bytes) -> None:
+    """Create `path` with `data` only if it does not exist, all or nothing.
+
+    The content is written and synced under a private name, then hard-linked to `path`:
+    `link` fails if `path` exists, and a crash at any moment leaves either no file or the
+    whole one (O_EXCL followed by a write could leave an empty lease behind). Where a
+    filesystem has no hard links, O_EXCL with the write right after it is the fallback.
+    """
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExists(path) from None
+    except OSError:  # no hard links here
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise FileExists(path) from None
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        os.unlink(tmp)
+
+
 class Store:
     """Typed access to one storage root through fsspec."""
 
@@ -145,14 +179,39 @@ class Store:
         return bool(self.fs.exists(path))
 
     def read_text(self, path: str) -> str | None:
+        """A file's text, or None when it is absent or not text (torn, garbage): said in
+        one warning line naming the path, never raised."""
         try:
-            return self.fs.cat_file(path).decode()
+            data = self.fs.cat_file(path)
         except FileNotFoundError:
             return None
+        try:
+            return bytes(data).decode()
+        except UnicodeDecodeError:
+            warn(f"{self.url_of(path)} is not UTF-8 text (torn or foreign); treated as absent")
+            return None
 
-    def read_json(self, path: str) -> Any:
+    def read_json(self, path: str) -> dict[str, Any] | None:
+        """A JSON object file of the store, or None when it is absent, torn or garbage.
+
+        The one reader of every JSON file the store holds (state, result, lease, node,
+        progress, markers): a crash or a stray edit can leave any of them empty or half
+        written, and one such file must never stop `status`, `launch` or `analysis`.
+        It is treated as absent (so it is written again by the next writer: a relaunch
+        repairs it) and named in one warning line.
+        """
         text = self.read_text(path)
-        return None if text is None else json.loads(text)
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            warn(f"{self.url_of(path)} is torn or not JSON; treated as absent (the next write repairs it)")
+            return None
+        if not isinstance(value, dict):
+            warn(f"{self.url_of(path)} holds a JSON {type(value).__name__}, not an object; treated as absent")
+            return None
+        return value
 
     def list(self, path: str) -> list[str]:
         self._fresh(path)
@@ -169,6 +228,7 @@ class Store:
     def write_bytes(self, path: str, data: bytes) -> None:
         """Atomically, as `write_text`: a temporary name renamed into place on a local
         filesystem, a single PUT on object stores."""
+        failpoint(write_kind(path))
         if self.is_local:
             write_bytes_durably(path, data)
         else:
@@ -185,14 +245,9 @@ class Store:
         memory filesystem.
         """
         data = text.encode()
+        failpoint(write_kind(path))
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                raise FileExists(path) from None
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            _link_exclusive(path, data)
             return
         protocol = self.url.split("://", 1)[0]
         if protocol == "memory":
@@ -203,12 +258,21 @@ class Store:
             return
         try:
             self.fs.pipe_file(path, data, mode="create")
-        except FileExistsError:
+        except (FileExistsError, OSError) as exc:
+            # botocore's PreconditionFailed surfaces as an OSError subclass
+            if not isinstance(exc, FileExistsError) and "PreconditionFailed" not in repr(exc) and "412" not in str(exc):
+                raise
+            # A conditional PUT whose reply was lost is retried and then refused (412)
+            # although it was ours: the content, unique to its writer, tells.
+            if self.read_bytes(path) == data:
+                return
             raise FileExists(path) from None
-        except OSError as exc:  # botocore PreconditionFailed surfaces as an OSError subclass
-            if "PreconditionFailed" in repr(exc) or "412" in str(exc):
-                raise FileExists(path) from None
-            raise
+
+    def read_bytes(self, path: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(path))
+        except FileNotFoundError:
+            return None
 
     def remove(self, path: str, recursive: bool = False) -> None:
         try:
@@ -222,6 +286,7 @@ class Store:
         for file in sorted(p for p in Path(local).rglob("*") if p.is_file()):
             relative = file.relative_to(local).as_posix()
             target = f"{path}/{relative}"
+            failpoint(write_kind(target))
             if self.is_local:
                 with replacing(target) as tmp:
                     shutil.copyfile(file, tmp)
@@ -241,7 +306,3 @@ class Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.fs.get_file(remote, str(target))
         return cache
-
-    # -- nodes ---------------------------------------------------------------------------
-    def is_done(self, stage: str, key: str) -> bool:
-        return self.exists(self.node_path(stage, key, DONE))

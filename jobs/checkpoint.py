@@ -26,13 +26,17 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, cast
 
 import fsspec
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter
 from torch.distributed.checkpoint.api import CheckpointException
+
+from xstilts.core.failpoints import failpoint
 
 log = logging.getLogger("xstilts.checkpoint")
 
@@ -53,6 +57,39 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def _unfenced() -> None:
+    """A checkpoint folder owned by nobody else (tests, a stage run by hand)."""
+
+
+class _FencedCommit:
+    """A DCP storage writer whose commit (`finish`, which writes `.metadata` on rank 0)
+    first checks the node's lease: a process that stalled past its lease and was taken
+    over must not complete a checkpoint in its successor's folder. Both writes are also
+    failpoints, so the fault-injection suite can kill a save between shards and
+    `.metadata`."""
+
+    def __init__(self, path: str, fence: Callable[[], None]) -> None:
+        super().__init__(path)  # type: ignore[call-arg]
+        self._fence = fence
+
+    def write_data(self, plan: Any, planner: Any) -> Any:
+        failpoint("checkpoint-shards")
+        return super().write_data(plan, planner)  # type: ignore[misc]
+
+    def finish(self, metadata: Any, results: Any) -> None:
+        self._fence()
+        failpoint("checkpoint-metadata")
+        super().finish(metadata, results)  # type: ignore[misc]
+
+
+class _FencedFsspecWriter(_FencedCommit, FsspecWriter):
+    """For URLs (file://, s3://, gs://): the writer DCP picks for them."""
+
+
+class _FencedFileSystemWriter(_FencedCommit, dcp.FileSystemWriter):
+    """For plain paths: the writer DCP picks for them."""
+
+
 class CheckpointManager:
     """Saves, finds and loads the `step-<n>` checkpoints under one URL.
 
@@ -62,12 +99,16 @@ class CheckpointManager:
     even on an eventually consistent object store.
     """
 
-    def __init__(self, url_or_path: str, keep: int = 2, async_save: bool = False) -> None:
+    def __init__(self, url_or_path: str, keep: int = 2, async_save: bool = False,
+                 fence: Callable[[], None] = _unfenced) -> None:
+        """`fence` raises when this process no longer holds the node's lease
+        (`StageContext.fence`): checked before every write that commits or deletes."""
         if keep < 1:
             raise ValueError("keep must be at least 1: a resume needs a checkpoint")
         self.url = url_or_path.rstrip("/")
         self.keep = keep
         self.async_save = async_save
+        self.fence = fence
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self._pending: tuple[int, Future[Any]] | None = None
         # DCP coordinates over its own gloo group: an async save runs its collectives in
@@ -132,16 +173,20 @@ class CheckpointManager:
         """
         self.wait()
         if self._rank == 0:
+            self.fence()
             path = self._step_path(step)
             if self.fs.exists(path):  # debris of a killed save of this same step
                 self.fs.rm(path, recursive=True)
             self.fs.makedirs(path, exist_ok=True)
             for name, text in (files or {}).items():
+                failpoint("checkpoint-files")
                 with self.fs.open(f"{path}/{name}", "w") as handle:
                     handle.write(text)
         if self._group is not None:
             dist.barrier(group=self._group)  # nobody writes shards into a folder being removed
         kwargs = self._dcp_kwargs(step)
+        writer = _FencedFsspecWriter if "://" in self.url else _FencedFileSystemWriter
+        kwargs["storage_writer"] = writer(self.step_url(step), self.fence)
         try:
             if self.async_save:
                 response = dcp.async_save(state, **kwargs)
@@ -190,6 +235,7 @@ class CheckpointManager:
         """
         if self._rank != 0:
             return
+        self.fence()  # a superseded process must not delete its successor's checkpoints
         complete, incomplete = self._scan()
         if step not in complete:
             raise CheckpointError(f"{self.step_url(step)} has no {METADATA} after a successful save")

@@ -5,7 +5,9 @@
 Order of events, chosen so that a crash at any point leaves the store readable and the
 node re-runnable: take the lease (or exit: someone else runs it), record the attempt,
 fetch inputs, run the stage into a private scratch folder, upload it, write
-`result.json`, mark the state done, write `DONE` last, release the lease.
+`result.json`, mark the state done, write `DONE` last, release the lease. Each write
+after the lease is taken is fenced (`Lease.check`): a process that stalled past its
+lease and was superseded stops with EXIT_SUPERSEDED and writes nothing more.
 
 Torch is imported only by the stage modules, after the lease is held.
 """
@@ -29,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.core.allocation import process_rank
-from xstilts.core.lease import Lease
+from xstilts.core.lease import Lease, LeaseLost
 from xstilts.core.nodes import AnyNodeConfig, NodeRecord, NodeRecordError, parse_node_record
 from xstilts.core.stages import is_checkpointable, stage_module
-from xstilts.core.state import update_state
+from xstilts.core.state import finish_attempt, node_done, start_attempt, update_state
 from xstilts.core.store import DONE, Store, cache_root
 from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
 
@@ -41,6 +43,7 @@ EXIT_FAILED = 1
 EXIT_BUSY = 3
 EXIT_INTERRUPTED = 143
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: preempted after a checkpoint; run me again
+EXIT_SUPERSEDED = 4  # stalled past the lease TTL and taken over: another process runs the node
 
 log = logging.getLogger("xstilts.entry")
 
@@ -96,8 +99,9 @@ def fetch_input(store: Store, ref: str) -> Path:
     """
     stage, key = ref.split("/")
     remote = store.node_path(stage, key)
-    if not store.exists(f"{remote}/{DONE}"):
-        raise RuntimeError(f"input node {ref} is not done")
+    missing = node_done(store, remote)
+    if missing is not None:
+        raise RuntimeError(f"input node {ref} is not done: {missing}")
     if store.is_local:
         return Path(remote)
     final = cache_root() / "nodes" / stage / key
@@ -151,20 +155,20 @@ def run_node(store_url: str, ref: str, job_id: str | None = None) -> int:
     handler = StopHandler(is_checkpointable(stage), threading.Event())
     handler.install()
     try:
-        lease = Lease(store, node_dir, {"job_id": job_id})
+        lease = Lease(store, node_dir, {"job_id": job_id}, on_lost=handler.stop.set)
         node, problem = read_node(store, node_dir)
         decision = "run"
         if rank == 0:
             if node is None:
                 log.error("%s", problem)
                 decision = "failed"
-            elif store.exists(f"{node_dir}/{DONE}"):
+            elif node_done(store, node_dir) is None:
                 log.info("%s is already done; nothing to do", ref)
                 decision = "done"
             elif not lease.acquire():
                 log.info("%s is being run by another process; leaving it alone", ref)
                 decision = "busy"
-            elif store.exists(f"{node_dir}/{DONE}"):  # finished between our first look and the lease
+            elif node_done(store, node_dir) is None:  # finished between our first look and the lease
                 lease.release()
                 decision = "done"
         decision = _agree(decision, world_size)
@@ -182,11 +186,10 @@ def read_node(store: Store, node_dir: str) -> tuple[NodeRecord[AnyNodeConfig] | 
     """The typed node.json of `node_dir`, or None and why not (absent, torn or foreign):
     a node that cannot be read is not run."""
     path = f"{node_dir}/node.json"
-    try:
-        data = store.read_json(path)
-    except json.JSONDecodeError as exc:
-        return None, f"{path} is torn (not valid JSON: {exc}); `xstilts launch` writes it again"
+    data = store.read_json(path)
     if data is None:
+        if store.exists(path):
+            return None, f"{path} is torn (not valid JSON); `xstilts launch` writes it again"
         return None, f"no node.json at {node_dir}: was the experiment launched?"
     try:
         return parse_node_record(data, where=path), ""
@@ -200,28 +203,21 @@ def _run_leased(
 ) -> int:
     stage, key = node.stage, node.key
     ref = node.ref
-    attempt: dict[str, Any] = {"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    attempt: dict[str, Any] = {"id": f"g{lease.generation}" if rank == 0 else "", "job_id": job_id,
+                               "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
 
-    def start(state: dict[str, Any]) -> None:
-        state["status"] = "running"
-        attempt["attempt"] = len(state.setdefault("attempts", [])) + 1
-        state["attempts"].append(attempt)
+    def commit(write: Any, *args: Any) -> None:
+        """One write of the node's outcome, made only while this process holds the
+        newest lease generation (fencing): a superseded process raises LeaseLost here."""
+        lease.check()
+        write(*args)
 
     def finish(outcome: str, error: str | None = None) -> None:
-        if rank != 0:
-            return
-
-        def change(state: dict[str, Any]) -> None:
-            state["status"] = outcome
-            state["attempts"][-1].update(ended=time.time(), outcome=outcome, error=error)
-            state["last_error"] = error
-            if outcome == "preempted":
-                state["requeues"] = int(state.get("requeues", 0)) + 1
-
-        update_state(store, node_dir, change)
+        if rank == 0:
+            commit(update_state, store, node_dir, lambda state: finish_attempt(state, attempt, outcome, error))
 
     if rank == 0:
-        update_state(store, node_dir, start)
+        commit(update_state, store, node_dir, lambda state: start_attempt(state, attempt))
     scratch = Path(tempfile.mkdtemp(prefix=f"xstilts-{key}-r{rank}-", dir=os.environ.get("XSTILTS_SCRATCH")))
     try:
         inputs = {name: fetch_input(store, input_ref) for name, input_ref in node.inputs.items()}
@@ -229,37 +225,30 @@ def _run_leased(
             node=node, out_dir=scratch, inputs=inputs, log=logging.getLogger(f"xstilts.{stage}"),
             node_folder_url=store.url_of(node_dir), stop=handler.stop,
             checkpoint=CheckpointPolicy.from_env(dict(os.environ)), rank=rank, world_size=world_size,
-            store_url=store.url, job_id=job_id,
+            store_url=store.url, job_id=job_id, fence=lease.check if rank == 0 else _no_fence,
         )
         log.info("running %s (%s) attempt %s", ref, stage, attempt.get("attempt", "-"))
         started = time.time()
         result = importlib.import_module(stage_module(node.stage, node.kind)).run(ctx)
         if rank == 0:
             result = {**(result or {}), "node": {"key": key, "stage": stage, "seconds": round(time.time() - started, 3)}}
-            store.upload_dir(scratch, node_dir)
-            store.write_json(f"{node_dir}/result.json", result)
+            commit(store.upload_dir, scratch, node_dir)
+            commit(store.write_json, f"{node_dir}/result.json", result)
             finish("done")
-            store.write_text(f"{node_dir}/{DONE}", f"{time.time()}\n")
+            commit(store.write_text, f"{node_dir}/{DONE}", f"{time.time()}\n")
             log.info("%s done in %.1fs", ref, time.time() - started)
         return EXIT_DONE
-    except Preempted as exc:
-        log.warning("%s preempted after a checkpoint (%s); asking to be requeued", ref, exc)
-        finish("preempted", f"preempted by {handler.received}: {exc}")
-        return EXIT_REQUEUE
-    except Interrupted as exc:
-        log.warning("%s interrupted by %s", ref, exc)
-        finish("interrupted", f"interrupted by {exc}")
-        return EXIT_INTERRUPTED
-    except BaseException as exc:  # the job must record why it failed, whatever it was
-        if handler.received is not None:
-            # Libraries sometimes turn a signal into another exception: still a stop.
-            log.warning("%s interrupted by %s (surfaced as %s)", ref, handler.received, type(exc).__name__)
-            finish("interrupted", f"interrupted by {handler.received}")
-            return EXIT_INTERRUPTED
-        details = traceback.format_exc()
-        log.error("%s failed: %s\n%s", ref, exc, details)
-        finish("failed", _tail(f"{type(exc).__name__}: {exc}\n{details}"))
-        return EXIT_FAILED
+    except BaseException as exc:  # the job must record why it stopped, whatever it was
+        if lease.lost.is_set():
+            # Superseded (possibly surfacing as a checkpoint error): the new holder's
+            # attempt is the one that counts, and nothing more may be written.
+            log.warning("%s: %s", ref, exc if isinstance(exc, LeaseLost) else f"lease lost ({type(exc).__name__})")
+            return EXIT_SUPERSEDED
+        try:
+            return _record_stop(exc, ref, handler, finish)
+        except LeaseLost as lost:
+            log.warning("%s: %s", ref, lost)
+            return EXIT_SUPERSEDED
     finally:
         if rank == 0:
             lease.release()
@@ -268,6 +257,31 @@ def _run_leased(
             from xstilts.jobs.distributed import destroy  # the group was created by _agree
 
             destroy()
+
+
+def _no_fence() -> None:
+    """Ranks other than 0 hold no lease and commit nothing: nothing to check."""
+
+
+def _record_stop(exc: BaseException, ref: str, handler: StopHandler, finish: Any) -> int:
+    """Record why the stage stopped (preempted, interrupted or failed); the exit code."""
+    if isinstance(exc, Preempted):
+        log.warning("%s preempted after a checkpoint (%s); asking to be requeued", ref, exc)
+        finish("preempted", f"preempted by {handler.received}: {exc}")
+        return EXIT_REQUEUE
+    if isinstance(exc, Interrupted):
+        log.warning("%s interrupted by %s", ref, exc)
+        finish("interrupted", f"interrupted by {exc}")
+        return EXIT_INTERRUPTED
+    if handler.received is not None:
+        # Libraries sometimes turn a signal into another exception: still a stop.
+        log.warning("%s interrupted by %s (surfaced as %s)", ref, handler.received, type(exc).__name__)
+        finish("interrupted", f"interrupted by {handler.received}")
+        return EXIT_INTERRUPTED
+    details = traceback.format_exc()
+    log.error("%s failed: %s\n%s", ref, exc, details)
+    finish("failed", _tail(f"{type(exc).__name__}: {exc}\n{details}"))
+    return EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

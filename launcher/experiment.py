@@ -6,6 +6,7 @@ before anything is written.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from xstilts.core.plan import Node, Plan, build_plan
 from xstilts.launcher.executors import Executor, executor_for
 from xstilts.launcher.profiles import LocalProfile, SlurmProfile, load_profile
 from xstilts.core.spec import Spec, dump_spec, load_spec
-from xstilts.core.state import node_status
+from xstilts.core.state import node_done, node_status
 from xstilts.core.lease import lease_ttl
 from xstilts.core.store import Store, check_storage_url
 
@@ -44,14 +45,20 @@ class Experiment:
         stored = {node.key: node_status(self.store, self.node_dir(node)) for node in self.plan.nodes}
         return self.executor.live_statuses(self, stored, need_cluster)
 
+    def is_done(self, node: Node) -> bool:
+        """DONE written and result.json readable: the one meaning of done (`core.state`)."""
+        return node_done(self.store, self.node_dir(node)) is None
+
     def result(self, node: Node) -> dict[str, Any] | None:
         return self.store.read_json(f"{self.node_dir(node)}/result.json")
 
     def materialize(self) -> None:
-        """Write spec.yaml, plan.json and every node.json (unchanged files are left alone).
+        """Write spec.yaml, plan.json and every node.json; the files are replaced atomically.
 
-        node.json content is a pure function of the key, so an existing one is never
-        rewritten; the experiment files are replaced atomically.
+        node.json content is a pure function of the key, so one that holds what the plan
+        says is left alone; one that does not (torn by a crash, edited, written by an
+        older version) is written again: a node whose node.json cannot be read fails on
+        every run, so a launch repairs it.
         """
         try:
             self.store.write_text(self.store.experiment_path(self.spec.name, "spec.yaml"), dump_spec(self.spec))
@@ -61,8 +68,9 @@ class Experiment:
         self.store.write_json(self.store.experiment_path(self.spec.name, "plan.json"), plan_json)
         for node in self.plan.nodes:
             path = f"{self.node_dir(node)}/node.json"
-            if not self.store.exists(path):
-                self.store.write_json(path, node.record())
+            record = node.record()
+            if self.store.read_json(path) != json.loads(json.dumps(record, default=str)):
+                self.store.write_json(path, record)
 
 
 def open_experiment(spec_path: str, overrides: list[str] | None = None, profile: str | None = None) -> Experiment:

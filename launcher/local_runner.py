@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from xstilts.core.allocation import usable_cpus
 from xstilts.core.lease import current_lease
+from xstilts.core.process import ProcessIdentity
 from xstilts.core.stages import facts
 from xstilts.core.plan import Node, Plan
 from xstilts.launcher.profiles import LocalProfile, profile_from_json
@@ -39,7 +40,8 @@ POLL_S = 0.3
 LIVE = frozenset({"running"})
 """Statuses a local launch leaves alone: a live lease. A `queued` node without one was
 recorded by a scheduler that is gone, so it is started again."""
-SCHEDULER_FILE = "local-scheduler.json"
+SCHEDULERS_DIR = "local-schedulers"
+"""Under the experiment folder: one marker per running detached scheduler."""
 
 
 @dataclass
@@ -239,28 +241,41 @@ class LocalRunner:
         self.running.clear()
 
 
-def stop_local_nodes(store: Store, plan: Plan) -> list[Node]:
-    """Send SIGTERM to every process on this host that holds a lease of the plan's nodes
-    (and to a detached scheduler of the experiment). Returns the nodes signalled."""
-    import socket
+def scheduler_marker(store: Store, experiment: str, identity: ProcessIdentity) -> str:
+    """The marker file of one detached scheduler: one file per scheduler, so a second
+    detached launch of the same experiment never hides the first from `cancel`."""
+    return store.experiment_path(experiment, SCHEDULERS_DIR, f"{identity.host}-{identity.pid}.json")
 
-    host = socket.gethostname()
-    scheduler = store.read_json(store.experiment_path(plan.experiment, SCHEDULER_FILE))
-    if scheduler and scheduler.get("host") == host:
-        try:
-            os.kill(int(scheduler["pid"]), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+
+def stop_local_nodes(store: Store, plan: Plan) -> tuple[int, list[Node]]:
+    """Send SIGTERM to every detached scheduler of the experiment on this host, then to
+    every process on this host that holds a live lease of the plan's nodes. Returns the
+    number of schedulers and the nodes signalled.
+
+    A process is signalled only if it is the one its marker or lease recorded (PID and
+    start time, `ProcessIdentity.signal`): a PID reused by another process after a
+    scheduler was SIGKILLed is left alone, and the dead scheduler's marker is removed."""
+    folder = store.experiment_path(plan.experiment, SCHEDULERS_DIR)
+    schedulers = 0
+    for name in store.list(folder):
+        marker = f"{folder}/{name}"
+        record = store.read_json(marker)
+        identity = ProcessIdentity.from_record(record) if record else None
+        if identity is None or not identity.on_this_host:
+            if identity is None:
+                store.remove(marker)  # torn: its scheduler cannot be told from a stranger
+            continue
+        if identity.signal(signal.SIGTERM):
+            schedulers += 1
+        else:
+            store.remove(marker)  # its scheduler is gone (killed without cleaning up)
     signalled = []
     for node in plan.nodes:
         lease = current_lease(store, store.node_path(node.stage, node.key))
-        if lease is not None and lease.live() and lease.owner.get("host") == host:
-            try:
-                os.kill(int(lease.owner["pid"]), signal.SIGTERM)
-                signalled.append(node)
-            except ProcessLookupError:
-                pass
-    return signalled
+        holder = lease.holder if lease is not None and lease.live() else None
+        if holder is not None and holder.signal(signal.SIGTERM):
+            signalled.append(node)
+    return schedulers, signalled
 
 
 def spawn_detached(store: Store, experiment: str, profile: LocalProfile, retry_failed: bool) -> int:
@@ -285,8 +300,6 @@ def spawn_detached(store: Store, experiment: str, profile: LocalProfile, retry_f
 
 def main(argv: list[str] | None = None) -> int:
     """Detached scheduler: rebuild the plan from the stored spec and run it."""
-    import socket
-
     import yaml
 
     from xstilts.core.plan import build_plan
@@ -307,8 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no spec.yaml of experiment '{args.experiment}' in {store.url}: launch materializes it first")
     spec = Spec.model_validate(yaml.safe_load(spec_text))
     plan = build_plan(spec)
-    marker = store.experiment_path(args.experiment, SCHEDULER_FILE)
-    store.write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    identity = ProcessIdentity.current()
+    marker = scheduler_marker(store, args.experiment, identity)
+    store.write_json(marker, {**identity.as_record(), "started": time.time()})
 
     def report(kind: str, node: Node, detail: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {kind:<11} {node.label} [{node.key}] {detail}", flush=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic
@@ -98,6 +99,10 @@ class StageContext(Generic[ConfigT]):
     workers fetch their inputs through it)."""
     job_id: str = ""
     """The SLURM job id (or a local stand-in): seeds per-job choices such as Ray's ports."""
+    fence: Callable[[], None] = field(default=lambda: None)
+    """Raises (`core.lease.LeaseLost`) once this process's lease was taken over: called
+    before a stage commits state that outlives it (a checkpoint's `.metadata`, deleting
+    old checkpoints), so a stalled process never overwrites its successor's work."""
 
     @property
     def config(self) -> ConfigT:

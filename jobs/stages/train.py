@@ -112,7 +112,7 @@ def _train(ctx: StageContext[TrainingConfig], info: DistInfo) -> dict[str, Any]:
     checkpoints = None
     checkpoint_url = ctx.node_url(CHECKPOINTS_DIR)
     if checkpoint_url:
-        checkpoints = CheckpointManager(checkpoint_url, ctx.checkpoint.keep, ctx.checkpoint.async_save)
+        checkpoints = CheckpointManager(checkpoint_url, ctx.checkpoint.keep, ctx.checkpoint.async_save, fence=ctx.fence)
     trainer = Trainer(
         model, task, train_data, dev_data, config, device, ctx.out_dir / "metrics.jsonl", ctx.log,
         dist=info, checkpoints=checkpoints, checkpoint_every=ctx.checkpoint.every_steps, stop=ctx.stop,

@@ -65,10 +65,11 @@ def _search_progress(experiment: Experiment, node: Node, status: str) -> dict[st
 
 def _elapsed(state: dict[str, Any]) -> float | None:
     attempts = state.get("attempts") or []
-    if not attempts:
-        return None
-    last = attempts[-1]
-    return (last.get("ended") or time.time()) - last["started"]
+    last = attempts[-1] if attempts and isinstance(attempts[-1], dict) else {}
+    started, ended = last.get("started"), last.get("ended")
+    if not isinstance(started, (int, float)):
+        return None  # no attempt yet, or a record that is not ours (edited, older version)
+    return (ended if isinstance(ended, (int, float)) else time.time()) - started
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,9 @@ class LocalExecutor:
     def cancel(self, experiment: Experiment) -> list[str]:
         from xstilts.launcher.local_runner import stop_local_nodes
 
-        stopped = stop_local_nodes(experiment.store, experiment.plan)
-        return [f"cancelled {len(stopped)} running nodes of '{experiment.spec.name}'",
+        schedulers, stopped = stop_local_nodes(experiment.store, experiment.plan)
+        return [f"cancelled {len(stopped)} running nodes of '{experiment.spec.name}'"
+                + (f" and stopped {schedulers} local schedulers" if schedulers else ""),
                 *(f"  {node.label} [{node.key[:8]}]" for node in stopped)]
 
     def log_sources(self, experiment: Experiment, node: Node, state: dict[str, Any]) -> list[Path]:

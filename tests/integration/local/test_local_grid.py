@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
+import socket
 import time
 from pathlib import Path
+
+from xstilts.core.process import ProcessIdentity
 
 from tests.support.grid import (
     completed_attempts, node_states, run_cli, start_cli, status_json, wait_until, write_small_grid,
@@ -109,6 +113,25 @@ def test_detached_launch_then_cancel_stops_everything(tmp_path: Path) -> None:
     time.sleep(3)
     assert _done_count(tmp_path / "store") == done_after_cancel  # the scheduler is gone too
     assert done_after_cancel < N_NODES
+
+
+def test_cancel_stops_every_detached_scheduler_of_the_experiment(tmp_path: Path) -> None:
+    """Issue 16, item 5: a second detached launch overwrote the first scheduler's marker,
+    so `cancel` stopped one scheduler and the survivor restarted the node."""
+    spec = write_small_grid(tmp_path)
+    pids = []
+    for _ in range(2):
+        launched = run_cli("launch", str(spec))
+        assert launched.returncode == 0, launched.stderr
+        pids.append(int(re.search(r"local scheduler \(pid (\d+)\)", launched.stdout).group(1)))  # type: ignore[union-attr]
+    cancelled = run_cli("cancel", str(spec))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "stopped 2 local schedulers" in cancelled.stdout, cancelled.stdout
+    wait_until(lambda: not any(ProcessIdentity(socket.gethostname(), pid, None).alive() for pid in pids), timeout=60)
+    wait_until(lambda: not any(node["status"] == "running" for node in status_json(spec)["nodes"]), timeout=60)
+    done_after_cancel = _done_count(tmp_path / "store")
+    time.sleep(3)
+    assert _done_count(tmp_path / "store") == done_after_cancel  # no scheduler survived to go on
 
 
 def test_training_nodes_run_as_two_fsdp_processes_with_procs_per_node(tmp_path: Path) -> None:

@@ -126,4 +126,6 @@ def test_status_derivation(store: Store) -> None:
     assert node_status(store, node)[0] == "running"
     lease.release()
     store.write_text(f"{node}/DONE", "x")
+    assert node_status(store, node)[0] == "interrupted"  # DONE, but no result.json: not done
+    store.write_json(f"{node}/result.json", {"accuracy": 1.0})
     assert node_status(store, node)[0] == "done"

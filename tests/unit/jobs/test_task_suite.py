@@ -65,7 +65,7 @@ def _run_all(spec: Path, stages: set[str]) -> Any:
     experiment = open_experiment(str(spec))
     experiment.materialize()
     for node in experiment.plan.nodes:
-        if node.stage in stages and not experiment.store.is_done(node.stage, node.key):
+        if node.stage in stages and not experiment.is_done(node):
             code = run_node(experiment.store.url, f"{node.stage}/{node.key}", job_id="test")
             if code != 0:
                 log = experiment.store.read_text(f"{experiment.node_dir(node)}/state.json")

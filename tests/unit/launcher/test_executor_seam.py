@@ -174,7 +174,8 @@ class _ScriptedRunner(LocalRunner):
             record = json.dumps({"status": "failed", "attempts": []})
             return [sys.executable, "-c", f"open({str(state)!r}, 'w').write({record!r}); raise SystemExit(1)"]
         done = Path(self.store.node_path(node.stage, node.key, DONE))
-        return [sys.executable, "-c", f"open({str(done)!r}, 'w').write('done')"]
+        result = done.with_name("result.json")
+        return [sys.executable, "-c", f"open({str(result)!r}, 'w').write('{{}}'); open({str(done)!r}, 'w').write('done')"]
 
 
 def _run(tmp_path: Path, plan: Plan, failing: set[str], retry_failed: bool) -> tuple[Any, list[str]]:
