@@ -61,12 +61,19 @@ def record_submission(store: Store, node_dir: str, job_id: str, executor: str) -
 
 
 def start_attempt(state: dict[str, Any], attempt: dict[str, Any]) -> None:
-    """Record `attempt` (which carries its `id`) as running. Attempts still open are
-    closed as lost: their process ended without saying how (killed), or stalled and was
-    superseded by this one's lease generation."""
+    """Record `attempt` (which carries its `id`) as running.
+
+    A node is only started when it is not done, so no earlier attempt completed it: one
+    still open ended without saying how (killed, or stalled and superseded by this one's
+    lease generation), and one recorded `done` was killed between that record and DONE.
+    Both are closed as `lost`, so that a node has exactly one completed attempt."""
     for earlier in state["attempts"]:
-        if isinstance(earlier, dict) and "outcome" not in earlier:
+        if not isinstance(earlier, dict):
+            continue
+        if "outcome" not in earlier:
             earlier.update(outcome="lost", error=f"ended without an outcome; superseded by attempt {attempt['id']}")
+        elif earlier["outcome"] == "done":
+            earlier.update(outcome="lost", error="recorded done, but its DONE marker was never written")
     attempt["attempt"] = len(state["attempts"]) + 1
     state["attempts"].append(attempt)
     state["status"] = "running"
