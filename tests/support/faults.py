@@ -56,11 +56,16 @@ class NodeProcesses:
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def run(self, store: Store, ref: str, env: Mapping[str, str], log_name: str) -> int:
-        """Run node `ref` to its end (or its death); its exit code, -9 if SIGKILLed."""
+    def start(self, store: Store, ref: str, env: Mapping[str, str], log_name: str) -> Any:
+        """Start node `ref` in a process of its own; the multiprocessing Process."""
         process = self.context.Process(target=_node_process,
                                        args=(store.url, ref, dict(env), str(self.log_dir / f"{log_name}.log")))
         process.start()
+        return process
+
+    def run(self, store: Store, ref: str, env: Mapping[str, str], log_name: str) -> int:
+        """Run node `ref` to its end (or its death); its exit code, -9 if SIGKILLed."""
+        process = self.start(store, ref, env, log_name)
         process.join(timeout=600)
         assert process.exitcode is not None, f"{ref} did not finish"
         return process.exitcode

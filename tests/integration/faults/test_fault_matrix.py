@@ -12,22 +12,16 @@ a case costs one node run killed and one relaunched.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
+from tests.integration.faults.conftest import CHECKPOINT_ENV, killed_node, spec_file
 from tests.support.faults import SIGKILLED, NodeProcesses, completed_attempts, products
-from tests.support.grid import small_grid_raw
-from tests.support.moto import moto_server
 from xstilts.core.failpoints import ENV as FAILPOINT
 from xstilts.core.plan import Node
 from xstilts.core.state import node_status
 from xstilts.launcher.experiment import Experiment, open_experiment
-
-CHECKPOINT_ENV = {"XSTILTS_CHECKPOINT_EVERY": "2"}
 
 POINTS = [
     # (stage of the killed node, failpoint): every write of the node's life, in order
@@ -48,49 +42,10 @@ POINTS = [
 ]
 
 
-def _spec(folder: Path, storage: str) -> Path:
-    raw = small_grid_raw(storage)
-    raw["checkpointing"] = {"every_steps": 2}
-    path = folder / "spec.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def _killed_node(experiment: Experiment, stage: str) -> Node:
-    return next(n for n in experiment.plan.nodes if n.stage == stage and n.intermediate == "none")
-
-
-@pytest.fixture(scope="module")
-def processes(tmp_path_factory: pytest.TempPathFactory) -> NodeProcesses:
-    return NodeProcesses(tmp_path_factory.mktemp("fault-logs"))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, processes: NodeProcesses) -> Experiment:
-    """The grid run once without faults: what every case must end up with."""
-    folder = tmp_path_factory.mktemp("reference")
-    experiment = open_experiment(str(_spec(folder, str(folder / "store"))))
-    experiment.materialize()
-    processes.relaunch(experiment.store, experiment.plan, CHECKPOINT_ENV, "reference")
-    return experiment
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory, reference: Experiment) -> Iterator[dict[str, str]]:
-    """moto with the reference grid uploaded once; cases copy it inside the server."""
-    with moto_server(["faults"]) as env:
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in env.items():
-                patch.setenv(name, value)
-            experiment = open_experiment(str(_spec(tmp_path_factory.mktemp("s3ref"), "s3://faults/reference")))
-            experiment.store.fs.put(reference.store.root + "/", "faults/reference", recursive=True)
-            yield env
-
-
 def _case(processes: NodeProcesses, reference: Experiment, experiment: Experiment, stage: str, point: str,
           env: dict[str, str], name: str) -> None:
     store, plan = experiment.store, experiment.plan
-    node = _killed_node(experiment, stage)
+    node = killed_node(experiment, stage)
     store.remove(experiment.node_dir(node), recursive=True)
     experiment.materialize()  # as every launch does first
 
@@ -113,7 +68,7 @@ def _case_name(stage: str, point: str) -> str:
 def test_a_kill_at_any_write_on_file_storage_is_repaired(stage: str, point: str, tmp_path: Path,
                                                            processes: NodeProcesses, reference: Experiment) -> None:
     shutil.copytree(reference.store.root, tmp_path / "store")
-    experiment = open_experiment(str(_spec(tmp_path, str(tmp_path / "store"))))
+    experiment = open_experiment(str(spec_file(tmp_path, str(tmp_path / "store"))))
     _case(processes, reference, experiment, stage, point, CHECKPOINT_ENV, _case_name(stage, point))
 
 
@@ -124,7 +79,7 @@ def test_a_kill_at_any_write_on_s3_is_repaired(stage: str, point: str, tmp_path:
     for name, value in s3.items():
         monkeypatch.setenv(name, value)
     prefix = f"faults/{_case_name(stage, point)}"
-    experiment = open_experiment(str(_spec(tmp_path, f"s3://{prefix}")))
+    experiment = open_experiment(str(spec_file(tmp_path, f"s3://{prefix}")))
     experiment.store.fs.copy("faults/reference", prefix, recursive=True)
     env: dict[str, Any] = {**CHECKPOINT_ENV, **s3, "XSTILTS_CACHE": str(tmp_path / "cache")}
     _case(processes, reference, experiment, stage, point, env, _case_name(stage, point))

@@ -1,0 +1,66 @@
+"""A holder that stalls past its lease loses cleanly (issue 16, item 1: a process stopped
+longer than the TTL came back, kept training and committed; both processes recorded an
+outcome, and `finish` wrote over the other's attempt).
+
+The node process is SIGSTOPped while it trains, for longer than the TTL; a relaunch then
+takes the node over (the holder is alive, but its heartbeat is stale) and finishes it.
+SIGCONT: the stalled process finds its lease superseded and exits without writing
+anything, and the node has exactly one completed attempt and the products of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.faults.conftest import CHECKPOINT_ENV, killed_node, spec_file
+from tests.support.faults import NodeProcesses, completed_attempts, products
+from xstilts.core.state import read_state
+from xstilts.jobs.entry import EXIT_SUPERSEDED
+from xstilts.launcher.experiment import Experiment, open_experiment
+
+TTL = "5"
+
+
+def _wait_for(predicate: object, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_holder_stalled_past_its_lease_is_superseded_and_commits_nothing(
+        tmp_path: Path, processes: NodeProcesses, reference: Experiment, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XSTILTS_LEASE_TTL", TTL)  # the relaunch (this process) judges staleness by it
+    shutil.copytree(reference.store.root, tmp_path / "store")
+    experiment = open_experiment(str(spec_file(tmp_path, str(tmp_path / "store"))))
+    store, node = experiment.store, killed_node(experiment, "train-target")
+    folder = experiment.node_dir(node)
+    store.remove(folder, recursive=True)
+    experiment.materialize()
+    env = {**CHECKPOINT_ENV, "XSTILTS_LEASE_TTL": TTL}
+
+    stalled = processes.start(store, node.ref, env, "stalled")
+    _wait_for(lambda: store.exists(f"{folder}/checkpoints/step-2/.metadata"))  # mid-training
+    os.kill(stalled.pid, signal.SIGSTOP)
+    try:
+        time.sleep(float(TTL) + 2)  # its heartbeat is now stale; the process is alive
+        processes.relaunch(store, experiment.plan, env, "takeover")
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    stalled.join(timeout=120)
+
+    assert stalled.exitcode == EXIT_SUPERSEDED
+    attempts = read_state(store, folder)["attempts"]
+    assert [a["id"] for a in attempts] == ["g1", "g2"]
+    assert attempts[0]["outcome"] == "lost" and attempts[1]["outcome"] == "done"
+    assert len(completed_attempts(store, folder)) == 1
+    assert products(store, folder) == products(reference.store, reference.node_dir(node))
+    log = (processes.log_dir / "stalled.log").read_text()
+    assert "lease generation 1 was taken over by generation 2" in log or "lease lost" in log, log
