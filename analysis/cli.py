@@ -150,10 +150,12 @@ def analysis_compare(
     """The research question: mean delta of multimodal against text-only intermediate
     tasks (and each multimodal task against its control), 95% bootstrap intervals over
     targets and seeds, a paired test per target, and a per-language breakdown."""
-    from xstilts.analysis.stats import compare_by_modality
-
     if by != "modality":
         raise UserError(f"--by: unknown grouping '{by}'; valid: modality")
+    if boot < 1:
+        raise UserError(f"--bootstrap: {boot} resamples; give at least 1 (default 10000)")
+    from xstilts.analysis.stats import compare_by_modality  # scipy: after the cheap checks
+
     experiment = open_spec(spec, override)
     _, note = _missing_note(experiment)
     comparison = compare_by_modality(_frame(experiment, no_cache), n_boot=boot)
@@ -184,11 +186,10 @@ def analysis_plot(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Figures: delta heatmap, per-language bars, training curves, learning-rate sensitivity."""
-    from xstilts.analysis.plots import plot_all
-
     experiment = open_spec(spec, override)
     if target is not None and target not in experiment.spec.target.tasks:
         raise UserError(f"--target: {unknown_choice('target', target, experiment.spec.target.tasks)}")
+    from xstilts.analysis.plots import plot_all  # matplotlib: after the checks
     _, note = _missing_note(experiment)
     frame = _frame(experiment, no_cache)
     with _writing_to(output):

@@ -33,6 +33,9 @@ from xstilts.core.official import (
 # --------------------------------------------------------------------------------------
 # scoring
 
+PREDICTION_OBJECTS = {"qa": "{question_id: answer text}", "rankings": "{query_id: [candidate ids, best first]}"}
+"""Formats whose predictions file is one JSON object, and the object's shape."""
+
 
 def score_language(task: str, prediction_file: str | Path, gold_file: str | Path, lang: str) -> dict[str, float]:
     """The official metrics of one task in one language, from its two files."""
@@ -43,6 +46,11 @@ def score_language(task: str, prediction_file: str | Path, gold_file: str | Path
             raise ScoreError(f"{task}/{lang}: missing file {path}")
     predictions = READERS[fmt](pred_path)
     gold = READERS[fmt](gold_path)
+    if fmt in PREDICTION_OBJECTS and not isinstance(predictions, dict):
+        # The official scorer looks every question up in the file's object; a list
+        # (or a number) held no question, so a submission in the wrong shape scored 0.
+        raise ScoreError(f"{pred_path}: expected a JSON object {PREDICTION_OBJECTS[fmt]}, "
+                         f"got {type(predictions).__name__}")
     if fmt in ("labels", "tags", "xcopa") and len(predictions) != len(gold):
         unit = "sentences" if fmt == "tags" else "examples"
         raise ScoreError(f"{task}/{lang}: {len(predictions)} {unit} in {pred_path} but {len(gold)} in {gold_path}")

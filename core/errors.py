@@ -8,8 +8,9 @@ with `EXIT_USER_ERROR` instead of showing a traceback.
 from __future__ import annotations
 
 import difflib
+import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 EXIT_USER_ERROR = 2
@@ -17,6 +18,26 @@ EXIT_USER_ERROR = 2
 
 class UserError(Exception):
     """A problem with what the user asked for, explained in plain words."""
+
+
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@")
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the credentials of every URL in it (`scheme://user:secret@`) replaced
+    by `***@`. The CLI passes every user error through it: a message may quote what the
+    user gave (a spec value, an override), and that may hold a URL with a secret."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def problems_message(header: str, problems: list[str]) -> str:
+    """One error message for the problems of one input: 'header: problem' on one line
+    when there is one problem (the common case: one line, like every other user
+    error), else the header and one indented line per problem, so that a researcher
+    fixes them all in one go rather than one per run."""
+    if len(problems) == 1:
+        return f"{header}: {problems[0]}"
+    return header + "\n  " + "\n  ".join(problems)
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
@@ -36,6 +57,7 @@ def validation_problems(
     valid_keys: Callable[[list[str]], Iterable[str]],
     prefix: str = "",
     unknown_key: Callable[[str, str, list[str]], str] | None = None,
+    hidden: Collection[str] = (),
 ) -> list[str]:
     """Pydantic's errors (`ValidationError.errors()`) as 'key.path: problem' lines a
     researcher can act on. The one formatter of the spec and the cluster profiles, so both
@@ -45,6 +67,10 @@ def validation_problems(
     nothing more). `unknown_key(path, key, valid)` words an unknown key where a caller
     names its kind of key (e.g. "unknown profile key ..."); by default the line is
     'path: unknown key 'k' (did you mean ...); valid keys: ...'.
+
+    The values under a top-level key in `hidden` are never quoted ("got ..."): a
+    profile's `env` holds tokens (HF_TOKEN, WANDB_API_KEY), and a message is printed
+    and may be pasted into an issue. Their keys (variable names) are still named.
     """
     lines = []
     for err in errors:
@@ -67,6 +93,8 @@ def validation_problems(
                 lines.append(line if not path or ":" in line.split(" ")[0] else f"{path}: {line}")
         elif kind == "missing":
             lines.append(f"{path}: required key is missing")
+        elif loc and loc[0] in hidden and loc[-1] != "[key]":
+            lines.append(f"{path}: {err['msg']} (value not shown)")
         else:
             lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
     return lines

@@ -102,13 +102,13 @@ def seqeval_f1(
     seqeval warns once per bare tag ("NOUN seems not to be NE tag") and when nothing is
     predicted; both are expected here and muted.
     """
-    from seqeval.metrics import f1_score, precision_score, recall_score
-
     del language
     _check_lengths(predictions, references)
     for index, (pred, ref) in enumerate(zip(predictions, references)):
         if len(pred) != len(ref):
             raise ValueError(f"sentence {index}: {len(pred)} predicted tags for {len(ref)} gold tags")
+    from seqeval.metrics import f1_score, precision_score, recall_score  # slow: after the checks
+
     preds = [[_label(t) for t in p] for p in predictions]
     refs = [[_label(t) for t in r] for r in references]
     with warnings.catch_warnings():

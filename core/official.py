@@ -23,6 +23,7 @@ Formats (suffix; one file `<dir>/<task>/test-<lang>.<suffix>` per task and langu
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -138,9 +139,18 @@ def official_path(root: str | Path, task: str, lang: str) -> Path:
 
 
 def _open(path: Path) -> TextIO:
+    """The file's text, decoded whole (UTF-8, universal newlines, like the official
+    `open`), so that a byte that is not UTF-8 is one error naming the file, not a
+    traceback from the middle of a reader's loop."""
     if not path.is_file():
         raise ScoreError(f"missing file: {path}")
-    return path.open(encoding="utf-8")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return io.StringIO(handle.read())
+    except UnicodeDecodeError as exc:
+        raise ScoreError(f"{path}: not UTF-8 text (byte {exc.start}); the official files are UTF-8") from None
+    except OSError as exc:
+        raise ScoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def read_labels(path: Path) -> list[str]:
@@ -167,6 +177,23 @@ def read_tags(path: Path) -> list[list[str]]:
     if current:
         sentences.append(current)
     return sentences
+
+
+def read_pairs(path: Path) -> list[str]:
+    """BUCC: one "source_id<TAB>target_id" per line, each stripped (the official reader).
+
+    A non-blank line with another number of fields (ids separated by spaces, a third
+    column) can never match a gold pair: the official scorer silently counts it wrong,
+    so a submission written with the wrong separator scored 0. Here it is an error
+    naming the line. Blank lines stay as the official reader takes them.
+    """
+    lines = read_labels(path)
+    for number, line in enumerate(lines, start=1):
+        fields = len(line.split("\t"))
+        if line and fields != 2:
+            raise ScoreError(f"{path}, line {number}: expected 'source_id<TAB>target_id', "
+                             f"got {fields} tab-separated field(s)")
+    return lines
 
 
 def read_json(path: Path) -> Any:
@@ -196,7 +223,7 @@ def read_xcopa(path: Path) -> list[Any]:
 READERS = {
     "labels": read_labels,
     "tags": read_tags,
-    "pairs": read_labels,
+    "pairs": read_pairs,
     "qa": read_json,
     "xcopa": read_xcopa,
     "rankings": read_json,

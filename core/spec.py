@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xstilts.core.tasks import BASELINE, CAPTION_DATASETS, TASKS, task_names
-from xstilts.core.errors import UserError, did_you_mean, unknown_choice, validation_problems
+from xstilts.core.errors import UserError, did_you_mean, problems_message, unknown_choice, validation_problems
 
 from xstilts.core.stages import STAGES, StageName
 
@@ -445,17 +445,22 @@ def _model_at(loc: list[str], root: type[BaseModel]) -> type[BaseModel] | None:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'target.hparams.learning_rate=3e-5' -> (['target','hparams','learning_rate'], 3e-05)."""
+    """'target.hparams.learning_rate=3e-5' -> (['target','hparams','learning_rate'], 3e-05).
+
+    Errors name the key path, never the value: a value may be a secret (a storage URL
+    with credentials), and the user has it on their command line anyway.
+    """
     if "=" not in text:
         raise UserError(f"override '{text}' must look like key.path=value")
     path, raw = text.split("=", 1)
     keys = [k for k in path.strip().split(".")]
     if not all(keys):
-        raise UserError(f"override '{text}': empty key in '{path}'")
+        raise UserError(f"override '{path}=...': empty key in '{path}'")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise UserError(f"override '{text}': value is not valid YAML ({exc})") from None
+        where, problem = yaml_problem(exc, raw)
+        raise UserError(f"override '{path}': value is not valid YAML ({problem}{where})") from None
     return keys, value
 
 
@@ -471,7 +476,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 child = node[key] = {}
             if not isinstance(child, dict):
                 where = ".".join(keys[: depth + 1])
-                raise UserError(f"override '{text}': '{where}' is a value, not a section")
+                raise UserError(f"override '{'.'.join(keys)}': '{where}' is a value, not a section")
             node = child
         node[keys[-1]] = value
     return data
@@ -494,25 +499,47 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[str, str]:
+    """(where, what) of a YAML error in `text`, each on one line: (' at line L, column C'
+    or '', the problem).
+
+    PyYAML's own message spans several lines and quotes the offending line, which may
+    hold a secret; a reader error (a control character) has no mark, only a position.
+    """
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f" at line {line}, column {column}", f"unacceptable character #x{code:04x}: {exc.reason}"
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return where, getattr(exc, "problem", None) or str(exc).splitlines()[0]
+
+
 def read_yaml(path: str | Path, what: str = "spec") -> dict[str, Any]:
     """Read a YAML mapping, with user errors for missing files, text that is not UTF-8,
     bad syntax and keys given twice."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} file {path} is a folder, not a file")
     if not path.is_file():
         raise UserError(f"{what} file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save the {what} as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        where, problem = yaml_problem(exc, text)
         raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        raise UserError(f"{path}: empty; a {what} is a YAML mapping of keys")
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a {what} must be a YAML mapping of keys, got {type(data).__name__}")
+        kind = "a list" if isinstance(data, list) else f"a single value ({type(data).__name__})"
+        raise UserError(f"{path}: a {what} must be a YAML mapping of keys, got {kind}")
     return data
 
 
@@ -522,7 +549,7 @@ def validate(raw: dict[str, Any], source: str = "spec") -> Spec:
         return Spec.model_validate(raw)
     except ValidationError as exc:
         lines = _format_validation(exc)
-        raise UserError(f"{source}: invalid experiment spec\n  " + "\n  ".join(lines)) from None
+        raise UserError(problems_message(f"{source}: invalid experiment spec", lines)) from None
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:

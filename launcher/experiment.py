@@ -7,8 +7,10 @@ before anything is written.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from xstilts.core.errors import UserError
@@ -73,11 +75,83 @@ class Experiment:
                 self.store.write_json(path, record)
 
 
-def open_experiment(spec_path: str, overrides: list[str] | None = None, profile: str | None = None) -> Experiment:
-    """Validate spec, storage URL, profile and the environment (the lease TTL every node
-    process will read); build the plan. Writes nothing."""
+def open_experiment(spec_path: str, overrides: list[str] | None = None, profile: str | None = None,
+                    reads_store: bool = True) -> Experiment:
+    """Validate spec, storage URL, profile and the environment (the variables the CLI and
+    every node process will read); build the plan. Writes nothing.
+
+    With `reads_store` (every command but `plan`) the storage must also answer: an
+    unreachable endpoint or missing credentials is one message here, not a traceback
+    from the first read deep inside a command.
+    """
     spec = load_spec(spec_path, overrides)
     url = check_storage_url(spec.storage)
-    lease_ttl()
     chosen = load_profile(profile or spec.cluster)
-    return Experiment(spec=spec, profile=chosen, store=Store(url), plan=build_plan(spec))
+    check_environment(chosen)
+    store = Store(url)
+    check_storage(store, reachable=reads_store)
+    return Experiment(spec=spec, profile=chosen, store=store, plan=build_plan(spec))
+
+
+FOLDER_VARIABLES = ("XSTILTS_CACHE", "XSTILTS_SCRATCH")
+"""Folders the CLI (the local runner's logs: `XSTILTS_CACHE`) and the node processes
+(`XSTILTS_CACHE`, `XSTILTS_SCRATCH`) make things in."""
+
+
+def check_environment(profile: LocalProfile | SlurmProfile) -> None:
+    """The variables the CLI and its node processes read, as the nodes will see them
+    (this environment, then the profile's `env`), checked before anything is written:
+    a bad value failed every node at its start, or silently wrote into the working
+    folder. `XSTILTS_CHECKPOINT_*` are not read from here: the spec sets them."""
+    lease_ttl()
+    for where, env in (("", os.environ), (f"profile '{profile.name}' env.", profile.env)):
+        for name in FOLDER_VARIABLES:
+            if name in env:
+                # Scratch folders are made by `tempfile.mkdtemp`, which does not create
+                # the folder above them; a SLURM node's may exist only on that node.
+                must_exist = name == "XSTILTS_SCRATCH" and isinstance(profile, LocalProfile)
+                _check_folder_variable(where + name, env[name], must_exist)
+
+
+def _check_folder_variable(what: str, value: str, must_exist: bool) -> None:
+    """One folder variable: not empty, nothing left to expand, no file on its way (its
+    folders are made on demand), and with `must_exist` an existing folder."""
+    if not value.strip():
+        raise UserError(f"{what}: empty; give a folder or unset it")
+    if value.startswith("~") or "$" in value:
+        # A profile's env reaches the job script quoted: '~' and '$VAR' stay as they are.
+        raise UserError(f"{what}: '{value}' holds '~' or '$', which nothing expands here; give the full path")
+    path = Path(value)
+    above = _nearest_existing(path, what)
+    if not above.is_dir():
+        raise UserError(f"{what}: {above} is a file, not a folder")
+    if must_exist and above != path:
+        raise UserError(f"{what}: folder {path} does not exist; create it or unset the variable")
+
+
+def _nearest_existing(path: Path, what: str) -> Path:
+    """`path` or its nearest ancestor that exists."""
+    try:
+        return next(p for p in (path, *path.parents) if p.exists())
+    except OSError as exc:  # a folder on the way that may not be looked into
+        raise UserError(f"{what}: cannot look into {exc.filename or path}: {exc.strerror or exc}") from None
+
+
+def check_storage(store: Store, reachable: bool = True) -> None:
+    """A local storage folder must be creatable (no file on its way); a remote one, with
+    `reachable`, must answer one request. The request is the only place that catches
+    every exception: fsspec's backends raise their own kinds (botocore's
+    `EndpointConnectionError`, `NoCredentialsError`, gcsfs's), and whatever one lookup
+    of the root raises is the storage's or the environment's problem, not a bug."""
+    if store.is_local:
+        above = _nearest_existing(Path(store.root), "storage")
+        if not above.is_dir():
+            raise UserError(f"storage: {above} is a file, not a folder, so {store.root} cannot be made")
+        return
+    if not reachable:
+        return
+    try:
+        store.fs.exists(store.root)
+    except Exception as exc:  # noqa: BLE001 (see the docstring)
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"storage: cannot reach {store.url}: {type(exc).__name__}: {detail}") from None

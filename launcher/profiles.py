@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from xstilts.core.errors import UserError, unknown_choice, validation_problems
+from xstilts.core.errors import UserError, problems_message, unknown_choice, validation_problems
 from xstilts.core.stages import STAGES as STAGE_NAMES
 
 
@@ -28,6 +28,16 @@ SbatchWord = Annotated[str, StringConstraints(pattern=r"^[^\s\x00-\x1f]+$")]
 
 OneLine = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f]*$")]
 """A path or shell line written into the job script as one line."""
+
+SPEC_OWNED_ENV = {
+    "XSTILTS_CHECKPOINT_EVERY": "checkpointing.every_steps",
+    "XSTILTS_CHECKPOINT_KEEP": "checkpointing.keep",
+    "XSTILTS_CHECKPOINT_ASYNC": "checkpointing.async_save",
+}
+"""Variables the launcher sets for every job from the spec (`Checkpointing.env`). A
+profile's `env` may not set them: the local runner let the profile's value win over the
+spec's, SLURM the spec's over the profile's, and `XSTILTS_CHECKPOINT_EVERY: often`
+failed every node at its start instead of once, here."""
 
 
 class SlurmResources(BaseModel):
@@ -130,26 +140,32 @@ def load_profile(name_or_path: str) -> LocalProfile | SlurmProfile:
     executor = raw.setdefault("executor", "local")
     model = PROFILE_MODELS.get(executor) if isinstance(executor, str) else None
     if model is None:
-        raise UserError(f"{path}: invalid cluster profile\n  executor: "
+        raise UserError(f"{path}: invalid cluster profile: executor: "
                         + unknown_choice("executor", str(executor), PROFILE_MODELS))
     lines: list[str] = []
     stages = raw.get("stages") or {}
     if model is SlurmProfile:
         for stage, overrides in (stages.items() if isinstance(stages, dict) else []):
             if stage not in STAGE_NAMES:
-                lines.append(f"stages.{stage}: " + unknown_choice("stage", stage, STAGE_NAMES))
+                lines.append(f"stages.{stage}: " + unknown_choice("stage", str(stage), STAGE_NAMES))
                 continue
+            if not isinstance(overrides, (dict, type(None))):
+                continue  # the profile model says "stages.<stage>: should be a dictionary"
             try:
                 SlurmResources.model_validate(overrides or {})
             except ValidationError as exc:
                 lines.extend(f"stages.{stage}.{line}" for line in _problems(exc, SlurmResources))
+    env = raw.get("env")
+    for name in env if isinstance(env, dict) else []:
+        if name in SPEC_OWNED_ENV:
+            lines.append(f"env.{name}: comes from the spec's {SPEC_OWNED_ENV[name]}; set it there, not in a profile")
     try:
         profile = model.model_validate(raw)
     except ValidationError as exc:
         lines = _problems(exc, model) + lines
         profile = None
     if lines or profile is None:
-        raise UserError(f"{path}: invalid cluster profile\n  " + "\n  ".join(lines))
+        raise UserError(problems_message(f"{path}: invalid cluster profile", lines))
     return profile
 
 
@@ -158,4 +174,5 @@ def _problems(exc: ValidationError, model: type[BaseModel]) -> list[str]:
     def unknown_key(path: str, _key: str, valid: list[str]) -> str:
         return unknown_choice("profile key", path, valid)
 
-    return validation_problems(exc.errors(), lambda _parent: model.model_fields, unknown_key=unknown_key)
+    return validation_problems(exc.errors(), lambda _parent: model.model_fields, unknown_key=unknown_key,
+                               hidden=("env",))

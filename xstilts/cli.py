@@ -14,7 +14,7 @@ import typer
 
 import xstilts
 from xstilts.analysis import cli as analysis_cli
-from xstilts.core.errors import EXIT_USER_ERROR, UserError
+from xstilts.core.errors import EXIT_USER_ERROR, UserError, mask_credentials
 from xstilts.launcher.commands import cancel, launch, logs, plan, status, tasks
 from xstilts.launcher.commands.common import err
 
@@ -52,13 +52,18 @@ app.add_typer(analysis_cli.app, name="analysis")
 
 
 def main() -> None:
-    """Console-script entry: user errors become one message and exit code 2."""
+    """Console-script entry: user errors become one message and exit code 2.
+
+    Only `UserError` is caught: every problem with the user's input, files or
+    environment is turned into one where it enters; anything else is a bug and keeps
+    its traceback. The message goes out with URL credentials masked, whatever quoted them.
+    """
     try:
         app()
     except UserError as exc:
         from rich.text import Text
 
-        err.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        err.print(Text.assemble(("error: ", "bold red"), mask_credentials(str(exc))))
         sys.exit(EXIT_USER_ERROR)
 
 

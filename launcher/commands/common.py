@@ -30,8 +30,11 @@ ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="clus
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def open_spec(spec: str, overrides: list[str] | None, profile: str | None = None) -> Experiment:
-    return open_experiment(spec, overrides or [], profile)
+def open_spec(spec: str, overrides: list[str] | None, profile: str | None = None,
+              reads_store: bool = True) -> Experiment:
+    """The experiment, validated (`open_experiment`); `reads_store=False` for a command
+    that never touches the storage (`plan`), so it works offline."""
+    return open_experiment(spec, overrides or [], profile, reads_store=reads_store)
 
 
 def node_tasks(node: Node) -> str:

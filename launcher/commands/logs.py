@@ -18,7 +18,9 @@ def node_logs(experiment: Experiment, node: Node) -> list[tuple[str, str]]:
     its executor's submissions log to (the local runner's, SLURM's)."""
     folder = experiment.store.node_path(node.stage, node.key, "logs")
     names = sorted(n for n in experiment.store.list(folder) if n.endswith(".log"))
-    texts: list[tuple[str, str]] = [(n, experiment.store.read_text(f"{folder}/{n}") or "") for n in names]
+    # A log is whatever the node's process printed, so not necessarily UTF-8: undecodable
+    # bytes are shown replaced, as for the logs outside the store below.
+    texts = [(n, experiment.store.fs.cat_file(f"{folder}/{n}").decode(errors="replace")) for n in names]
     if texts:
         return texts
     state = experiment.store.read_json(f"{experiment.node_dir(node)}/state.json") or {}

@@ -18,7 +18,7 @@ def plan(
 ) -> None:
     """Print the nodes the spec expands to (stage, tasks, seed, key, inputs), the node
     counts per stage and, with `gpu_hours` in the spec, the estimated GPU-hours."""
-    experiment = open_spec(spec, override, profile)
+    experiment = open_spec(spec, override, profile, reads_store=False)
     if as_json:
         estimates = [asdict(row) for row in gpu_hour_estimate(experiment.plan, experiment.spec)]
         print(json.dumps({**experiment.plan.to_json(), "gpu_hours": estimates}, indent=1))

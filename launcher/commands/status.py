@@ -7,6 +7,7 @@ what it knows (SLURM's queue), so this module never asks which executor runs the
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from xstilts.core.errors import UserError
 from xstilts.core.plan import Node
 from xstilts.core.state import STATUSES
 from xstilts.launcher.commands.common import JsonOpt, OverrideOpt, SpecArg, node_tasks, open_spec, out
@@ -149,14 +151,21 @@ def _summary_line(rows: list[NodeRow]) -> str:
     return f"{len(rows)} nodes: " + ", ".join(parts)
 
 
+MIN_INTERVAL_S = 2.0
+"""`status --watch` reads every node's files per refresh: not more often than this."""
+
+
 def status(
     spec: SpecArg,
     override: OverrideOpt = None,
     as_json: JsonOpt = False,
     watch: Annotated[bool, typer.Option("--watch", help="refresh until every node has finished")] = False,
-    interval: Annotated[float, typer.Option(help="seconds between refreshes with --watch (at least 2)")] = 5.0,
+    interval: Annotated[float, typer.Option(
+        help=f"seconds between refreshes with --watch (at least {MIN_INTERVAL_S:g})")] = 5.0,
 ) -> None:
     """Show every node's state, attempts, elapsed time and headline metric."""
+    if not (math.isfinite(interval) and interval >= MIN_INTERVAL_S):
+        raise UserError(f"--interval: {interval:g} is not a number of seconds >= {MIN_INTERVAL_S:g}")
     experiment = open_spec(spec, override)
     if as_json:
         rows = status_rows(experiment)
@@ -180,5 +189,5 @@ def status(
             live.update(Group(_status_table(experiment, rows), _failures(rows), _summary_line(rows)), refresh=True)
             if all(row.status in ("done", "failed", "cancelled") for row in rows):
                 break
-            time.sleep(max(2.0, interval))
+            time.sleep(interval)
 
