@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ContextManager
 
@@ -70,3 +71,20 @@ def select_device(world_size_on_node: int | None = None) -> DeviceInfo:
     threads = cpu_threads(world_size_on_node)
     torch.set_num_threads(threads)
     return DeviceInfo(torch.device("cpu"), None, threads)
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Run torch's CPU ops on exactly `threads` intra-op threads, then restore the count.
+
+    For work whose bytes must not depend on the machine: a reduction split over N
+    threads adds its partial sums in an order that depends on N (e.g. the gradient norm
+    of an embedding matrix above torch's 32768-element grain), so the same computation
+    with another OMP_NUM_THREADS ends a few ulps away, and training amplifies that.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

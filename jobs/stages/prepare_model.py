@@ -11,6 +11,11 @@ English-trained head over to the others.
 
 Output: `<out_dir>/model/` with `config.json`, `model.safetensors` (an `XLMRobertaModel`
 / AutoModel encoder without task head) and the tokenizer files.
+
+A tiny model's files depend only on the node's key: every random draw is seeded from
+the config, the tokenizer trainer is deterministic (`xstilts.jobs.unigram`), and the
+model is built on the CPU on one thread (`TINY_DEVICE`), whatever machine, thread
+count or hash seed the process has.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 
 from xstilts.core.nodes import PrepareModelConfig, TinyModel
 from xstilts.jobs.data import IGNORE_INDEX, ShuffledBatches, TokenizedData
-from xstilts.jobs.device import DeviceInfo, select_device
+from xstilts.jobs.device import DeviceInfo, fixed_threads
 from xstilts.jobs.modeling import MODEL_SUBDIR, count_parameters, quiet_progress_bars
 from xstilts.jobs.stages.base import StageContext
 from xstilts.jobs.trainer import adamw, linear_schedule
@@ -33,6 +38,14 @@ SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 MLM_PROBABILITY = 0.15
 
+TINY_DEVICE = DeviceInfo(torch.device("cpu"), autocast_dtype=None, num_threads=1)
+"""Where a tiny model is built, on every machine. One thread because float sums split
+over threads depend on their number (`fixed_threads`), and a process's thread count
+comes from how many nodes share its machine, which is no part of the key; the CPU
+because a GPU (bf16 autocast, atomic adds in the embedding gradient) gives other bits.
+The demo's model (1500 steps) pretrains in about a minute and a half this way: a GPU
+would save that once per grid, at the price of weights that depend on the machine."""
+
 
 def run(ctx: StageContext[PrepareModelConfig]) -> dict[str, Any]:
     quiet_progress_bars()
@@ -41,7 +54,8 @@ def run(ctx: StageContext[PrepareModelConfig]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     tiny = model.tiny_model()
     if tiny is not None:
-        return _build_tiny(tiny, ctx.config.seed, out, ctx)
+        with fixed_threads(TINY_DEVICE.num_threads):
+            return _build_tiny(tiny, ctx.config.seed, out, ctx)
     assert model.name is not None  # validated: exactly one of name and tiny
     return _copy_pretrained(model.name, out, ctx)
 
@@ -63,7 +77,6 @@ def _build_tiny(tiny: TinyModel, seed: int, out: Path, ctx: StageContext[Prepare
 
     from xstilts.jobs import synthetic
 
-    device = select_device()
     started = time.perf_counter()
     sentences = synthetic.corpus(list(tiny.corpus_languages), tiny.corpus_sentences_per_language, seed=seed)
     tokenizer = train_tokenizer(sentences, tiny.tokenizer_vocab_size)
@@ -103,7 +116,7 @@ def _build_tiny(tiny: TinyModel, seed: int, out: Path, ctx: StageContext[Prepare
                 learning_rate=tiny.pretrain_lr,
                 batch_size=tiny.pretrain_batch_size,
                 seed=seed,
-                device=device,
+                device=TINY_DEVICE,
                 log=ctx.log,
             )
         )
@@ -124,18 +137,22 @@ def train_tokenizer(sentences: list[str], vocab_size: int) -> Any:
     """An XLM-R style tokenizer (Unigram + Metaspace, `<s> A </s></s> B </s>`) for `sentences`.
 
     Unigram rather than BPE because transformers' XLMRobertaTokenizer can only reload a
-    Unigram model from `tokenizer.json`; it is also what XLM-R itself uses.
+    Unigram model from `tokenizer.json`; it is also what XLM-R itself uses. Trained by
+    `xstilts.jobs.unigram` rather than `tokenizers`' own trainer, whose vocabulary
+    differs from process to process (see there): the same sentences give the same bytes.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers.models.xlm_roberta import XLMRobertaTokenizer  # the tokenizers-backed (fast) one
 
-    backend = Tokenizer(models.Unigram())
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    from xstilts.jobs.unigram import UnigramSettings, train_unigram
+
+    pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    words = ((word, 1) for sentence in sentences for word, _ in pre_tokenizer.pre_tokenize_str(sentence))
+    vocab = train_unigram(words, UnigramSettings(vocab_size=vocab_size, special_tokens=tuple(SPECIAL_TOKENS)))
+    backend = Tokenizer(models.Unigram(vocab, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False))
+    backend.pre_tokenizer = pre_tokenizer
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
-    )
-    backend.train_from_iterator(sentences, trainer)
+    backend.add_special_tokens(SPECIAL_TOKENS)
     bos, eos = backend.token_to_id("<s>"), backend.token_to_id("</s>")
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",

@@ -24,7 +24,7 @@ import torch
 from xstilts.jobs import data as jdata
 from xstilts.jobs import synthetic
 from xstilts.core.allocation import local_world_size
-from xstilts.jobs.device import cpu_threads, select_device
+from xstilts.jobs.device import cpu_threads, fixed_threads, select_device
 from xstilts.jobs.modeling import build_task_model, read_checkpoint
 from xstilts.jobs.stages import evaluate, prepare_data, prepare_model, train
 from xstilts.core.spec import Hyperparameters
@@ -357,3 +357,12 @@ def test_device_threads(monkeypatch: pytest.MonkeyPatch) -> None:
         assert info.device.type in ("cpu", "cuda") and torch.get_num_threads() == info.num_threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_fixed_threads_pins_and_restores_the_thread_count() -> None:
+    """prepare:model builds a tiny model on one thread whatever the process was given,
+    and gives the process its own count back."""
+    before = torch.get_num_threads()
+    with fixed_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
