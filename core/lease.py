@@ -52,11 +52,8 @@ def lease_ttl() -> float:
     raw = os.environ.get("XSTILTS_LEASE_TTL")
     if raw is None:
         return DEFAULT_TTL_S
-    try:
-        ttl = float(raw)
-    except ValueError:
-        ttl = float("nan")
-    if not math.isfinite(ttl) or ttl < MIN_TTL_S:
+    ttl = _finite_float(raw)
+    if ttl is None or ttl < MIN_TTL_S:
         raise UserError(f"XSTILTS_LEASE_TTL: '{raw}' is not a number of seconds >= {MIN_TTL_S:g} "
                         f"(default {DEFAULT_TTL_S:g})")
     return ttl
@@ -99,16 +96,22 @@ def _generations(store: Store, folder: str) -> list[int]:
     return sorted(int(name[:-5]) for name in store.list(folder) if name.endswith(".json") and name[:-5].isdigit())
 
 
-def _parse_time(text: str | None, path: str) -> float | None:
-    if text is None:
-        return None
+def _finite_float(text: str) -> float | None:
+    """`text` as a finite number, or None (garbage, nan, inf)."""
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not math.isfinite(value):
-        warn(f"{path} holds no time ({text[:40]!r}); the lease counts as stale")
         return None
+    return value if math.isfinite(value) else None
+
+
+def _parse_time(text: str | None, path: str) -> float | None:
+    """A heartbeat's time, or None (absent; garbage, said in a warning)."""
+    if text is None:
+        return None
+    value = _finite_float(text)
+    if value is None:
+        warn(f"{path} holds no time ({text[:40]!r}); the lease counts as stale")
     return value
 
 
