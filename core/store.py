@@ -25,6 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from xstilts.core.atomic import replacing, write_bytes_durably
 from xstilts.core.errors import UserError, did_you_mean
+from xstilts.core.object_store import configure_for
 
 DONE = "DONE"
 
@@ -113,6 +114,7 @@ class Store:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = normalize_url(url)
+        configure_for(self.url)  # bounded, logged S3 retries for every S3 client of this process
         # S3-compatible endpoints (MinIO, moto, Ceph) come from botocore's own
         # AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 variables, like every AWS tool.
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
