@@ -27,6 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 from xstilts.core.atomic import replacing, write_bytes_durably
 from xstilts.core.errors import UserError, did_you_mean, warn
 from xstilts.core.failpoints import failpoint, write_kind
+from xstilts.core.object_store import configure_for, holds
 
 DONE = "DONE"
 
@@ -147,6 +148,7 @@ class Store:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = normalize_url(url)
+        configure_for(self.url)  # bounded, logged S3 retries for every S3 client of this process
         # S3-compatible endpoints (MinIO, moto, Ceph) come from botocore's own
         # AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 variables, like every AWS tool.
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
@@ -264,15 +266,9 @@ class Store:
                 raise
             # A conditional PUT whose reply was lost is retried and then refused (412)
             # although it was ours: the content, unique to its writer, tells.
-            if self.read_bytes(path) == data:
+            if holds(self.fs, path, data):
                 return
             raise FileExists(path) from None
-
-    def read_bytes(self, path: str) -> bytes | None:
-        try:
-            return bytes(self.fs.cat_file(path))
-        except FileNotFoundError:
-            return None
 
     def remove(self, path: str, recursive: bool = False) -> None:
         try:
