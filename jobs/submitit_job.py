@@ -14,7 +14,8 @@ submitit pickles this object at submission and, on SLURM's preemption/timeout si
   submitit's handler, which calls `checkpoint()` and requeues.
 - A node whose lease is held waits rather than giving up: after a requeue the previous
   attempt's lease may still look alive for a heartbeat period, and a duplicate job must
-  end only when the node is done (its dependents start on this job's success).
+  end only when the node is done (its dependents start on this job's success). A job
+  that stalled past its lease and was superseded waits the same way for its successor.
 
 Torch is not imported here: the launcher pickles this class on a login node.
 """
@@ -28,7 +29,7 @@ from typing import Any
 
 import submitit
 
-from xstilts.jobs.entry import EXIT_BUSY, EXIT_DONE, EXIT_REQUEUE, run_node
+from xstilts.jobs.entry import EXIT_BUSY, EXIT_DONE, EXIT_REQUEUE, EXIT_SUPERSEDED, run_node
 
 BUSY_POLL_S = 5.0
 
@@ -53,7 +54,7 @@ class NodeJob(submitit.helpers.Checkpointable):
         submitit_handler = signal.getsignal(signal.SIGUSR2)
         try:
             code = run_node(self.store_url, self.ref, env.job_id)
-            while code == EXIT_BUSY:
+            while code in (EXIT_BUSY, EXIT_SUPERSEDED):
                 time.sleep(BUSY_POLL_S)
                 code = run_node(self.store_url, self.ref, env.job_id)
         finally:
