@@ -64,3 +64,38 @@ def test_a_holder_stalled_past_its_lease_is_superseded_and_commits_nothing(
     assert products(store, folder) == products(reference.store, reference.node_dir(node))
     log = (processes.log_dir / "stalled.log").read_text()
     assert "lease generation 1 was taken over by generation 2" in log or "lease lost" in log, log
+
+
+def test_a_slurm_job_superseded_after_a_stall_waits_for_its_successor_and_succeeds(
+        tmp_path: Path, processes: NodeProcesses, reference: Experiment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SLURM the dependants of a node start on its job's success (`afterok`): a job that
+    lost its lease must neither fail (they would never run) nor commit; it waits until the
+    successor has finished the node."""
+    import submitit
+
+    from xstilts.jobs.submitit_job import NodeJob
+
+    for name, value in {**CHECKPOINT_ENV, "XSTILTS_LEASE_TTL": TTL}.items():
+        monkeypatch.setenv(name, value)  # the job's environment, and the relaunch's
+    shutil.copytree(reference.store.root, tmp_path / "store")
+    experiment = open_experiment(str(spec_file(tmp_path, str(tmp_path / "store"))))
+    store, node = experiment.store, killed_node(experiment, "train-target")
+    folder = experiment.node_dir(node)
+    store.remove(folder, recursive=True)
+    experiment.materialize()
+
+    executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(timeout_min=10)
+    job = executor.submit(NodeJob(store.url, node.ref))
+    _wait_for(lambda: store.exists(f"{folder}/checkpoints/step-2/.metadata"))
+    holder = read_state(store, folder)["attempts"][0]["pid"]
+    os.kill(holder, signal.SIGSTOP)
+    try:
+        time.sleep(float(TTL) + 2)
+        processes.relaunch(store, experiment.plan, {**CHECKPOINT_ENV, "XSTILTS_LEASE_TTL": TTL}, "slurm-takeover")
+    finally:
+        os.kill(holder, signal.SIGCONT)
+
+    assert job.result() == 0
+    assert [a["outcome"] for a in read_state(store, folder)["attempts"]] == ["lost", "done"]
+    assert products(store, folder) == products(reference.store, reference.node_dir(node))
