@@ -21,6 +21,7 @@ import pytest
 
 from tests.integration.faults.conftest import CHECKPOINT_ENV, killed_node, spec_file
 from tests.support.faults import NodeProcesses, completed_attempts, products
+from xstilts.core.plan import Node
 from xstilts.core.state import read_state
 from xstilts.jobs.entry import EXIT_SUPERSEDED
 from xstilts.launcher.experiment import Experiment, open_experiment
@@ -35,15 +36,21 @@ def _wait_for(predicate: object, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+def _grid_without_its_train_target(tmp_path: Path, reference: Experiment) -> tuple[Experiment, Node]:
+    """A copy of the finished reference grid whose `none` train-target node is to run again."""
+    shutil.copytree(reference.store.root, tmp_path / "store")
+    experiment = open_experiment(str(spec_file(tmp_path, str(tmp_path / "store"))))
+    node = killed_node(experiment, "train-target")
+    experiment.store.remove(experiment.node_dir(node), recursive=True)
+    experiment.materialize()
+    return experiment, node
+
+
 def test_a_holder_stalled_past_its_lease_is_superseded_and_commits_nothing(
         tmp_path: Path, processes: NodeProcesses, reference: Experiment, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XSTILTS_LEASE_TTL", TTL)  # the relaunch (this process) judges staleness by it
-    shutil.copytree(reference.store.root, tmp_path / "store")
-    experiment = open_experiment(str(spec_file(tmp_path, str(tmp_path / "store"))))
-    store, node = experiment.store, killed_node(experiment, "train-target")
-    folder = experiment.node_dir(node)
-    store.remove(folder, recursive=True)
-    experiment.materialize()
+    experiment, node = _grid_without_its_train_target(tmp_path, reference)
+    store, folder = experiment.store, experiment.node_dir(node)
     env = {**CHECKPOINT_ENV, "XSTILTS_LEASE_TTL": TTL}
 
     stalled = processes.start(store, node.ref, env, "stalled")
@@ -77,12 +84,8 @@ def test_a_slurm_job_superseded_after_a_stall_waits_for_its_successor_and_succee
 
     for name, value in {**CHECKPOINT_ENV, "XSTILTS_LEASE_TTL": TTL}.items():
         monkeypatch.setenv(name, value)  # the job's environment, and the relaunch's
-    shutil.copytree(reference.store.root, tmp_path / "store")
-    experiment = open_experiment(str(spec_file(tmp_path, str(tmp_path / "store"))))
-    store, node = experiment.store, killed_node(experiment, "train-target")
-    folder = experiment.node_dir(node)
-    store.remove(folder, recursive=True)
-    experiment.materialize()
+    experiment, node = _grid_without_its_train_target(tmp_path, reference)
+    store, folder = experiment.store, experiment.node_dir(node)
 
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
     executor.update_parameters(timeout_min=10)
