@@ -4,7 +4,6 @@ and uploaded to a moto S3 server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import yaml
 
 from tests.support.faults import NodeProcesses
 from tests.support.grid import small_grid_raw
-from tests.support.moto import moto_server
 from xstilts.core.plan import Node
 from xstilts.launcher.experiment import Experiment, open_experiment
 
@@ -48,14 +46,19 @@ def reference(tmp_path_factory: pytest.TempPathFactory, processes: NodeProcesses
 
 
 @pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory, reference: Experiment) -> Iterator[dict[str, str]]:
-    """moto with the reference grid uploaded once; cases copy it inside the server."""
-    with moto_server(["faults"]) as env:
-        with pytest.MonkeyPatch.context() as patch:  # only while uploading: tests set their own
-            for name, value in env.items():
-                patch.setenv(name, value)
-            experiment = open_experiment(str(spec_file(tmp_path_factory.mktemp("s3ref"), "s3://faults/reference")))
-            experiment.store.fs.put(reference.store.root + "/", "faults/reference", recursive=True)
-        yield env
+def s3(s3_env: dict[str, str], reference: Experiment, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The session's moto server with the reference grid uploaded once under
+    `xstilts-test/faults/reference`; cases copy it inside the server.
+
+    The session's server, not one of its own: fsspec caches S3 filesystems by their
+    arguments, and the endpoint comes from the environment, so a filesystem made here for
+    a second server would be handed to later tests and send them to the wrong one."""
+    with pytest.MonkeyPatch.context() as patch:  # only while uploading: tests set their own
+        for name, value in s3_env.items():
+            patch.setenv(name, value)
+        experiment = open_experiment(str(spec_file(tmp_path_factory.mktemp("s3ref"), f"s3://{S3_REFERENCE}")))
+        experiment.store.fs.put(reference.store.root + "/", S3_REFERENCE, recursive=True)
+    return s3_env
 
 
+S3_REFERENCE = "xstilts-test/faults/reference"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.faults.conftest import CHECKPOINT_ENV, killed_node, spec_file
+from tests.integration.faults.conftest import CHECKPOINT_ENV, S3_REFERENCE, killed_node, spec_file
 from tests.support.faults import SIGKILLED, NodeProcesses, completed_attempts, products
 from xstilts.core.failpoints import ENV as FAILPOINT
 from xstilts.core.plan import Node
@@ -78,8 +78,8 @@ def test_a_kill_at_any_write_on_s3_is_repaired(stage: str, point: str, tmp_path:
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in s3.items():
         monkeypatch.setenv(name, value)
-    prefix = f"faults/{_case_name(stage, point)}"
+    prefix = f"xstilts-test/faults/{_case_name(stage, point)}"
     experiment = open_experiment(str(spec_file(tmp_path, f"s3://{prefix}")))
-    experiment.store.fs.copy("faults/reference", prefix, recursive=True)
+    experiment.store.fs.copy(S3_REFERENCE, prefix, recursive=True)
     env: dict[str, Any] = {**CHECKPOINT_ENV, **s3, "XSTILTS_CACHE": str(tmp_path / "cache")}
     _case(processes, reference, experiment, stage, point, env, _case_name(stage, point))
