@@ -103,6 +103,33 @@ def configure_for(url: str) -> None:
         _install_retry_log()
 
 
+PROBE_ATTEMPTS = 2
+"""Attempts of the CLI's one reachability check: an endpoint that is down is one error
+within seconds, not the minutes of backoff a job rides out (`probe`)."""
+
+
+def probe(fs: Any, path: str) -> None:
+    """Look at `path` once, as the CLI does before it writes anything; raise what the
+    backend raises if the storage does not answer.
+
+    On S3 with at most `PROBE_ATTEMPTS` attempts and no retry lines: a user who named a
+    wrong endpoint gets one line at once. A filesystem of its own (not the cached one), so
+    that the jobs' and the rest of the command's requests keep the full bound."""
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    if not set(protocols) & set(S3_PROTOCOLS):
+        fs.exists(path)
+        return
+    options = dict(fs.storage_options)
+    config_kwargs = dict(options.get("config_kwargs") or {})
+    config_kwargs["retries"] = {"mode": "standard", "total_max_attempts": PROBE_ATTEMPTS}
+    quick = type(fs)(**{**options, "config_kwargs": config_kwargs, "skip_instance_cache": True})
+    was_disabled, log.disabled = log.disabled, True
+    try:
+        quick.exists(path)
+    finally:
+        log.disabled = was_disabled
+
+
 def _install_retry_log() -> None:
     """Have every botocore session created from now on log its S3 retries (two event
     handlers; see `_note_failure` and `_announce_retry`). Once per process."""

@@ -20,6 +20,7 @@ from xstilts.launcher.profiles import LocalProfile, SlurmProfile, load_profile
 from xstilts.core.spec import Spec, dump_spec, load_spec
 from xstilts.core.state import node_done, node_status
 from xstilts.core.lease import lease_ttl
+from xstilts.core.object_store import probe
 from xstilts.core.store import Store, check_storage_url
 
 
@@ -151,7 +152,7 @@ def check_storage(store: Store, reachable: bool = True) -> None:
     if not reachable:
         return
     try:
-        store.fs.exists(store.root)
+        probe(store.fs, store.root)
     except Exception as exc:  # noqa: BLE001 (see the docstring)
         detail = (str(exc).strip().splitlines() or [""])[0]
         raise UserError(f"storage: cannot reach {store.url}: {type(exc).__name__}: {detail}") from None
