@@ -42,6 +42,7 @@ import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,8 @@ Example = dict[str, Any]
 Row = dict[str, Any]
 
 __all__ = [
-    "COPA_QUESTIONS", "GENERIC_TSV_COLUMNS", "hf_rows_to_examples", "load_examples", "local_layout",
-    "sentence_spans", "split_languages", "tag_inventory", "task_splits",
+    "COPA_QUESTIONS", "GENERIC_TSV_COLUMNS", "GOLD_FIELDS", "LoadedSplit", "gold_withheld", "hf_rows_to_examples",
+    "load_examples", "load_split", "local_layout", "sentence_spans", "split_languages", "tag_inventory", "task_splits",
 ]
 
 GENERIC_TSV_COLUMNS: dict[str, str] = {
@@ -72,6 +73,43 @@ COPA_QUESTIONS = {"cause": "What was the cause?", "effect": "What was the effect
 
 _DROP = object()
 """A row without a usable gold label in a labelled split (SNLI's -1 'no consensus')."""
+
+
+GOLD_FIELDS: dict[str, str] = {
+    "classification": "label", "tagging": "tags", "multiple_choice": "label", "span_qa": "answers",
+    "retrieval": "gold", "dual_encoder": "gold",
+}
+"""The canonical field holding an example's gold, per task kind (dual_encoder: its test
+split's query rows; its train/dev pairs always carry their positive)."""
+
+
+@dataclass(frozen=True)
+class LoadedSplit:
+    """One split of one language as loaded, with what a caller must know about it.
+
+    `gold_withheld`: the source strips this split's gold (the official layout blanks
+    test labels), so it can be predicted but not scored. `files`: the local files read,
+    relative to `data_dir` (empty for the hub or generated data). `note`: a choice the
+    loader made that a result must record (e.g. a dev split held out of train).
+    """
+
+    examples: list[Example]
+    gold_withheld: bool = False
+    files: tuple[str, ...] = ()
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def gold_withheld(task: Task | str, split: str, examples: Sequence[Example]) -> bool:
+    """True when no example of the split carries gold: every gold field is None (for
+    retrieval, every query row's). A split with some gold is scoreable on that part."""
+    task = _resolve(task)
+    key = GOLD_FIELDS.get(task.kind)
+    if key is None or (task.kind == "dual_encoder" and split != "test"):
+        return False
+    rows = [example for example in examples if example.get("role", "query") == "query"] \
+        if task.kind in ("retrieval", "dual_encoder") else list(examples)
+    return bool(rows) and all(example.get(key) is None for example in rows)
 
 
 # --------------------------------------------------------------------------------------
@@ -114,6 +152,17 @@ def load_examples(task: Task | str, split: str, lang: str, data_dir: str | Path 
     if data_dir is not None:
         return _load_local(task, split, lang, Path(data_dir))
     return _load_hub(task, split, lang)
+
+
+def load_split(task: Task | str, split: str, lang: str, data_dir: str | Path | None = None) -> LoadedSplit:
+    """`load_examples` with what the caller must know: withheld gold, the files read."""
+    task = _resolve(task)
+    examples = load_examples(task, split, lang, data_dir)
+    files: tuple[str, ...] = ()
+    if data_dir is not None and task.source.kind not in ("synthetic", "captions"):
+        found = _found_local(task, split, lang, Path(data_dir))
+        files = found or ()
+    return LoadedSplit(examples=examples, gold_withheld=gold_withheld(task, split, examples), files=files)
 
 
 def hf_rows_to_examples(
@@ -695,15 +744,23 @@ def _alternatives(task: Task, split: str, lang: str) -> list[Paths]:
     return official + [paths for paths in _generic_files(task, split, lang) if paths not in official]
 
 
+def _found_local(task: Task, split: str, lang: str, root: Path) -> Paths | None:
+    """The first alternative whose files all exist (relative paths), or None."""
+    for paths in _alternatives(task, split, lang):
+        if all((root / path).is_file() for path in paths):
+            return paths
+    return None
+
+
 def _load_local(task: Task, split: str, lang: str, root: Path) -> list[Example]:
     official = _official_files(task, split, lang)
     alternatives = _alternatives(task, split, lang)
-    for paths in alternatives:
+    paths = _found_local(task, split, lang, root)
+    if paths is not None:
         files = [root / path for path in paths]
-        if all(file.is_file() for file in files):
-            if paths in official:
-                return _read_official(task, split, lang, files)
-            return _read_generic(task, split, lang, files[0])
+        if paths in official:
+            return _read_official(task, split, lang, files)
+        return _read_generic(task, split, lang, files[0])
     expected = " or ".join(" + ".join(str(root / path) for path in paths) for paths in alternatives)
     raise FileNotFoundError(f"task '{task.name}': no local {split} data for language '{lang}'; expected {expected}")
 
