@@ -11,7 +11,13 @@ with `xstilts.core.metrics`, and returns the structure the official scorer write
                                                  "avg_<metric>": ..., "avg_metric": ...}}
 
 `all_task` appears only when every task of the suite was scored, a group only when all
-its tasks were; the QA `avg_metric` is the mean of `avg_exact_match` and `avg_f1`.
+its tasks were; the QA `avg_metric` is the mean of `avg_exact_match` and `avg_f1`, any
+other task's is its first of `avg_f1`, `avg_accuracy`, `avg_map@20`.
+
+The output matches `evaluate.py` at google-research/xtreme 838c13b key for key: its
+groups (XTREME-R: `retrieval` is tatoeba and mewslix, `multi_choice` is xcopa) and its
+metric spelling (`map@20`). The tables, and the one extension (LAReQA, which that scorer
+cannot score), are documented in `xstilts.core.official`.
 
 The layout itself (formats, readers, writers) is `xstilts.core.official`.
 
@@ -26,7 +32,8 @@ from typing import Any
 
 from xstilts.core import metrics
 from xstilts.core.official import (
-    OFFICIAL_KEYS, QA_TASKS, READERS, ScoreError, official_path, suite_tables, task_format, task_metric,
+    AVG_METRIC_KEYS, OFFICIAL_KEYS, QA_TASKS, READERS, ScoreError, official_key, official_path, suite_tables,
+    task_format, task_metric,
 )
 
 
@@ -38,7 +45,8 @@ PREDICTION_OBJECTS = {"qa": "{question_id: answer text}", "rankings": "{query_id
 
 
 def score_language(task: str, prediction_file: str | Path, gold_file: str | Path, lang: str) -> dict[str, float]:
-    """The official metrics of one task in one language, from its two files."""
+    """The official metrics of one task in one language, from its two files, keyed as the
+    official scorer spells them (`map@20`, not our `map_at_20`)."""
     pred_path, gold_path = Path(prediction_file), Path(gold_file)
     fmt = task_format(task)
     for path in (pred_path, gold_path):
@@ -65,7 +73,7 @@ def score_language(task: str, prediction_file: str | Path, gold_file: str | Path
         result = metrics.compute(metric, predictions, gold, language=lang)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ScoreError(f"{task}/{lang}: cannot score {pred_path} against {gold_path}: {exc}") from None
-    return {key: result[key] for key in OFFICIAL_KEYS[metric]}
+    return {official_key(key): result[key] for key in OFFICIAL_KEYS[metric]}
 
 
 def score_task(task: str, predictions_dir: str | Path, gold_dir: str | Path, languages: Sequence[str]) -> dict[str, Any]:
@@ -77,14 +85,18 @@ def score_task(task: str, predictions_dir: str | Path, gold_dir: str | Path, lan
             score.setdefault(key, {})[lang] = value
     averages = {f"avg_{key}": sum(values.values()) / len(values) for key, values in score.items()}
     score.update(averages)
-    if task in QA_TASKS:
-        score["avg_metric"] = (score["avg_exact_match"] + score["avg_f1"]) / 2
-    else:
-        for key in ("avg_f1", "avg_accuracy", "avg_map_at_20"):
-            if key in score:
-                score["avg_metric"] = score[key]
-                break
+    score["avg_metric"] = _avg_metric(task, score)
     return score
+
+
+def _avg_metric(task: str, averages: dict[str, Any]) -> float:
+    """The task's one number, which groups and `all_task` average: the official rule."""
+    if task in QA_TASKS:
+        return float((averages["avg_exact_match"] + averages["avg_f1"]) / 2)
+    for key in AVG_METRIC_KEYS:
+        if key in averages:
+            return float(averages[key])
+    raise ScoreError(f"{task}: none of {', '.join(AVG_METRIC_KEYS)} to take as its avg_metric")
 
 
 def _subdirs(folder: Path, what: str) -> set[str]:

@@ -19,6 +19,23 @@ Formats (suffix; one file `<dir>/<task>/test-<lang>.<suffix>` per task and langu
     lareqa                 .json  {question_id: [candidate ids, best first]}; gold
                                   {question_id: [relevant candidate ids]} (our layout:
                                   the official scorer has no LAReQA reader)
+
+Scoring tables (`OFFICIAL_KEYS`, `official_key`, `AVG_METRIC_KEYS`, `SCORER_GROUPS`)
+follow `evaluate.py` at google-research/xtreme 838c13b, the head of that repository and
+the scorer behind the leaderboard. Two of its rules differ from the earlier da430dd:
+Mewsli-X's `avg_map@20` is its `avg_metric`, so the XTREME-R groups `retrieval`
+(tatoeba, mewslix) and `multi_choice` (xcopa) are now scored. Metric keys are spelled as
+that scorer writes them (`map@20`) only in its JSON; everywhere else (metrics, the task
+registry, node results) the metric keeps its identifier-safe name `map_at_20`, and
+`official_key` is the one place that maps the one to the other.
+
+LAReQA is the one task we score where the official scorer cannot: 838c13b lists it in
+XTREME-R with no languages and no reader, so a tree holding a `lareqa` folder makes it
+fail (`KeyError: 'avg_metric'`) and its `all_task` is never written. Here LAReQA is scored
+on XQuAD-R's languages (`xstilts.core.languages`) with mAP@20 under the same spelling;
+it stays in no group, as in the official table, and counts in `all_task` (the mean over
+every suite task, the official formula once LAReQA has a score). On a tree without
+`lareqa` the output is exactly the official one.
 """
 
 from __future__ import annotations
@@ -73,7 +90,8 @@ TASK_METRIC: dict[str, str] = {
     "lareqa": "map_at_20",
 }
 
-# metric -> the keys the official scorer reports for it, in its order
+# metric -> the keys of its `metrics.compute` result the official scorer reports, in
+# its order (our spelling; `official_key` gives the one the scorer's JSON uses)
 OFFICIAL_KEYS: dict[str, tuple[str, ...]] = {
     "accuracy": ("accuracy",),
     "seqeval_f1": ("f1", "precision", "recall"),
@@ -84,7 +102,34 @@ OFFICIAL_KEYS: dict[str, tuple[str, ...]] = {
     "map_at_20": ("map_at_20",),
 }
 
+# our metric key -> the official scorer's spelling, where they differ ("map@20" is not an
+# identifier, and our metric names double as registry values and result keys)
+_OFFICIAL_SPELLING: dict[str, str] = {"map_at_20": "map@20"}
+
 QA_TASKS = frozenset({"xquad", "mlqa", "tydiqa"})
+
+# The averages that become a non-QA task's `avg_metric`, the first present winning
+# (the official if/elif chain; QA tasks average exact match and F1 instead).
+AVG_METRIC_KEYS: tuple[str, ...] = ("avg_f1", "avg_accuracy", "avg_map@20")
+
+# suite -> the official scorer's GROUP2TASK: group -> tasks averaged into its score, in
+# its order. Not the paper's task categories of `xstilts.core.languages` (the registry's
+# `group`): the scorer puts XCOPA in two groups and LAReQA in none.
+SCORER_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "xtreme": {
+        "classification": ("pawsx", "xnli"),
+        "tagging": ("udpos", "panx"),
+        "qa": ("xquad", "mlqa", "tydiqa"),
+        "retrieval": ("bucc2018", "tatoeba"),
+    },
+    "xtreme-r": {
+        "classification": ("xnli", "xcopa"),
+        "tagging": ("udpos", "panx"),
+        "qa": ("xquad", "mlqa", "tydiqa"),
+        "retrieval": ("tatoeba", "mewslix"),
+        "multi_choice": ("xcopa",),
+    },
+}
 
 # kind of a task outside the official suites (intermediate and demo tasks) -> its format
 KIND_FORMAT: dict[str, str] = {
@@ -122,11 +167,18 @@ def _registered(task: str) -> Task:
 
 
 def suite_tables(suite: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
-    """(task -> languages, group -> tasks) of `suite`; a clear error for a bad name."""
+    """(task -> languages, group -> tasks as the official scorer groups them) of `suite`;
+    a clear error for a bad name."""
     try:
-        return SUITES[suite]
+        task_langs, _ = SUITES[suite]
     except KeyError:
         raise ScoreError(unknown_choice("suite", suite, SUITES)) from None
+    return task_langs, SCORER_GROUPS[suite]
+
+
+def official_key(key: str) -> str:
+    """`key` (a metric result key of ours) as the official scorer's JSON spells it."""
+    return _OFFICIAL_SPELLING.get(key, key)
 
 
 def official_path(root: str | Path, task: str, lang: str) -> Path:
