@@ -262,6 +262,10 @@ def _print_scores(result: dict[str, Any], suite: str, task_langs: dict[str, tupl
     overall = result.get("all_task")
     summary.add_row("all_task", f"all {len(task_langs)} tasks", "-" if overall is None else f"{overall:.2f}", style="bold")
     out.print(summary)
+    ungrouped = [t for t in present if not any(t in tasks for tasks in groups.values())]
+    for task in ungrouped:
+        # LAReQA in XTREME-R: the official scorer groups (and scores) it nowhere.
+        out.print(f"{task}: in no group of the official scorer; counted in all_task only")
     if skipped:
         out.print(f"not scored (no folder in predictions or gold): {', '.join(skipped)}; "
                   "group and overall scores need every task they average")
