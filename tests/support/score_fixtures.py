@@ -11,7 +11,9 @@ punctuation, Chinese segmentation and Arabic "ال", unanswered and unknown ques
 rankings longer than 20 with duplicates, XCOPA JSON lines with CRLF.
 
 Changing anything here changes the trees: regenerate the golden files with the
-official scorer (see the report in the task notes) if you must.
+official scorer, by the commands in the docstring of `tests/unit/analysis/test_score.py`.
+Every file is seeded by its own task and language, so leaving a task out (the
+official XTREME-R scorer cannot score LAReQA) leaves every other file as it was.
 """
 
 from __future__ import annotations
@@ -280,13 +282,19 @@ def generate_xtreme(root: str | Path) -> tuple[Path, Path]:
     return _generate(Path(root), XTREME_LANGUAGES)
 
 
-def generate_xtreme_r(root: str | Path) -> tuple[Path, Path]:
-    """Write a full XTREME-R tree under `root`; returns (predictions dir, labels dir)."""
-    return _generate(Path(root), XTREME_R_LANGUAGES)
+def generate_xtreme_r(root: str | Path, *, lareqa: bool = True) -> tuple[Path, Path]:
+    """Write a full XTREME-R tree under `root`; returns (predictions dir, labels dir).
+
+    `lareqa=False` leaves LAReQA out: the tree the official scorer (google-research/xtreme
+    838c13b) can score, since a `lareqa` folder makes it fail.
+    """
+    tasks = {task: langs for task, langs in XTREME_R_LANGUAGES.items() if lareqa or task != "lareqa"}
+    return _generate(Path(root), tasks)
 
 
 if __name__ == "__main__":
     import sys
 
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/xstilts_score_trees")
-    print(generate_xtreme(target / "xtreme"), generate_xtreme_r(target / "xtreme-r"))
+    print(generate_xtreme(target / "xtreme"), generate_xtreme_r(target / "xtreme-r"),
+          generate_xtreme_r(target / "xtreme-r-official", lareqa=False))
