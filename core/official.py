@@ -22,12 +22,13 @@ Formats (suffix; one file `<dir>/<task>/test-<lang>.<suffix>` per task and langu
 
 Scoring tables (`OFFICIAL_KEYS`, `official_key`, `AVG_METRIC_KEYS`, `SCORER_GROUPS`)
 follow `evaluate.py` at google-research/xtreme 838c13b, the head of that repository and
-the scorer behind the leaderboard. Two of its rules differ from the earlier da430dd:
-Mewsli-X's `avg_map@20` is its `avg_metric`, so the XTREME-R groups `retrieval`
-(tatoeba, mewslix) and `multi_choice` (xcopa) are now scored. Metric keys are spelled as
-that scorer writes them (`map@20`) only in its JSON; everywhere else (metrics, the task
-registry, node results) the metric keeps its identifier-safe name `map_at_20`, and
-`official_key` is the one place that maps the one to the other.
+the scorer behind the leaderboard. Its one behavioural change since da430dd: Mewsli-X's
+`avg_map@20` is its `avg_metric`, so the XTREME-R groups `retrieval` (tatoeba, mewslix)
+and `multi_choice` (xcopa) are written where da430dd stopped with a KeyError (its other
+change, `dict(score)`, leaves the JSON as it was). Metric keys are spelled as that
+scorer writes them (`map@20`, at da430dd too) only in its JSON; everywhere else (metrics,
+the task registry, node results) the metric keeps its identifier-safe name `map_at_20`,
+and `official_key` is the one place that maps the one to the other.
 
 LAReQA is the one task we score where the official scorer cannot: 838c13b lists it in
 XTREME-R with no languages and no reader, so a tree holding a `lareqa` folder makes it
