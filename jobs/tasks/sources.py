@@ -24,7 +24,8 @@ Canonical examples (every loader returns these dicts):
   uses the retrieval rows above.
 
 Gold withheld: the official layout strips test labels (XNLI/PAWS-X/PAN-X/UD-POS test
-files, XQuAD/MLQA/TyDiQA test answers, BUCC test gold, Tatoeba's sorted English side).
+files, XQuAD/MLQA/TyDiQA test answers, BUCC test gold, Tatoeba's sorted English side,
+Mewsli-X's blanked test `entity_id`s and `[""]` labels).
 Such examples are still returned, with the gold field (`label`, `tags`, `answers`,
 `gold`) set to `None`: they can be predicted (for a leaderboard submission), not scored.
 
@@ -494,9 +495,11 @@ def _ud_surface(row: Row, tokens: list[str], tags: list[str], lang: str) -> tupl
             continue
         length = next(spans)
         span = list(range(word + 1, word + 1 + length))  # 1-based word ids
-        head = _span_head(span, parents, [word_tags[w - 1] for w in span], lang)
         out_tokens.append(form)
-        out_tags.append(word_tags[head - 1])
+        if span:
+            out_tags.append(word_tags[_span_head(span, parents, [word_tags[w - 1] for w in span], lang) - 1])
+        else:  # a range with no word after it (malformed): keep its own tag
+            out_tags.append(tags[positions[index]])
         word += length
         index += 1 + length
     return out_tokens, out_tags
