@@ -211,9 +211,22 @@ PARQUET_BRANCH = "refs/convert/parquet"
 """Hub branch with the parquet conversion of datasets that (once) had a loading script,
 which `datasets` >= 4 no longer runs."""
 
-# UD v2.7 (the release XTREME-R's download script uses, and the one on the hub): XTREME
-# concatenates *every* treebank whose file name starts with the language code, per split,
-# and drops sentences whose words are withheld ("_"), e.g. Arabic-NYUAD, English-ESL.
+UDPOS_VERSIONS: dict[str, str] = {
+    **{lang: "2.5" for lang in (
+        "af", "ar", "bg", "de", "el", "en", "es", "et", "eu", "fa", "fi", "fr", "he", "hi", "hu", "id", "it", "ja",
+        "kk", "ko", "mr", "nl", "pt", "ru", "ta", "te", "th", "tl", "tr", "ur", "vi", "yo", "zh")},
+    **{lang: "2.7" for lang in ("lt", "pl", "uk", "wo", "ro")},
+}
+"""The UD release of each UD-POS language in the official data: XTREME-R's
+`download_data.sh` (`download_treebank`) keeps XTREME's v2.5 for its 33 languages and
+uses v2.7 only for the five XTREME-R adds (lt, pl, uk, wo, ro). The hub source
+(`universal_dependencies`, whose builder reads every treebank at its `r2.7` tag) is
+v2.7 for every language, so for the 33 XTREME languages hub data is a later release than
+the official files (pass data_dir for the official ones)."""
+
+# Treebanks per language as named on the hub (v2.7): XTREME concatenates *every* treebank
+# whose file name starts with the language code, per split, and drops sentences whose
+# words are withheld ("_"), e.g. Arabic-NYUAD, English-ESL.
 UDPOS_TREEBANKS: dict[str, tuple[str, ...]] = {
     "af": ("af_afribooms",),
     "ar": ("ar_nyuad", "ar_padt", "ar_pud"),
@@ -403,10 +416,13 @@ _TARGETS: tuple[Task, ...] = (
         labels=UDPOS_TAGS,
         metric="seqeval_f1",
         english_training_data=(
-            "UD v2.7 English treebanks concatenated (EWT, GUM, LinES, ParTUT, ...; "
-            "every English treebank's train file, as XTREME's preprocessing)"
+            "UD v2.5 English treebanks concatenated (EWT, GUM, LinES, ParTUT, ...; "
+            "every English treebank's train file, as XTREME's preprocessing; the hub copy is v2.7)"
         ),
-        description="universal part-of-speech tags; all UD v2.7 treebanks of a language concatenated",
+        description=(
+            "universal part-of-speech tags; all treebanks of a language concatenated: UD v2.5 for XTREME's "
+            "33 languages, v2.7 for lt, pl, uk, wo, ro (XTREME-R's download script; UDPOS_VERSIONS)"
+        ),
     ),
     _target(
         "panx",

@@ -24,7 +24,8 @@ Canonical examples (every loader returns these dicts):
   uses the retrieval rows above.
 
 Gold withheld: the official layout strips test labels (XNLI/PAWS-X/PAN-X/UD-POS test
-files, XQuAD/MLQA/TyDiQA test answers, BUCC test gold, Tatoeba's sorted English side).
+files, XQuAD/MLQA/TyDiQA test answers, BUCC test gold, Tatoeba's sorted English side,
+Mewsli-X's blanked test `entity_id`s and `[""]` labels).
 Such examples are still returned, with the gold field (`label`, `tags`, `answers`,
 `gold`) set to `None`: they can be predicted (for a leaderboard submission), not scored.
 
@@ -405,11 +406,21 @@ def _tagging(task: Task, source: DataSource, split: str, lang: str, rows: list[R
 
 
 def _ud(task: Task, source: DataSource, split: str, lang: str, rows: list[Row]) -> list[Example]:
-    """UD sentences as XTREME preprocesses them: sentences whose words are withheld
+    """UD sentences as XTREME preprocesses them.
+
+    A hub row (the `universal_dependencies` builder keeps every line `conllu` parses)
+    holds a multiword token's surface form (tag `_`) *and* its words, plus empty nodes
+    of the enhanced graph. XTREME's conversion (`conllu_to_conll.py
+    --replace_subtokens_with_fused_forms`) keeps one token per multiword token, the
+    fused form with its head word's tag, and drops empty nodes (`_ud_surface`). Then, as
+    `utils_preprocess.py`'s `udpos_preprocess`: sentences whose words are withheld
     ("_", e.g. Arabic-NYUAD) are dropped, zero-width non-joiners and spaces inside words
-    removed."""
+    removed.
+    """
     examples = []
-    for example in _tagging(task, source, split, lang, rows):
+    for row, example in zip(rows, _tagging(task, source, split, lang, rows)):
+        if example["tags"] is not None and row.get("head") is not None:
+            example["tokens"], example["tags"] = _ud_surface(row, example["tokens"], example["tags"], lang)
         tokens = example["tokens"]
         withheld = sum(token == "_" for token in tokens)
         if withheld and withheld >= len(tokens) - 1:
@@ -417,6 +428,173 @@ def _ud(task: Task, source: DataSource, split: str, lang: str, rows: list[Row]) 
         example["tokens"] = ["".join(token.replace("\u200c", "").split(" ")) for token in tokens]
         examples.append(example)
     return examples
+
+
+UD_HEAD_PRECEDENCE: dict[str, tuple[str, ...]] = {
+    "default": ("VERB", "NOUN", "PROPN", "PRON", "ADJ", "NUM", "ADV", "INTJ", "AUX", "ADP", "DET", "PART", "CCONJ",
+                "SCONJ", "X", "PUNCT"),
+    "es": ("VERB", "AUX", "PRON", "ADP", "DET"),
+    "fr": ("VERB", "AUX", "PRON", "NOUN", "ADJ", "ADV", "ADP", "DET", "PART", "SCONJ", "CONJ"),
+    "it": ("VERB", "AUX", "ADV", "PRON", "ADP", "DET", "INTJ"),
+}
+"""`conllu_to_conll.py`'s POSRANKPRECEDENCEDICT (xtreme third_party/ud-conversion-tools):
+among a multiword token's words equally close to the root, the first of the best-ranked
+tag is its head word (a tag absent from the list ranks last here; the tool would stop)."""
+
+
+def _absent(value: Any) -> bool:
+    return value is None or value in ("None", "_", "")
+
+
+def _ud_kind(head: Any, deps: Any) -> str:
+    """`word`, `range` (a multiword token's line: every column but ID/FORM/MISC is `_`)
+    or `empty` (an enhanced-graph empty node `N.1`: no basic head, but enhanced deps)."""
+    if not _absent(head):
+        return "word"
+    return "range" if _absent(deps) else "empty"
+
+
+def _enhanced_heads(deps: Any) -> list[int]:
+    """Integer heads of a DEPS value, as the tool's `parse_deps` keeps them (heads that are
+    empty nodes are skipped). The builder stores `str()` of `conllu`'s list of
+    (relation, head) pairs; raw CoNLL-U `head:rel|...` is read too."""
+    if _absent(deps):
+        return []
+    if isinstance(deps, str) and deps.startswith("["):
+        import ast
+
+        deps = ast.literal_eval(deps)
+    if isinstance(deps, str):
+        return [int(part.split(":")[0]) for part in deps.split("|") if part.split(":")[0].isdigit()]
+    return [int(head) for _, head in deps if isinstance(head, int)]
+
+
+def _ud_surface(row: Row, tokens: list[str], tags: list[str], lang: str) -> tuple[list[str], list[str]]:
+    """(tokens, tags) of one hub row with each multiword token fused and empty nodes dropped."""
+    heads, deps = list(row["head"]), list(row.get("deps") or [None] * len(tokens))
+    kinds = [_ud_kind(head, dep) for head, dep in zip(heads, deps)]
+    if "range" not in kinds and "empty" not in kinds:
+        return tokens, tags
+    surface = [(tokens[i], kind == "range") for i, kind in enumerate(kinds) if kind != "empty"]
+    positions = [i for i, kind in enumerate(kinds) if kind != "empty"]
+    lengths = _span_lengths(surface, row.get("text") or "")
+    parents = _ud_parents(heads, deps, kinds)
+    word_tags = [tags[i] for i, kind in enumerate(kinds) if kind == "word"]
+    out_tokens: list[str] = []
+    out_tags: list[str] = []
+    word = 0  # words before the current surface token (0-based id of the next word)
+    spans = iter(lengths)
+    index = 0
+    while index < len(surface):
+        form, is_range = surface[index]
+        if not is_range:
+            out_tokens.append(form)
+            out_tags.append(tags[positions[index]])
+            word += 1
+            index += 1
+            continue
+        length = next(spans)
+        span = list(range(word + 1, word + 1 + length))  # 1-based word ids
+        out_tokens.append(form)
+        if span:
+            out_tags.append(word_tags[_span_head(span, parents, [word_tags[w - 1] for w in span], lang) - 1])
+        else:  # a range with no word after it (malformed): keep its own tag
+            out_tags.append(tags[positions[index]])
+        word += length
+        index += 1 + length
+    return out_tokens, out_tags
+
+
+def _ud_parents(heads: list[Any], deps: list[Any], kinds: list[str]) -> dict[int, set[int]]:
+    """Word id -> its heads in the graph the tool builds: the basic head and every
+    integer enhanced head (node 0 is the root)."""
+    parents: dict[int, set[int]] = {}
+    word = 0
+    for head, dep, kind in zip(heads, deps, kinds):
+        if kind != "word":
+            continue
+        word += 1
+        parents[word] = {int(head), *_enhanced_heads(dep)}
+    return parents
+
+
+def _ancestors(node: int, parents: dict[int, set[int]]) -> int:
+    """How many nodes reach `node` (networkx `ancestors`, which the tool counts)."""
+    seen: set[int] = set()
+    stack = list(parents.get(node, ()))
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        stack.extend(parents.get(current, ()))
+    seen.discard(node)
+    return len(seen)
+
+
+def _span_head(span: list[int], parents: dict[int, set[int]], tags: list[str], lang: str) -> int:
+    """The word whose tag a fused token keeps (`_choose_spanhead_from_heuristics`): the
+    one closest to the root; on a tie, the first of the best-ranked tag."""
+    depth = [_ancestors(word, parents) for word in span]
+    highest = [index for index, value in enumerate(depth) if value == min(depth)]
+    if len(highest) == 1:
+        return span[highest[0]]
+    ranking = UD_HEAD_PRECEDENCE.get(lang, UD_HEAD_PRECEDENCE["default"])
+
+    def rank(index: int) -> int:
+        return ranking.index(tags[index]) if tags[index] in ranking else len(ranking)
+
+    return span[min(highest, key=lambda index: (rank(index), index))]
+
+
+def _span_lengths(surface: list[tuple[str, bool]], text: str) -> list[int]:
+    """How many words each multiword token covers. A hub row has no token ids, so the
+    words a range spans are found by aligning the surface forms (words outside ranges
+    and the ranges' forms) with the sentence text (UD requires they spell it): the
+    shortest span (>= 2 words) that lets the rest of the sentence align. Without an
+    alignment (no text), every range spans 2 words, by far the most common case."""
+
+    def skip(cursor: int) -> int:
+        while cursor < len(text) and text[cursor].isspace():
+            cursor += 1
+        return cursor
+
+    def match(form: str, cursor: int) -> int | None:
+        cursor = skip(cursor)
+        return cursor + len(form) if form and text.startswith(form, cursor) else None
+
+    @functools.lru_cache(maxsize=None)
+    def walk(index: int, cursor: int) -> tuple[int, ...] | None:
+        while index < len(surface) and not surface[index][1]:
+            found = match(surface[index][0], cursor)
+            if found is None:
+                return None
+            index, cursor = index + 1, found
+        if index == len(surface):
+            return () if skip(cursor) == len(text) else None
+        after = match(surface[index][0], cursor)
+        if after is None:
+            return None
+        run = 0
+        while index + 1 + run < len(surface) and not surface[index + 1 + run][1]:
+            run += 1
+        for length in range(2, run + 1):
+            rest = walk(index + 1 + length, after)
+            if rest is not None:
+                return (length,) + rest
+        return None
+
+    aligned = walk(0, 0) if text else None
+    if aligned is not None:
+        return list(aligned)
+    lengths = []
+    for index, (_, is_range) in enumerate(surface):
+        if is_range:
+            run = 0
+            while index + 1 + run < len(surface) and not surface[index + 1 + run][1]:
+                run += 1
+            lengths.append(min(2, run))
+    return lengths
 
 
 def _answers(value: Any) -> dict[str, list] | None:
@@ -564,7 +742,9 @@ _SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019\u00bb)\]]*(?=\s|$)|[\u3002\u
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence of `text`: a rule-based splitter at sentence-final
-    punctuation, standing in for the official `sentence_breaks` where data lacks them."""
+    punctuation, for SQuAD's training and dev pairs (SQuAD files carry no breaks). Never
+    for LAReQA's test pool: it cannot split Thai and differs from XQuAD-R's official
+    `sentence_breaks` on many paragraphs (see `_official_breaks`)."""
     spans, position = [], 0
     for match in list(_SENTENCE_END.finditer(text)) + [None]:
         end = match.end() if match else len(text)
@@ -613,6 +793,27 @@ def _paragraphs_from_rows(rows: list[Row]) -> dict[str, list[dict]]:
     return by_lang
 
 
+LAREQA_NEEDS_BREAKS = (
+    "LAReQA's test pool is the answer sentences cut at XQuAD-R's official `sentence_breaks`; the hub copy "
+    "(google-research-datasets/xquad_r) drops them and no splitter reproduces them (Thai has no sentence "
+    "punctuation), so a pool built without them differs from the official one. Pass data_dir with the "
+    "files download_data.sh's download_lareqa leaves: <data_dir>/lareqa/xquad-r/<lang>.json, one per "
+    "language ({languages}), from https://github.com/google-research-datasets/lareqa"
+)
+"""Why LAReQA's test split is never built from rows without the official sentence breaks."""
+
+
+def _official_breaks(paragraph: dict, lang: str) -> list[tuple[int, int]]:
+    """The paragraph's official `sentence_breaks`; a paragraph without them (hub rows)
+    is refused rather than split by rule, which would silently change the candidate pool."""
+    breaks = paragraph.get("sentence_breaks")
+    if not breaks:
+        languages = ", ".join(get_task("lareqa").languages)
+        raise ValueError(f"LAReQA test ({lang}): a paragraph without sentence_breaks. "
+                         + LAREQA_NEEDS_BREAKS.format(languages=languages))
+    return [(int(begin), int(end)) for begin, end in breaks]
+
+
 def _lareqa_examples(paragraphs_by_lang: dict[str, list[dict]], lang: str) -> list[Example]:
     """LAReQA: questions in `lang` against the answer sentences of every language.
 
@@ -626,7 +827,7 @@ def _lareqa_examples(paragraphs_by_lang: dict[str, list[dict]], lang: str) -> li
     for other, paragraphs in paragraphs_by_lang.items():
         for number, paragraph in enumerate(paragraphs, start=1):
             context = paragraph["context"]
-            breaks = paragraph.get("sentence_breaks") or sentence_spans(context)
+            breaks = _official_breaks(paragraph, other)
             for position, (begin, end) in enumerate(breaks):
                 candidates.append(_candidate(f"{other}_{number}_{position}", context[begin:end],
                                              context=context, lang=other))
@@ -645,6 +846,9 @@ def _lareqa_examples(paragraphs_by_lang: dict[str, list[dict]], lang: str) -> li
 
 
 def _xquad_r(task: Task, source: DataSource, split: str, lang: str, rows: list[Row]) -> list[Example]:
+    """XQuAD-R rows (one per question, every language, `_lang` added). The hub's rows
+    have no `sentence_breaks`, so they are refused (`LAREQA_NEEDS_BREAKS`); rows that
+    carry them (a local copy shaped like the hub's) convert."""
     return _lareqa_examples(_paragraphs_from_rows(rows), lang)
 
 
@@ -722,7 +926,7 @@ def _official_files(task: Task, split: str, lang: str) -> list[Paths]:
         return [(f"bucc2018/{lang}-en.{split}.{lang}", f"bucc2018/{lang}-en.{split}.en")]
     if name == "mewslix":
         if split == "test":
-            return [("mewslix/wikinews_mentions-test.jsonl", "mewslix/candidate_set_entities.jsonl")]
+            return _mewslix_test_files(lang)
         return [(f"mewslix/wikipedia_pairs-{split}.jsonl",)]
     if name == "ccg":
         return [(f"ccg/{split}.stagged",)]
@@ -762,7 +966,21 @@ def _load_local(task: Task, split: str, lang: str, root: Path) -> list[Example]:
             return _read_official(task, split, lang, files)
         return _read_generic(task, split, lang, files[0])
     expected = " or ".join(" + ".join(str(root / path) for path in paths) for paths in alternatives)
-    raise FileNotFoundError(f"task '{task.name}': no local {split} data for language '{lang}'; expected {expected}")
+    raise FileNotFoundError(f"task '{task.name}': no local {split} data for language '{lang}'; expected {expected}"
+                            + _missing_hint(task, split, lang, root))
+
+
+_XQUAD_UPSTREAM = "https://github.com/deepmind/xquad/raw/master/xquad.{lang}.json"
+
+
+def _missing_hint(task: Task, split: str, lang: str, root: Path) -> str:
+    """What a user with the official download still lacks: XTREME-R lists XQuAD `ro`,
+    but `download_data.sh`'s `download_xquad` fetches only its 11 XTREME languages."""
+    if task.name == "xquad" and split == "test" and lang == "ro":
+        return ("; XTREME-R's download_data.sh does not fetch xquad.ro.json (its download_xquad loops over "
+                "the 11 XTREME languages): download it from github.com/deepmind/xquad "
+                f"({_XQUAD_UPSTREAM.format(lang=lang)}) and save it as {root / 'xquad/xquad.ro.json'}")
+    return ""
 
 
 _LOCAL = DataSource("local", "files")
@@ -915,9 +1133,50 @@ def _mewslix_pairs(path: Path) -> list[Example]:
     return pairs
 
 
+_MEWSLIX_CANDIDATES = "mewslix/candidate_set_entities.jsonl"
+
+
+def _mewslix_test_files(lang: str) -> list[Paths]:
+    """Where Mewsli-X's test split lies, most canonical first.
+
+    XTREME-R's `download_mewslix` keeps `candidate_set_entities.jsonl` and
+    `wikipedia_pairs-{train,dev}.jsonl`, then `utils_preprocess.py --task mewslix` shards
+    `wikinews_mentions-{dev,test}.jsonl` into `wikinews_mentions/<split>-<lang>.jsonl`
+    (test `entity_id`s blanked) and `wikinews_labels/<split>-<lang>.json`
+    (`{example_id: [QID]}`), and the script deletes the unsharded files. The labels file
+    is optional (a copy without it still predicts); the unsharded file of an older
+    extraction is read last.
+    """
+    mentions = f"mewslix/wikinews_mentions/test-{lang}.jsonl"
+    return [
+        (mentions, _MEWSLIX_CANDIDATES, f"mewslix/wikinews_labels/test-{lang}.json"),
+        (mentions, _MEWSLIX_CANDIDATES),
+        ("mewslix/wikinews_mentions-test.jsonl", _MEWSLIX_CANDIDATES),
+    ]
+
+
+def _mewslix_labels(path: Path) -> dict[str, list[str]]:
+    """`wikinews_labels/<split>-<lang>.json`: example id -> gold QIDs, as evaluate.py reads it."""
+    with path.open(encoding="utf-8") as handle:
+        data = json.load(handle)
+    return {str(key): [str(qid) for qid in value] for key, value in data.items()}
+
+
+def _mewslix_gold(mention: Row, labelled: Sequence[str] | None) -> list[str] | None:
+    """The mention's gold QIDs: from the labels file, else its own `entity_id`; None when
+    both are blank, as `utils_preprocess.py` leaves the test split (it blanks `entity_id`
+    before writing the labels, so the test labels file holds `[""]`)."""
+    gold = [qid for qid in labelled or () if qid]
+    if not gold and mention.get("entity_id"):
+        gold = [str(mention["entity_id"])]
+    return gold or None
+
+
 def _mewslix_test(lang: str, files: list[Path]) -> list[Example]:
     """WikiNews mentions in `lang` (one context per line with its mentions) against the
-    whole candidate set; gold is the mention's WikiData QID."""
+    whole candidate set; gold is the mention's WikiData QID (`files`: mentions,
+    candidates and, when present, the labels file)."""
+    labels = _mewslix_labels(files[2]) if len(files) > 2 else {}
     queries = []
     for record in _jsonl(files[0]):
         context = record["context"]
@@ -925,8 +1184,9 @@ def _mewslix_test(lang: str, files: list[Path]) -> list[Example]:
             continue
         mentions = record["mentions"] if "mentions" in record else [record["mention"]]
         for mention in mentions:
-            queries.append(_query(str(mention["example_id"]), _mention_query(context, mention),
-                                  [str(mention["entity_id"])]))
+            example_id = str(mention["example_id"])
+            queries.append(_query(example_id, _mention_query(context, mention),
+                                  _mewslix_gold(mention, labels.get(example_id))))
     candidates = [_candidate(str(entity["entity_id"]), _entity_text(entity)) for entity in _jsonl(files[1])]
     return queries + candidates
 

@@ -279,14 +279,16 @@ def _mewslix(task: Task, root: Path, n: int) -> None:
             mention = {"example_id": f"{split}-{i}", "mention_span": span, "entity_id": entity["entity_id"]}
             pairs.append({"contextual_mention": {"context": context, "mention": mention}, "entity": entity})
         _write_jsonl(root / f"mewslix/wikipedia_pairs-{split}.jsonl", pairs)
-    records = []
-    for lang in task.languages:
+    for lang in task.languages:  # the layout utils_preprocess.py --task mewslix writes
+        records, labels = [], {}
         for i in range(max(1, n // 2)):
             context, span = _mention_context(rng, lang, f"{lang}-doc{i}")
-            mentions = [{"example_id": f"{lang}-{i}-{m}", "mention_span": span,
-                         "entity_id": entities[(i + m) % len(entities)]["entity_id"]} for m in range(2)]
+            mentions = [{"example_id": f"{lang}-{i}-{m}", "mention_span": span, "entity_id": ""} for m in range(2)]
+            labels.update({mention["example_id"]: [entities[(i + m) % len(entities)]["entity_id"]]
+                           for m, mention in enumerate(mentions)})
             records.append({"context": context, "mentions": mentions})
-    _write_jsonl(root / "mewslix/wikinews_mentions-test.jsonl", records)
+        _write_jsonl(root / f"mewslix/wikinews_mentions/test-{lang}.jsonl", records)
+        _write_json(root / f"mewslix/wikinews_labels/test-{lang}.json", labels)  # kept gold (see module doc)
 
 
 # --- generic jsonl / tsv (tasks without an official local layout) -------------------------

@@ -292,8 +292,9 @@ def test_tatoeba_rows_of_mteb_copy() -> None:
 def test_lareqa_hub_rows_pool_every_language() -> None:
     rows = []
     for lang, word in (("en", "red"), ("de", "rot")):
-        context = f"The sky. It is {word}."
-        rows.append({**_squad_row("q1", context, word, f"Colour {lang}?"), "_lang": lang})
+        context = f"The sky. It is {word}."  # rows carry the official breaks: without them LAReQA refuses
+        rows.append({**_squad_row("q1", context, word, f"Colour {lang}?"), "_lang": lang,
+                     "sentence_breaks": [[0, 8], [9, len(context)]]})
     examples = hf_rows_to_examples("lareqa", "test", "de", rows)
     queries = [e for e in examples if e["role"] == "query"]
     assert queries == [{"id": "q1_de", "text": "Colour de?", "role": "query", "gold": ["de_1_1", "en_1_1"],
