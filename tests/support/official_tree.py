@@ -514,6 +514,15 @@ def tatoeba_preprocess(raw: dict[str, str]) -> Files:
     return files
 
 
+def _raw_tatoeba(rng: random.Random, n: int) -> Files:
+    """LASER's `data/tatoeba/v1/tatoeba.<iso3>-eng.{<iso3>,eng}`: line-aligned sides."""
+    files: Files = {}
+    for lang, iso3 in TATOEBA_ISO3.items():
+        for side, side_lang in ((iso3, lang), ("eng", "en")):
+            files[f"tatoeba.{iso3}-eng.{side}"] = "".join(f"{_sentence(rng, side_lang)}\n" for _ in range(n))
+    return files
+
+
 # --------------------------------------------------------------------------------------
 # BUCC 2018 (download_bucc18): no Python step, only renames and deletions
 
@@ -868,9 +877,7 @@ def _download(per_language: int, seed: int) -> tuple[Files, Files, dict[str, Any
     files.update(pawsx_preprocess({(lang, stem): _raw_pawsx(rng, lang, n)
                                    for lang in ("en", "de", "es", "fr", "ja", "ko", "zh")
                                    for stem in _PAWSX_FILES.values()}))
-    files.update(tatoeba_preprocess({f"tatoeba.{iso3}-eng.{side}": "".join(f"{_sentence(rng, lang if side == iso3 else 'en')}\n"
-                                                                           for _ in range(n))
-                                     for lang, iso3 in TATOEBA_ISO3.items() for side in (iso3, "eng")}))
+    files.update(tatoeba_preprocess(_raw_tatoeba(rng, n)))
     bucc: Files = {}
     for lang in _BUCC_LANGUAGES:
         for stem in ("training", "sample"):
@@ -964,8 +971,9 @@ def _expect(task: str, split: str, lang: str, n: int, facts: dict[str, Any]) -> 
     if task == "mewslix":
         # mewslix_preprocess blanks test entity ids (mentions and labels files).
         if split == "test":
-            return Expected((f"mewslix/wikinews_mentions/test-{lang}.jsonl", f"mewslix/wikinews_labels/test-{lang}.json",
-                             "mewslix/candidate_set_entities.jsonl"), n + facts["entities"], True,
+            paths = (f"mewslix/wikinews_mentions/test-{lang}.jsonl", f"mewslix/wikinews_labels/test-{lang}.json",
+                     "mewslix/candidate_set_entities.jsonl")
+            return Expected(paths, n + facts["entities"], True,
                             "mewslix_preprocess blanks test entity ids")
         return Expected((f"mewslix/wikipedia_pairs-{split}.jsonl",), n, False, "raw Mewsli-X pairs")
     if task == "lareqa":
