@@ -7,8 +7,8 @@ are this module.
 
 The JSON form is exactly the dict the plan wrote before these models existed (a changed
 form would change every key, and orphan every finished node of every store): optional
-fields that the plan only writes sometimes (`data_dir`, `prefix_length`, `first_of`,
-`continue_head`, `mixture`, a tune node's `intermediate`) are left out while unset, and
+fields that the plan only writes sometimes (`data_dir`, `data_files`, `data_revision`,
+`prefix_length`, `first_of`, `continue_head`, `mixture`, a tune node's `intermediate`) are left out while unset, and
 nested sections (hyperparameters, search, model) are written in full.
 
 Torch-free: the launcher builds and writes these, the jobs read them.
@@ -166,7 +166,7 @@ class PrepareModelConfig(NodeConfig):
 class PrepareDataConfig(NodeConfig):
     """prepare:data: tokenize one task once for the whole grid."""
 
-    OMITTED_WHEN_UNSET = frozenset({"data_dir", "prefix_length"})
+    OMITTED_WHEN_UNSET = frozenset({"data_dir", "prefix_length", "data_files", "data_revision"})
 
     task: str
     max_seq_length: int
@@ -174,17 +174,25 @@ class PrepareDataConfig(NodeConfig):
     """The spec's local data folder; only for tasks read from it (never synthetic ones)."""
     prefix_length: int | None = None
     """Image-caption tasks: image prefix embeddings the captions leave room for."""
+    data_files: str | None = None
+    """Signature (path, size, mtime) of the local files the task reads under `data_dir`
+    (`core.data_files`): a changed file changes this node's key and everything downstream.
+    None for hub and generated data, and while no file exists."""
+    data_revision: str | None = None
+    """The spec's pinned hub revision of this task's datasets (`data_revision`)."""
 
 
 class PrepareImagesConfig(NodeConfig):
     """prepare:images: the vision features of one caption dataset's images."""
 
-    OMITTED_WHEN_UNSET = frozenset({"data_dir"})
+    OMITTED_WHEN_UNSET = frozenset({"data_dir", "data_files"})
 
     dataset: str
     vision: VisionEncoderConfig
     chunk_size: int
     data_dir: str | None = None
+    data_files: str | None = None
+    """Signature of the dataset's local split files (`core.data_files.caption_signature`)."""
 
 
 class TuneConfig(NodeConfig):

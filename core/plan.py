@@ -4,7 +4,9 @@ A node's key hashes everything that determines its output: stage, resolved confi
 the keys of its inputs. Equal keys mean equal outputs, which is what lets the launcher
 skip finished nodes and lets experiments share them (an intermediate checkpoint for
 (task, seed) is trained once for every target). Changing a hyperparameter changes the
-key of that node and of everything downstream, and of nothing else.
+key of that node and of everything downstream, and of nothing else. The same holds for
+data: a prepare node's key includes a signature of the local files it reads and the hub
+revision the spec pins (`core.data_files`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from functools import cached_property
 from typing import Any
 
 from xstilts.core.captions import is_generated
+from xstilts.core.data_files import caption_signature, task_signature
 from xstilts.core.nodes import (
     AnyNodeConfig, EvaluateConfig, ModelSection, PrepareDataConfig, PrepareImagesConfig, PrepareModelConfig, Role,
     TrainIntermediateConfig, TrainTargetConfig, TuneConfig, VisionEncoderConfig,
@@ -185,12 +188,22 @@ def build_plan(spec: Spec) -> Plan:
             return None
         return spec.data_dir
 
+    signatures: dict[str, str | None] = {}
+
+    def data_signature(task: str, data_dir: str) -> str | None:
+        """Once per task and plan: a task's data node is asked for by every role that reads it."""
+        if task not in signatures:
+            signatures[task] = task_signature(TASKS[task], data_dir)
+        return signatures[task]
+
     def images_node(dataset: str) -> Node:
         """One prepare-images node per caption dataset and vision encoder: its features
         serve every image-caption task of the dataset (and every seed)."""
         assert spec.vision is not None  # validated: image tasks need a vision section
+        data_dir = local_data_dir("captions", dataset)
         config = PrepareImagesConfig(dataset=dataset, vision=VisionEncoderConfig.from_spec(spec.vision),
-                                     chunk_size=spec.vision.chunk_size, data_dir=local_data_dir("captions", dataset))
+                                     chunk_size=spec.vision.chunk_size, data_dir=data_dir,
+                                     data_files=None if data_dir is None else caption_signature(dataset, data_dir))
         return builder.add(Node(stage="prepare", kind="images", task=dataset, config=config))
 
     def data_node(task: str, role: Role, hparams_of: str | None = None) -> Node:
@@ -199,9 +212,13 @@ def build_plan(spec: Spec) -> Plan:
         inputs: dict[str, Node] = {"model": model}
         if TASKS[task].kind == "image_text":
             inputs["images"] = images_node(source.name)
-        config = PrepareDataConfig(task=task, max_seq_length=hp.max_seq_length,
-                                   data_dir=local_data_dir(source.kind, source.name),
-                                   prefix_length=prefix_length(task))  # captions leave room for the image prefix
+        data_dir = local_data_dir(source.kind, source.name)
+        # The files' signature and a pinned hub revision are part of the key: changed
+        # data reruns this node and everything downstream (`core.data_files`).
+        config = PrepareDataConfig(task=task, max_seq_length=hp.max_seq_length, data_dir=data_dir,
+                                   prefix_length=prefix_length(task),  # captions leave room for the image prefix
+                                   data_files=None if data_dir is None else data_signature(task, data_dir),
+                                   data_revision=spec.data_revision.get(task))
         return builder.add(Node(stage="prepare", kind="data", task=task, inputs=inputs, config=config))
 
     def prefix_length(task: str) -> int | None:

@@ -11,7 +11,7 @@ import collections
 import copy
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -269,6 +269,11 @@ class Spec(_Strict):
         description="local task data for offline clusters: the official XTREME layout, or "
         "<task>/<split>-<lang>.jsonl|tsv; unset: the Hugging Face hub",
     )
+    data_revision: dict[str, Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="hub datasets only: {task: revision} pins the dataset revision (commit, tag or branch) "
+        "a task's data is loaded at; part of that task's prepare key (and so of everything downstream)",
+    )
     vision: VisionSpec | None = Field(default=None, description="vision encoder of image-caption intermediate tasks")
     cluster: str = "local"
     checkpointing: Checkpointing = Checkpointing()
@@ -337,6 +342,7 @@ class Spec(_Strict):
                 except ValidationError as exc:
                     problems.extend(_format_validation(exc, prefix=f"{role}.per_task.{task}", root=Hyperparameters))
         problems.extend(self._length_problems())
+        problems.extend(self._revision_problems())
         for stage_name, hours in self.gpu_hours.items():
             names = set(self.intermediate.tasks) | set(self.target.tasks) | {"default"}
             for task in (hours if isinstance(hours, dict) else {}):
@@ -368,6 +374,40 @@ class Spec(_Strict):
                     break
         return problems
 
+    def data_tasks(self) -> list[str]:
+        """Every registered task whose data the spec reads (mixture members, targets'
+        first fine-tunings), in spec order: the tasks with a prepare-data node."""
+        names: list[str] = []
+        for task in self.intermediate.tasks:
+            if task != BASELINE:
+                names.extend(self.intermediate.mixtures.get(task, [task]))
+        for task in self.target.tasks:
+            first = TASKS[task].train_first if task in TASKS else None
+            names.extend([first, task] if first else [task])
+        return [name for index, name in enumerate(names) if name in TASKS and name not in names[:index]]
+
+    def _revision_problems(self) -> list[str]:
+        """`data_revision` pins hub datasets of the spec's own tasks; a name that is not
+        one, a task not on the hub, or a revision beside `data_dir` (where every task
+        reads local files) would be silently ignored."""
+        if not self.data_revision:
+            return []
+        if self.data_dir is not None:
+            return ["data_revision: pins hub dataset revisions, but data_dir is set, so every task reads "
+                    "local files; remove data_revision or data_dir"]
+        problems = []
+        tasks = self.data_tasks()
+        hub = [name for name in tasks if _on_hub(name)]
+        for name in self.data_revision:
+            if name not in tasks:
+                problems.append(f"data_revision: {unknown_choice('task of this spec', name, tasks)}")
+            elif name not in hub:
+                kind = TASKS[name].source.kind
+                what = {"synthetic": "generated", "captions": "an image-caption dataset", "local": "local files only"}
+                problems.append(f"data_revision.{name}: '{name}' is not read from the Hugging Face hub "
+                                f"({what.get(kind, kind)}); tasks of this spec on the hub: {', '.join(hub) or 'none'}")
+        return problems
+
     def gpu_hours_for(self, stage: StageName, task: str | None) -> float | None:
         """Estimated GPU-hours of one node (None: the spec gives no estimate for it)."""
         hours = self.gpu_hours.get(stage)
@@ -380,6 +420,13 @@ class Spec(_Strict):
 
     def hparams_for(self, role: str, task: str) -> Hyperparameters:
         return (self.intermediate if role == "intermediate" else self.target).hparams_for(task)
+
+
+def _on_hub(task: str) -> bool:
+    """The task reads at least one split from the Hugging Face hub."""
+    record = TASKS[task]
+    sources = [record.source, *(source for group in record.split_sources.values() for source in group)]
+    return any(source.kind == "hf" for source in sources)
 
 
 def _search_problems(search: Search | None) -> list[str]:

@@ -40,16 +40,18 @@ Examples = dict[str, dict[str, list[dict[str, Any]]]]
 # loading examples
 
 
-def load_examples(task: Task, data_dir: str | None = None) -> Examples:
+def load_examples(task: Task, data_dir: str | None = None, revision: str | None = None) -> Examples:
     """Every split and language `task` has, as canonical examples (`xstilts.jobs.tasks.sources`).
 
     `data_dir` selects local files (the official XTREME layout, jsonl or tsv) instead of
-    the Hugging Face hub, for clusters without internet access.
+    the Hugging Face hub, for clusters without internet access; `revision` pins the hub
+    datasets (the spec's `data_revision`).
     """
     from xstilts.jobs.tasks import sources
 
     return {
-        split: {lang: sources.load_examples(task, split, lang, data_dir) for lang in sources.split_languages(task, split)}
+        split: {lang: sources.load_examples(task, split, lang, data_dir, revision)
+                for lang in sources.split_languages(task, split)}
         for split in sources.task_splits(task)
     }
 

@@ -15,7 +15,7 @@ import typer
 import xstilts
 from xstilts.analysis import cli as analysis_cli
 from xstilts.core.errors import EXIT_USER_ERROR, UserError, mask_credentials
-from xstilts.launcher.commands import cancel, launch, logs, plan, status, tasks
+from xstilts.launcher.commands import cancel, data, launch, logs, plan, status, tasks
 from xstilts.launcher.commands.common import err
 
 app = typer.Typer(
@@ -42,13 +42,22 @@ def _options(
 
 
 app.command()(plan.plan)
-app.command()(launch.command(print_results=analysis_cli.print_results_table))
+def task_data() -> data.TaskData:
+    """The task loaders of the jobs layer (torch-free; `datasets` only when the hub is
+    asked), for `data check` and `launch`: the launcher may not import jobs itself."""
+    from xstilts.jobs.tasks import sources
+
+    return data.TaskData(load_split=sources.load_split, alternatives=sources._alternatives)
+
+
+app.command()(launch.command(print_results=analysis_cli.print_results_table, task_data=task_data))
 app.command()(status.status)
 app.command()(tasks.tasks)
 app.command()(cancel.cancel)
 app.command()(logs.logs)
 app.command()(analysis_cli.score)
 app.add_typer(analysis_cli.app, name="analysis")
+app.add_typer(data.make_app(task_data), name="data")
 
 
 def main() -> None:

@@ -6,6 +6,9 @@ canonical examples (`examples.jsonl`), `data/meta.json`, and the gold of every t
 language in the official XTREME layout (`gold/<task>/test-<lang>.<ext>`), so that
 `xstilts score` can compare submissions with it. Training and evaluation nodes of this
 task, for every intermediate task and seed, read these files instead of re-tokenizing.
+The result records the data's provenance: per hub split loaded, the revision asked for
+and resolved (`sources.hub_provenance`); the pinned `data_revision` and local
+`data_files` signature of the config.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from xstilts.jobs import data
 from xstilts.jobs.heads import head_for
 from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
 from xstilts.jobs.stages.base import StageContext
+from xstilts.jobs.tasks import sources
 from xstilts.core.tasks import get_task
 
 GOLD_SUBDIR = "gold"
@@ -40,7 +44,8 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
     started = time.perf_counter()
-    examples = data.load_examples(task, ctx.config.data_dir)
+    with sources.recording_hub_loads() as hub_loads:
+        examples = data.load_examples(task, ctx.config.data_dir, ctx.config.data_revision)
     if task.kind == "tagging" and not task.labels:  # open tag set (CCG): from the training data
         task = replace(task, labels=data.open_tagset(examples["train"]["en"]))
     head = head_for(task)
@@ -74,7 +79,21 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
         },
     )
     ctx.log.info("prepared %s: %s in %.1fs", task.name, counts, time.perf_counter() - started)
-    return {"task": task.name, "counts": counts, "features": features}
+    return {"task": task.name, "counts": counts, "features": features, **_provenance(ctx.config, hub_loads)}
+
+
+def _provenance(config: PrepareDataConfig, hub_loads: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the examples came from, for the result: per hub dataset, config and split
+    the revision asked for and the one resolved (with the table's fingerprint and row
+    count); for local data the signature of the files the key was computed from."""
+    provenance: dict[str, Any] = {}
+    if hub_loads:
+        provenance["hub"] = hub_loads
+    if config.data_revision is not None:
+        provenance["data_revision"] = config.data_revision
+    if config.data_files is not None:
+        provenance["data_files"] = config.data_files
+    return provenance
 
 
 def _bind_images(ctx: StageContext[PrepareDataConfig], head: Any, out: Any) -> None:

@@ -37,13 +37,15 @@ Local files (`data_dir` set): first the official XTREME/XTREME-R layout, then th
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import csv
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ Row = dict[str, Any]
 __all__ = [
     "COPA_QUESTIONS", "GENERIC_TSV_COLUMNS", "GOLD_FIELDS", "LoadedSplit", "gold_withheld", "hf_rows_to_examples",
     "load_examples", "load_split", "local_layout", "sentence_spans", "split_languages", "tag_inventory", "task_splits",
+    "hub_provenance", "recording_hub_loads", "with_revision",
 ]
 
 GENERIC_TSV_COLUMNS: dict[str, str] = {
@@ -130,14 +133,16 @@ def split_languages(task: Task | str, split: str) -> tuple[str, ...]:
     return task.split_languages(split)
 
 
-def load_examples(task: Task | str, split: str, lang: str, data_dir: str | Path | None = None) -> list[Example]:
+def load_examples(task: Task | str, split: str, lang: str, data_dir: str | Path | None = None,
+                  revision: str | None = None) -> list[Example]:
     """Canonical examples of one split in one language.
 
     `data_dir=None` reads the hub (`datasets.load_dataset`, or its local cache);
-    otherwise local files under `data_dir`. Unknown task, split or language: ValueError
-    naming the valid ones; missing local files: FileNotFoundError naming the paths.
+    otherwise local files under `data_dir`. `revision` pins every hub source of the task
+    (the spec's `data_revision`). Unknown task, split or language: ValueError naming the
+    valid ones; missing local files: FileNotFoundError naming the paths.
     """
-    task = _resolve(task)
+    task = with_revision(_resolve(task), revision)
     _check_split(task, split)
     if lang not in task.split_languages(split):
         raise ValueError(
@@ -155,15 +160,64 @@ def load_examples(task: Task | str, split: str, lang: str, data_dir: str | Path 
     return _load_hub(task, split, lang)
 
 
-def load_split(task: Task | str, split: str, lang: str, data_dir: str | Path | None = None) -> LoadedSplit:
+def load_split(task: Task | str, split: str, lang: str, data_dir: str | Path | None = None,
+               revision: str | None = None) -> LoadedSplit:
     """`load_examples` with what the caller must know: withheld gold, the files read."""
     task = _resolve(task)
-    examples = load_examples(task, split, lang, data_dir)
+    examples = load_examples(task, split, lang, data_dir, revision)
     files: tuple[str, ...] = ()
     if data_dir is not None and task.source.kind not in ("synthetic", "captions"):
         found = _found_local(task, split, lang, Path(data_dir))
         files = found or ()
     return LoadedSplit(examples=examples, gold_withheld=gold_withheld(task, split, examples), files=files)
+
+
+def with_revision(task: Task, revision: str | None) -> Task:
+    """`task` with every hub source pinned to `revision` (None: as registered). The
+    override is on the sources, so the loaders and converters need no parameter for it."""
+    if revision is None:
+        return task
+
+    def pin(source: DataSource) -> DataSource:
+        return replace(source, revision=revision) if source.kind == "hf" else source
+
+    return replace(task, source=pin(task.source), split_sources={
+        split: tuple(pin(source) for source in group) for split, group in task.split_sources.items()})
+
+
+_HUB_LOADS: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("hub_loads", default=None)
+
+
+@contextlib.contextmanager
+def recording_hub_loads() -> Iterator[list[dict[str, Any]]]:
+    """Collects `hub_provenance` of every hub split loaded inside the block, so the
+    prepare stage can record which dataset revision its examples came from."""
+    loads: list[dict[str, Any]] = []
+    token = _HUB_LOADS.set(loads)
+    try:
+        yield loads
+    finally:
+        _HUB_LOADS.reset(token)
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def hub_provenance(dataset: Any, name: str, config: str | None, split: str, revision: str | None) -> dict[str, Any]:
+    """What a loaded hub split says about its origin, offline included: `datasets` caches
+    a hub dataset under `<name>/<config>/<version>/<commit sha>/`, so the folder of its
+    Arrow files names the resolved revision; `_fingerprint` identifies the table itself."""
+    files = [entry.get("filename") for entry in getattr(dataset, "cache_files", None) or [] if entry.get("filename")]
+    folder = Path(files[0]).parent.name if files else ""
+    info = getattr(dataset, "info", None)
+    version = getattr(info, "version", None)
+    return {
+        "dataset": name, "config": config, "split": split, "revision": revision,
+        "resolved_revision": folder if _COMMIT.fullmatch(folder) else None,
+        "fingerprint": getattr(dataset, "_fingerprint", None),
+        "version": str(version) if version is not None else None,
+        "rows": len(dataset),
+    }
 
 
 def hf_rows_to_examples(
@@ -295,9 +349,14 @@ def _hub_split(task: Task, source: DataSource, config: str | None, split: str) -
     try:
         dataset = load_dataset(source.name, config, split=hub_split, revision=source.revision)
     except Exception as error:
+        pinned = f" revision={source.revision}" if source.revision else ""
         error.add_note(f"while loading task '{task.name}' {split} from the hub: {source.name} {config or ''} "
-                       f"split={hub_split}; offline clusters can pass data_dir (see xstilts.jobs.tasks.sources.local_layout)")
+                       f"split={hub_split}{pinned}; offline clusters can pass data_dir "
+                       "(see xstilts.jobs.tasks.sources.local_layout)")
         raise
+    loads = _HUB_LOADS.get()
+    if loads is not None:
+        loads.append(hub_provenance(dataset, source.name, config, hub_split, source.revision))
     # Label columns of classification/tagging rows come back as the hub's own ClassLabel
     # names (robust to its label order); multiple-choice labels are indices and stay so
     # (super_glue's COPA names them "choice1"/"choice2").

@@ -1,7 +1,8 @@
 """`xstilts launch`: submit every node that is not done yet, through the profile's executor.
 
 Which nodes run is `select_nodes`'s rule (inside the executor); how they run is the
-executor's. After `--wait` the results table is printed by the same code as
+executor's. A spec whose local data files are missing is refused first (the stat-only
+part of `xstilts data check`). After `--wait` the results table is printed by the same code as
 `xstilts analysis table`; analysis sits above the launcher, so that printer is handed
 in by the wiring (`xstilts.cli`) rather than imported here.
 """
@@ -15,14 +16,17 @@ import typer
 
 from xstilts.core.errors import UserError
 from xstilts.launcher.commands.common import OverrideOpt, ProfileOpt, SpecArg, open_spec, out
+from xstilts.launcher.commands.data import TaskData, check_before_launch
 from xstilts.launcher.executors import LaunchRequest
 from xstilts.launcher.experiment import Experiment
 
 ResultsPrinter = Callable[[Experiment], None]
 
 
-def command(print_results: ResultsPrinter) -> Callable[..., None]:
-    """The `launch` command, printing the results table with `print_results`."""
+def command(print_results: ResultsPrinter, task_data: Callable[[], TaskData] | None = None) -> Callable[..., None]:
+    """The `launch` command, printing the results table with `print_results`; with
+    `task_data` (the loaders, from the wiring) it refuses a spec whose local data files
+    are missing before it submits or writes anything."""
 
     def launch(
         spec: SpecArg,
@@ -34,6 +38,8 @@ def command(print_results: ResultsPrinter) -> Callable[..., None]:
     ) -> None:
         """Submit every node that is not done yet; skip the rest."""
         experiment = open_spec(spec, override, profile)
+        if task_data is not None:
+            check_before_launch(experiment.plan, experiment.spec.data_dir, task_data())
         if experiment.store.url.startswith("memory://"):
             raise UserError("storage: memory:// lives inside one process, so node processes cannot see it; "
                             "use a path, file://, s3:// or gs://")

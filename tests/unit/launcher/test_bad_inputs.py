@@ -115,6 +115,17 @@ CASES: dict[str, Bad] = {
     "spec: tiny model argument": Bad(PLAN, "XLMRobertaConfig argument 'hiden_size' (did you mean 'hidden_size'?)",
                                      spec={"model.tiny.hiden_size": 64}),
     "spec: data_dir missing": Bad(PLAN, "data_dir: 'no-data' is not a directory", spec={"data_dir": "no-data"}),
+    "spec: data_revision of a task not in the spec": Bad(
+        PLAN, "data_revision: unknown task of this spec 'xnli'; valid: syn-chunk, syn-pos, syn-rate",
+        spec={"data_revision.xnli": "main"}),
+    "spec: data_revision of a generated task": Bad(
+        PLAN, "data_revision.syn-sent: 'syn-sent' is not read from the Hugging Face hub (generated)",
+        spec={"data_revision.syn-sent": "main"}),
+    "spec: data_revision beside data_dir": Bad(
+        ("data", "check", "spec.yaml"), "data_revision: pins hub dataset revisions, but data_dir is set",
+        spec={"data_dir": "data", "data_revision.syn-sent": "main"}, files={"data": None}),
+    "spec: empty data_revision": Bad(PLAN, "data_revision.syn-sent: String should have at least 1 character",
+                                     spec={"data_revision.syn-sent": ""}),
     "spec: unknown cluster": Bad(PLAN, "unknown cluster profile 'slurmm' (did you mean 'slurm'?)",
                                  spec={"cluster": "slurmm"}),
     # overrides
