@@ -373,7 +373,7 @@ def stage_tasks() -> Iterator[dict[str, tuple[registry.Task, jdata.Examples]]]:
     with pytest.MonkeyPatch.context() as patch:
         for name, (task, _) in tasks.items():
             patch.setitem(registry.TASKS, name, task)
-        patch.setattr(jdata, "load_examples", lambda task, data_dir=None: tasks[task.name][1])
+        patch.setattr(jdata, "load_examples", lambda task, data_dir=None, revision=None: tasks[task.name][1])
         yield tasks
 
 
