@@ -6,6 +6,11 @@ canonical examples (`examples.jsonl`), `data/meta.json`, and the gold of every t
 language in the official XTREME layout (`gold/<task>/test-<lang>.<ext>`), so that
 `xstilts score` can compare submissions with it. Training and evaluation nodes of this
 task, for every intermediate task and seed, read these files instead of re-tokenizing.
+
+A split whose gold the source withholds (the official layout's test files) is prepared
+all the same, to be predicted, but has no gold file; result and meta list such splits
+under `gold_withheld` (`{split: [languages]}`), and any choice the loader made (TyDiQA's
+English dev held out of train) under `notes` (`{split: {lang: {"note", ...extra}}}`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from xstilts.jobs import data
 from xstilts.jobs.heads import head_for
 from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
 from xstilts.jobs.stages.base import StageContext
-from xstilts.core.tasks import get_task
+from xstilts.jobs.tasks import sources
+from xstilts.core.tasks import Task, get_task
 
 GOLD_SUBDIR = "gold"
 
@@ -40,7 +46,9 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
     started = time.perf_counter()
-    examples = data.load_examples(task, ctx.config.data_dir)
+    loaded = load_splits(task, ctx.config.data_dir)
+    examples = {split: {lang: part.examples for lang, part in by_lang.items()} for split, by_lang in loaded.items()}
+    withheld = withheld_languages(loaded)
     if task.kind == "tagging" and not task.labels:  # open tag set (CCG): from the training data
         task = replace(task, labels=data.open_tagset(examples["train"]["en"]))
     head = head_for(task)
@@ -59,7 +67,7 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
             data.save_split(out, split, lang, columns, rows)
             counts.setdefault(split, {})[lang] = len(rows)
             features.setdefault(split, {})[lang] = len(columns["input_ids"])
-            if split == "test":
+            if split == "test" and lang not in withheld.get("test", []):
                 write_gold(task.name, lang, head.references(rows), ctx.out_dir / GOLD_SUBDIR)
     data.write_meta(
         out,
@@ -71,10 +79,40 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
             "max_seq_length": max_seq_length,
             "counts": counts,
             "features": features,
+            "gold_withheld": withheld,
+            "notes": loader_notes(loaded),
         },
     )
     ctx.log.info("prepared %s: %s in %.1fs", task.name, counts, time.perf_counter() - started)
-    return {"task": task.name, "counts": counts, "features": features}
+    if withheld:
+        ctx.log.info("gold withheld (predicted, not scored): %s", withheld)
+    return {"task": task.name, "counts": counts, "features": features, "gold_withheld": withheld,
+            "notes": loader_notes(loaded)}
+
+
+def load_splits(task: Task, data_dir: str | None) -> dict[str, dict[str, sources.LoadedSplit]]:
+    """Every split and language of `task` as loaded, with what the loader says about it."""
+    return {
+        split: {lang: sources.load_split(task, split, lang, data_dir) for lang in sources.split_languages(task, split)}
+        for split in sources.task_splits(task)
+    }
+
+
+def withheld_languages(loaded: dict[str, dict[str, sources.LoadedSplit]]) -> dict[str, list[str]]:
+    """`{split: [languages whose gold is withheld]}`, splits without any left out."""
+    withheld = {split: [lang for lang, part in by_lang.items() if part.gold_withheld]
+                for split, by_lang in loaded.items()}
+    return {split: langs for split, langs in withheld.items() if langs}
+
+
+def loader_notes(loaded: dict[str, dict[str, sources.LoadedSplit]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`{split: {lang: {"note": ..., **extra}}}` for the splits the loader noted a choice on."""
+    notes: dict[str, dict[str, dict[str, Any]]] = {}
+    for split, by_lang in loaded.items():
+        for lang, part in by_lang.items():
+            if part.note:
+                notes.setdefault(split, {})[lang] = {"note": part.note, **part.extra}
+    return notes
 
 
 def _bind_images(ctx: StageContext[PrepareDataConfig], head: Any, out: Any) -> None:
