@@ -60,12 +60,21 @@ def cell_scores(frame: pd.DataFrame) -> pd.DataFrame:
     return scores[[*CELL, "score", "languages", "modality", "control_of"]]
 
 
+def is_withheld(frame: pd.DataFrame) -> pd.Series:
+    """Per row: True exactly where `gold_withheld` is True (a frame built without the
+    column, or with it missing, has every row scored)."""
+    if "gold_withheld" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["gold_withheld"].eq(True)
+
+
 def withheld_cells(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (intermediate, target, seed) with a withheld language: `languages`, those
     languages joined by ", " (the cells `cell_scores` leaves out)."""
-    if frame.empty or "gold_withheld" not in frame or not frame["gold_withheld"].any():
+    flags = is_withheld(frame)
+    if not flags.any():
         return pd.DataFrame(columns=[*CELL, "languages"])
-    rows = frame[frame["gold_withheld"].astype(bool)]
+    rows = frame[flags]
     grouped = rows.groupby(CELL, sort=True)["language"].agg(lambda langs: ", ".join(sorted(set(langs))))
     return grouped.rename("languages").reset_index()
 

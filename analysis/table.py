@@ -138,7 +138,9 @@ def withheld_languages(rows: Iterable[ResultRow], target: str) -> dict[str, tupl
 
 def rows_of_frame(frame: pd.DataFrame) -> list[ResultRow]:
     """Tidy rows from `xstilts.analysis.collect`'s frame (the table only needs these columns)."""
-    withheld = frame["gold_withheld"] if "gold_withheld" in frame else [False] * len(frame)
+    from xstilts.analysis.frame import is_withheld
+
+    withheld = is_withheld(frame)
     return [
         ResultRow(r.intermediate, r.target, int(r.seed), r.language, r.metric, float(r.value), r.key, bool(w))
         for r, w in zip(frame.itertuples(index=False), withheld)

@@ -25,7 +25,7 @@ from xstilts.jobs.heads import head_for
 from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
 from xstilts.jobs.stages.base import StageContext
 from xstilts.jobs.tasks import sources
-from xstilts.core.tasks import Task, get_task
+from xstilts.core.tasks import get_task
 
 GOLD_SUBDIR = "gold"
 
@@ -46,7 +46,7 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
     started = time.perf_counter()
-    loaded = load_splits(task, ctx.config.data_dir)
+    loaded = data.load_splits(task, ctx.config.data_dir)
     examples = {split: {lang: part.examples for lang, part in by_lang.items()} for split, by_lang in loaded.items()}
     withheld = withheld_languages(loaded)
     if task.kind == "tagging" and not task.labels:  # open tag set (CCG): from the training data
@@ -88,14 +88,6 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
         ctx.log.info("gold withheld (predicted, not scored): %s", withheld)
     return {"task": task.name, "counts": counts, "features": features, "gold_withheld": withheld,
             "notes": loader_notes(loaded)}
-
-
-def load_splits(task: Task, data_dir: str | None) -> dict[str, dict[str, sources.LoadedSplit]]:
-    """Every split and language of `task` as loaded, with what the loader says about it."""
-    return {
-        split: {lang: sources.load_split(task, split, lang, data_dir) for lang in sources.split_languages(task, split)}
-        for split in sources.task_splits(task)
-    }
 
 
 def withheld_languages(loaded: dict[str, dict[str, sources.LoadedSplit]]) -> dict[str, list[str]]:
