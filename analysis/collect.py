@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from xstilts.analysis.frame import COLUMNS, empty_frame
+from xstilts.analysis.frame import COLUMNS, empty_frame, headline_metric
 from xstilts.analysis.table import modality_label
 from xstilts.core.atomic import replacing
 from xstilts.launcher.experiment import Experiment
@@ -46,12 +46,13 @@ from xstilts.core.store import Store
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "rows-cache.parquet"
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 """Bumped when the cached columns change meaning; an older cache is then rebuilt."""
 _CACHE_META = b"xstilts.rows-cache"
 
 CACHED_COLUMNS: tuple[str, ...] = (
     "intermediate", "target", "seed", "language", "metric", "value", "key", "train_hours", "eval_hours",
+    "gold_withheld",
 )
 """Per row, what its evaluate node (and the cell's train-target nodes) say: immutable once done."""
 
@@ -159,7 +160,7 @@ def read_node(store: Store, node: Node) -> dict[str, list[Any]] | None:
         return None  # not done, or its result.json is torn (named in a warning; a launch reruns it)
     result_path = store.node_path(node.stage, node.key, "result.json")
     result = store.read_json(result_path)
-    if result is None or not _scores_valid(result.get("languages")):
+    if result is None or not _scores_valid(result.get("languages")) or not _withheld_valid(result.get("gold_withheld")):
         warn(f"{store.url_of(result_path)} has no per-language scores; the cell is left out")
         return None
     eval_hours = wall_hours(store.read_json(store.node_path(node.stage, node.key, "state.json")))
@@ -173,6 +174,11 @@ def _scores_valid(languages: Any) -> bool:
     return isinstance(languages, dict) and all(
         isinstance(scores, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values())
         for scores in languages.values())
+
+
+def _withheld_valid(withheld: Any) -> bool:
+    """Absent (results from before withheld gold was recorded) or a list of languages."""
+    return withheld is None or (isinstance(withheld, list) and all(isinstance(lang, str) for lang in withheld))
 
 
 def train_chain(evaluate: Node) -> list[Node]:
@@ -200,23 +206,31 @@ def wall_hours(state: dict[str, Any] | None) -> float:
 
 def node_rows(result: dict[str, Any], node: Node, train_hours: float, eval_hours: float) -> dict[str, list[Any]]:
     """One row per (language, metric key) of an evaluate result, as column lists (a
-    DataFrame per node would cost more than reading the node from a local disk)."""
-    languages, metrics, values = [], [], []
+    DataFrame per node would cost more than reading the node from a local disk), and one
+    row per withheld language (headline metric, value NaN, `gold_withheld` True)."""
+    languages, metrics, values, withheld = [], [], [], []
     for language, scores in sorted(result["languages"].items()):
         for metric, value in sorted(scores.items()):
             languages.append(language)
             metrics.append(metric)
             values.append(float(value))
+            withheld.append(False)
+    for language in sorted(result.get("gold_withheld") or ()):
+        languages.append(language)
+        metrics.append(headline_metric(str(node.task)))  # what tables and statistics look for
+        values.append(math.nan)
+        withheld.append(True)
     n = len(values)
     return {
         "intermediate": [node.intermediate] * n, "target": [node.task] * n, "seed": [node.seed] * n,
         "language": languages, "metric": metrics, "value": values, "key": [node.key] * n,
-        "train_hours": [train_hours] * n, "eval_hours": [eval_hours] * n,
+        "train_hours": [train_hours] * n, "eval_hours": [eval_hours] * n, "gold_withheld": withheld,
     }
 
 
 def _empty_cached() -> pd.DataFrame:
-    dtypes = {"seed": "int64", "value": "float64", "train_hours": "float64", "eval_hours": "float64"}
+    dtypes = {"seed": "int64", "value": "float64", "train_hours": "float64", "eval_hours": "float64",
+              "gold_withheld": "bool"}
     return pd.DataFrame({name: pd.Series(dtype=dtypes.get(name, "object")) for name in CACHED_COLUMNS})
 
 
@@ -371,11 +385,21 @@ def read_frame(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
     if fmt == "csv":
         missing = ["", "nan", "NaN"]
         frame = pd.read_csv(path, keep_default_na=False, na_values={"value": missing, "cost_hours": missing},
-                            dtype={"seed": "int64", "value": "float64", "cost_hours": "float64"})
+                            dtype={"seed": "int64", "value": "float64", "cost_hours": "float64"},
+                            converters={"gold_withheld": _csv_bool})
     elif fmt == "parquet":
         frame = pd.read_parquet(path)
     else:
         frame = pd.DataFrame(json.loads(Path(path).read_text()), columns=list(COLUMNS))
     if frame.empty:
         return empty_frame()
+    if "gold_withheld" not in frame:  # written before the column existed: every row scored
+        frame["gold_withheld"] = False
     return typed(frame[list(COLUMNS)])
+
+
+def _csv_bool(text: str) -> bool:
+    """pandas writes booleans as True/False; anything else is a malformed file."""
+    if text not in ("True", "False"):
+        raise ValueError(f"gold_withheld must be True or False, not {text!r}")
+    return text == "True"

@@ -3,6 +3,12 @@
 One row per (intermediate, target, seed, language, metric): `xstilts.analysis.collect` builds it
 from an experiment's evaluate nodes; tables, statistics, plots and the report only read
 it. Keeping the shape in one place lets each of them be tested on generated frames.
+
+A language whose test gold the data withholds (the official layout's blanked test files)
+has one row with the headline metric, `value` NaN and `gold_withheld` True: the cell is
+then known to be unscoreable rather than missing. `cell_scores` leaves such cells out (a
+mean over the other languages is not the task score); `withheld_cells` lists them, so
+every consumer can say what it left out.
 """
 
 from __future__ import annotations
@@ -13,9 +19,9 @@ import pandas as pd
 
 COLUMNS: tuple[str, ...] = (
     "intermediate", "target", "seed", "language", "metric", "value",
-    "key", "modality", "control_of", "cost_hours", "cost_unit",
+    "key", "modality", "control_of", "cost_hours", "cost_unit", "gold_withheld",
 )
-"""`key`: the evaluate node; `modality`: multimodal, text, text control or - (the
+"""`gold_withheld`: the row stands for a language predicted but not scored; `key`: the evaluate node; `modality`: multimodal, text, text control or - (the
 baseline); `control_of`: the multimodal task a control row controls for; `cost_*`: the
 cell's compute (train-target and evaluate attempts, wall hours x devices)."""
 
@@ -27,7 +33,7 @@ def empty_frame() -> pd.DataFrame:
 
 
 def _dtype(name: str) -> Any:
-    return {"seed": "int64", "value": "float64", "cost_hours": "float64"}.get(name, "object")
+    return {"seed": "int64", "value": "float64", "cost_hours": "float64", "gold_withheld": "bool"}.get(name, "object")
 
 
 def headline_metric(target: str) -> str:
@@ -42,6 +48,9 @@ def cell_scores(frame: pd.DataFrame) -> pd.DataFrame:
     languages (XTREME's task score), with the row's modality and control_of."""
     if frame.empty:
         return pd.DataFrame(columns=[*CELL, "score", "languages", "modality", "control_of"])
+    withheld = withheld_cells(frame)
+    if not withheld.empty:
+        frame = frame[~frame.set_index(CELL).index.isin(withheld.set_index(CELL).index)]
     headline = frame[frame["metric"] == frame["target"].map(headline_metric)]
     grouped = headline.groupby(CELL, sort=True)
     scores = grouped["value"].mean().rename("score").to_frame()
@@ -49,6 +58,36 @@ def cell_scores(frame: pd.DataFrame) -> pd.DataFrame:
     labels = headline.drop_duplicates("intermediate").set_index("intermediate")[["modality", "control_of"]]
     scores = scores.reset_index().join(labels, on="intermediate")
     return scores[[*CELL, "score", "languages", "modality", "control_of"]]
+
+
+def is_withheld(frame: pd.DataFrame) -> pd.Series:
+    """Per row: True exactly where `gold_withheld` is True (a frame built without the
+    column, or with it missing, has every row scored)."""
+    if "gold_withheld" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["gold_withheld"].eq(True)
+
+
+def withheld_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (intermediate, target, seed) with a withheld language: `languages`, those
+    languages joined by ", " (the cells `cell_scores` leaves out)."""
+    flags = is_withheld(frame)
+    if not flags.any():
+        return pd.DataFrame(columns=[*CELL, "languages"])
+    rows = frame[flags]
+    grouped = rows.groupby(CELL, sort=True)["language"].agg(lambda langs: ", ".join(sorted(set(langs))))
+    return grouped.rename("languages").reset_index()
+
+
+def withheld_note(frame: pd.DataFrame) -> str | None:
+    """One line naming the cells left out of scores because their gold is withheld, per
+    target with its languages; None when there are none."""
+    cells = withheld_cells(frame)
+    if cells.empty:
+        return None
+    targets = cells.groupby("target", sort=True)["languages"].agg(lambda s: ", ".join(sorted(set(", ".join(s).split(", ")))))
+    listed = "; ".join(f"{target} ({langs})" for target, langs in targets.items())
+    return f"{len(cells)} cell(s) left out, gold withheld: {listed}"
 
 
 def deltas(scores: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from xstilts.analysis.frame import cell_scores, deltas
+from xstilts.analysis.frame import cell_scores, deltas, withheld_note
 from xstilts.core.tasks import BASELINE
 MULTIMODAL = "multimodal"
 TEXT = "text"
@@ -244,10 +244,14 @@ def compare_by_modality(frame: pd.DataFrame, n_boot: int = 10000, seed: int = 0)
 
 
 def _cell_deltas(frame: pd.DataFrame, problems: list[str]) -> pd.DataFrame | None:
-    """`deltas(cell_scores(frame))`, or None with the reason appended to `problems`."""
+    """`deltas(cell_scores(frame))`, or None with the reason appended to `problems`;
+    cells left out because their gold is withheld are named in `problems` too."""
     if frame.empty:
         problems.append("the results frame is empty")
         return None
+    note = withheld_note(frame)
+    if note is not None:
+        problems.append(note)
     scores = cell_scores(frame)
     if not (scores["intermediate"] == BASELINE).any():
         problems.append(f"no baseline ({BASELINE!r}) rows: deltas need the score without intermediate training")

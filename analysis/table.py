@@ -6,6 +6,9 @@ the delta of that mean against the `none` row (the pretrained encoder without
 intermediate training). The last column is the average over the targets (the suite
 score of the grid), computed per seed where a seed has every target, then averaged.
 A cell without results says why (running, queued, failed, not run) instead of failing.
+A cell whose target withholds the test gold of a language (the official layout's blanked
+test files: predicted, not scored) says "gold withheld" (`GOLD_WITHHELD`) instead of a
+number: a mean over the other languages would not be the task's score.
 
 Renderers: rich (terminal), Markdown, LaTeX, CSV (one line per cell) and JSON.
 """
@@ -32,6 +35,8 @@ AVERAGE = "average"
 CAPTION = ("cells: mean ± std over seeds of the average over languages (QA: mean of EM and F1); "
            "(delta against none); best per column in bold; average: mean over the targets")
 FORMATS = ("rich", "md", "csv", "latex", "json")
+GOLD_WITHHELD = "gold withheld"
+"""The status of a cell with a language predicted but not scored."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,19 @@ class ResultRow:
     metric: str
     value: float
     key: str
+    gold_withheld: bool = False
+    """The language was predicted but its gold is withheld: `value` is NaN, not a score."""
 
 
 def rows_from_result(result: dict[str, Any], intermediate: str, target: str, seed: int, key: str) -> list[ResultRow]:
-    """Rows of one evaluate node's result.json (every metric of every language)."""
+    """Rows of one evaluate node's result.json (every metric of every language, and a
+    `gold_withheld` row with the headline metric for each withheld language)."""
     rows = []
     for language, metrics in sorted(result.get("languages", {}).items()):
         for metric, value in sorted(metrics.items()):
             rows.append(ResultRow(intermediate, target, seed, language, metric, float(value), key))
+    for language in sorted(result.get("gold_withheld") or ()):
+        rows.append(ResultRow(intermediate, target, seed, language, TASKS[target].metric, float("nan"), key, True))
     return rows
 
 
@@ -64,10 +74,14 @@ class Cell:
     n: int
     delta: float | None  # mean minus the `none` row's mean; None for the baseline itself
     status: str | None = None
-    """Why there is no (or not every) result: e.g. "running 1/2", "failed 2/2", "not planned"."""
+    """Why there is no (or not every) result: e.g. "running 1/2", "failed 2/2", "not planned",
+    `GOLD_WITHHELD`."""
+    gold_withheld: tuple[str, ...] = ()
+    """Languages predicted but not scored (their gold is withheld)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "n": self.n, "delta": self.delta, "status": self.status}
+        return {"mean": self.mean, "std": self.std, "n": self.n, "delta": self.delta, "status": self.status,
+                "gold_withheld": list(self.gold_withheld)}
 
 
 @dataclass
@@ -102,19 +116,34 @@ class PaperTable:
 
 
 def seed_scores(rows: Iterable[ResultRow], target: str, metric: str) -> dict[tuple[str, int], float]:
-    """(intermediate, seed) -> the metric averaged over the target's languages."""
+    """(intermediate, seed) -> the metric averaged over the target's languages; an
+    (intermediate, seed) with a withheld language has no score (`withheld_languages`)."""
+    rows = list(rows)
+    withheld = {(r.intermediate, r.seed) for r in rows if r.target == target and r.gold_withheld}
     per_seed: dict[tuple[str, int], list[float]] = defaultdict(list)
     for row in rows:
-        if row.target == target and row.metric == metric:
+        if row.target == target and row.metric == metric and (row.intermediate, row.seed) not in withheld:
             per_seed[(row.intermediate, row.seed)].append(row.value)
     return {cell: statistics.fmean(values) for cell, values in per_seed.items()}
 
 
+def withheld_languages(rows: Iterable[ResultRow], target: str) -> dict[str, tuple[str, ...]]:
+    """intermediate -> the target's languages it predicted without gold to score them."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row.target == target and row.gold_withheld:
+            found[row.intermediate].add(row.language)
+    return {intermediate: tuple(sorted(langs)) for intermediate, langs in found.items()}
+
+
 def rows_of_frame(frame: pd.DataFrame) -> list[ResultRow]:
     """Tidy rows from `xstilts.analysis.collect`'s frame (the table only needs these columns)."""
+    from xstilts.analysis.frame import is_withheld
+
+    withheld = is_withheld(frame)
     return [
-        ResultRow(r.intermediate, r.target, int(r.seed), r.language, r.metric, float(r.value), r.key)
-        for r in frame.itertuples(index=False)
+        ResultRow(r.intermediate, r.target, int(r.seed), r.language, r.metric, float(r.value), r.key, bool(w))
+        for r, w in zip(frame.itertuples(index=False), withheld)
     ]
 
 
@@ -139,9 +168,13 @@ def paper_table(
     per_target = {t: seed_scores(rows, t, metrics[t]) for t in targets}
     cells: dict[tuple[str, str], Cell] = {}
     for target in targets:
+        withheld = withheld_languages(rows, target)
         for intermediate in intermediates:
             values = [v for (i, _seed), v in sorted(per_target[target].items()) if i == intermediate]
-            cells[(intermediate, target)] = _cell(values, reasons.get((intermediate, target)))
+            if intermediate in withheld:
+                cells[(intermediate, target)] = Cell(None, None, 0, None, GOLD_WITHHELD, withheld[intermediate])
+            else:
+                cells[(intermediate, target)] = _cell(values, reasons.get((intermediate, target)))
     for intermediate in intermediates:
         seeds = sorted({s for t in targets for (i, s) in per_target[t] if i == intermediate})
         complete = [statistics.fmean(per_target[t][(intermediate, s)] for t in targets) for s in seeds
@@ -153,7 +186,8 @@ def paper_table(
         for intermediate in intermediates:
             cell = cells[(intermediate, column)]
             if intermediate != BASELINE and base is not None and cell.mean is not None:
-                cells[(intermediate, column)] = Cell(cell.mean, cell.std, cell.n, cell.mean - base, cell.status)
+                cells[(intermediate, column)] = Cell(cell.mean, cell.std, cell.n, cell.mean - base, cell.status,
+                                                     cell.gold_withheld)
     best: dict[str, float] = {}
     for column in [*targets, AVERAGE]:
         means = [mean for i in intermediates if (mean := cells[(i, column)].mean) is not None]

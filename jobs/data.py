@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
     from xstilts.core.tasks import Task
+    from xstilts.jobs.tasks.sources import LoadedSplit
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 DATA_SUBDIR = "data"
@@ -51,6 +52,19 @@ def load_examples(task: Task, data_dir: str | None = None, revision: str | None 
 
     return {
         split: {lang: sources.load_examples(task, split, lang, data_dir, revision)
+                for lang in sources.split_languages(task, split)}
+        for split in sources.task_splits(task)
+    }
+
+
+def load_splits(task: Task, data_dir: str | None = None,
+                revision: str | None = None) -> dict[str, dict[str, LoadedSplit]]:
+    """`load_examples` with what the loader says about each split (withheld gold, the files
+    read, a choice such as TyDiQA's English holdout): what `prepare-data` records."""
+    from xstilts.jobs.tasks import sources
+
+    return {
+        split: {lang: sources.load_split(task, split, lang, data_dir, revision)
                 for lang in sources.split_languages(task, split)}
         for split in sources.task_splits(task)
     }

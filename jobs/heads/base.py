@@ -145,3 +145,13 @@ class TaskHead(ABC):
         data, examples = load("test", lang)
         predictions = self.predict(model, data, examples, device, batch_size)
         return predictions, self.score(predictions, self.references(examples), lang)
+
+    @torch.no_grad()
+    def predict_language(
+        self, model: torch.nn.Module, load: SplitLoader, lang: str, device: DeviceInfo, batch_size: int
+    ) -> Any:
+        """Test predictions (official shape) of a language whose test gold is withheld:
+        what `evaluate_language` predicts, without reading any test gold (there is none
+        to score against; the predictions are for a leaderboard submission)."""
+        data, examples = load("test", lang)
+        return self.predict(model, data, examples, device, batch_size)

@@ -195,7 +195,8 @@ def candidate_pool(examples: Sequence[Example]) -> CandidatePool:
             query_rows=[row for row, _ in queries],
             candidate_ids=[str(e["id"]) for _, e in candidates],
             candidate_rows=[row for row, _ in candidates],
-            gold={str(e["id"]): [str(g) for g in e.get("gold", [])] for _, e in queries},
+            # gold None (withheld): ranked all the same, scored nowhere
+            gold={str(e["id"]): [str(g) for g in e.get("gold") or ()] for _, e in queries},
             from_positives=False,
         )
     named: dict[str, str] = {}

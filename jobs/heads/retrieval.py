@@ -215,7 +215,7 @@ def extract_pairs(pairs: Sequence[Pair], threshold: float) -> list[str]:
 
 def gold_pairs(examples: Sequence[Example]) -> list[tuple[str, str]]:
     """(query id, candidate id) for every gold link of every query row, as listed."""
-    return [(str(e["id"]), str(g)) for e in examples if e["role"] == "query" for g in e.get("gold", [])]
+    return [(str(e["id"]), str(g)) for e in examples if e["role"] == "query" for g in e.get("gold") or ()]
 
 
 # --------------------------------------------------------------------------------------
@@ -429,11 +429,29 @@ class RetrievalHead(TaskHead):
         the scores then carry `threshold` too."""
         if not self.mining:
             return super().evaluate_language(model, load, lang, device, batch_size)
-        dev_data, dev_examples = load("dev", lang)
-        dev_pairs = self.mine(model, dev_data, dev_examples, device, batch_size)
-        threshold = best_threshold(dev_pairs, gold_pairs(dev_examples))
+        threshold = self.dev_threshold(model, load, lang, device, batch_size)
         test_data, test_examples = load("test", lang)
         predictions = extract_pairs(self.mine(model, test_data, test_examples, device, batch_size), threshold)
         scores = self.score(predictions, self.references(test_examples), lang)
         scores["threshold"] = threshold
         return predictions, scores
+
+    @torch.no_grad()
+    def predict_language(
+        self, model: torch.nn.Module, load: SplitLoader, lang: str, device: DeviceInfo, batch_size: int
+    ) -> Any:
+        """As `evaluate_language` without scoring: BUCC's withheld test is mined at the
+        dev threshold, as the official submission is."""
+        if not self.mining:
+            return super().predict_language(model, load, lang, device, batch_size)
+        threshold = self.dev_threshold(model, load, lang, device, batch_size)
+        test_data, test_examples = load("test", lang)
+        return extract_pairs(self.mine(model, test_data, test_examples, device, batch_size), threshold)
+
+    def dev_threshold(
+        self, model: torch.nn.Module, load: SplitLoader, lang: str, device: DeviceInfo, batch_size: int
+    ) -> float:
+        """The mining threshold with the best F1 on the language's dev split."""
+        dev_data, dev_examples = load("dev", lang)
+        dev_pairs = self.mine(model, dev_data, dev_examples, device, batch_size)
+        return best_threshold(dev_pairs, gold_pairs(dev_examples))

@@ -88,7 +88,9 @@ class ClassificationHead(LabelHead):
         texts = [e["text"] for e in examples]
         pairs = [e["text_b"] for e in examples] if examples and "text_b" in examples[0] else None
         encoded = tokenizer(texts, pairs, truncation=True, max_length=max_seq_length)
-        return {"input_ids": encoded["input_ids"], "labels": [label_ids[e["label"]] for e in examples]}
+        # withheld gold (label None, an official-layout test file) carries no label
+        labels = [IGNORE_INDEX if e.get("label") is None else label_ids[e["label"]] for e in examples]
+        return {"input_ids": encoded["input_ids"], "labels": labels}
 
     def predict(
         self, model: torch.nn.Module, data: TokenizedData, examples: Sequence[Example], device: DeviceInfo,
@@ -114,11 +116,12 @@ class TaggingHead(LabelHead):
         all_labels = []
         for index, example in enumerate(examples):
             labels, previous = [], None
+            tags = example.get("tags")  # None: withheld gold (official-layout test file), no labels
             for word in encoded.word_ids(index):
-                if word is None or word == previous:
+                if word is None or word == previous or tags is None:
                     labels.append(IGNORE_INDEX)
                 else:
-                    labels.append(label_ids.get(example["tags"][word], IGNORE_INDEX))
+                    labels.append(label_ids.get(tags[word], IGNORE_INDEX))
                 previous = word
             all_labels.append(labels)
         return {

@@ -8,6 +8,13 @@ language and the plain mean over languages, English included, which is how XTREM
 averages a task. Predictions are written in the official XTREME submission layout,
 `<out_dir>/predictions/<task>/test-<lang>.<ext>`, so `xstilts score` and the public
 leaderboard's scorer read them as they are.
+
+A language whose test gold is withheld (the official layout's blanked test files, as the
+data node recorded them) is predicted and written all the same, but not scored: it is
+listed under `gold_withheld` instead of `languages`. `average` and `averages` are then
+None: a mean over the scored languages only is a different number from XTREME's task
+score (the mean over every language), and putting it where that score goes would make
+it comparable in name only.
 """
 
 from __future__ import annotations
@@ -51,22 +58,37 @@ def run(ctx: StageContext[EvaluateConfig]) -> dict[str, Any]:
         return features, data.load_split_examples(data_dir, split, lang)
 
     started = time.perf_counter()
+    withheld_test = set(meta.get("gold_withheld", {}).get("test", []))
     languages: dict[str, dict[str, float]] = {}
+    withheld: list[str] = []
     for lang in task.eval_languages:
-        predictions, scores = head.evaluate_language(model, load, lang, device, EVAL_BATCH_SIZE)
-        languages[lang] = scores
+        if lang in withheld_test:
+            predictions = head.predict_language(model, load, lang, device, EVAL_BATCH_SIZE)
+            withheld.append(lang)
+            ctx.log.info("%s %s: predicted, not scored (gold withheld)", task.name, lang)
+        else:
+            predictions, scores = head.evaluate_language(model, load, lang, device, EVAL_BATCH_SIZE)
+            languages[lang] = scores
+            ctx.log.info("%s %s: %s", task.name, lang, ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
         write_official(task.name, lang, predictions, ctx.out_dir / PREDICTIONS_SUBDIR)
-        ctx.log.info("%s %s: %s", task.name, lang, ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
-    # XTREME's task score: the mean over languages (QA: of the mean of EM and F1)
-    average = sum(suite_value(task.metric, scores) for scores in languages.values()) / len(languages)
     return {
         "task": task.name,
         "metric": task.metric,
         "languages": languages,
-        "average": average,
-        "averages": {
-            key: sum(scores[key] for scores in languages.values()) / len(languages)
-            for key in next(iter(languages.values()))
-        },
+        "gold_withheld": withheld,
+        **task_averages(task.metric, languages, withheld),
         "eval_seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def task_averages(metric: str, languages: dict[str, dict[str, float]], withheld: list[str]) -> dict[str, Any]:
+    """`average`: XTREME's task score, the mean over languages of the suite value (QA: of
+    the mean of EM and F1); `averages`: the mean of every score key. Both None when a
+    language is withheld or none is scored (module docstring: no partial means)."""
+    if withheld or not languages:
+        return {"average": None, "averages": None}
+    n = len(languages)
+    return {
+        "average": sum(suite_value(metric, scores) for scores in languages.values()) / n,
+        "averages": {key: sum(scores[key] for scores in languages.values()) / n for key in next(iter(languages.values()))},
     }

@@ -9,6 +9,11 @@ task, for every intermediate task and seed, read these files instead of re-token
 The result records the data's provenance: per hub split loaded, the revision asked for
 and resolved (`sources.hub_provenance`); the pinned `data_revision` and local
 `data_files` signature of the config.
+
+A split whose gold the source withholds (the official layout's test files) is prepared
+all the same, to be predicted, but has no gold file; result and meta list such splits
+under `gold_withheld` (`{split: [languages]}`), and any choice the loader made (TyDiQA's
+English dev held out of train) under `notes` (`{split: {lang: {"note", ...extra}}}`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
 
     started = time.perf_counter()
     with sources.recording_hub_loads() as hub_loads:
-        examples = data.load_examples(task, ctx.config.data_dir, ctx.config.data_revision)
+        loaded = data.load_splits(task, ctx.config.data_dir, ctx.config.data_revision)
+    examples = {split: {lang: part.examples for lang, part in by_lang.items()} for split, by_lang in loaded.items()}
+    withheld = withheld_languages(loaded)
     if task.kind == "tagging" and not task.labels:  # open tag set (CCG): from the training data
         task = replace(task, labels=data.open_tagset(examples["train"]["en"]))
     head = head_for(task)
@@ -64,7 +71,7 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
             data.save_split(out, split, lang, columns, rows)
             counts.setdefault(split, {})[lang] = len(rows)
             features.setdefault(split, {})[lang] = len(columns["input_ids"])
-            if split == "test":
+            if split == "test" and lang not in withheld.get("test", []):
                 write_gold(task.name, lang, head.references(rows), ctx.out_dir / GOLD_SUBDIR)
     data.write_meta(
         out,
@@ -76,10 +83,15 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
             "max_seq_length": max_seq_length,
             "counts": counts,
             "features": features,
+            "gold_withheld": withheld,
+            "notes": loader_notes(loaded),
         },
     )
     ctx.log.info("prepared %s: %s in %.1fs", task.name, counts, time.perf_counter() - started)
-    return {"task": task.name, "counts": counts, "features": features, **_provenance(ctx.config, hub_loads)}
+    if withheld:
+        ctx.log.info("gold withheld (predicted, not scored): %s", withheld)
+    return {"task": task.name, "counts": counts, "features": features, "gold_withheld": withheld,
+            "notes": loader_notes(loaded), **_provenance(ctx.config, hub_loads)}
 
 
 def _provenance(config: PrepareDataConfig, hub_loads: list[dict[str, Any]]) -> dict[str, Any]:
@@ -94,6 +106,23 @@ def _provenance(config: PrepareDataConfig, hub_loads: list[dict[str, Any]]) -> d
     if config.data_files is not None:
         provenance["data_files"] = config.data_files
     return provenance
+
+
+def withheld_languages(loaded: dict[str, dict[str, sources.LoadedSplit]]) -> dict[str, list[str]]:
+    """`{split: [languages whose gold is withheld]}`, splits without any left out."""
+    withheld = {split: [lang for lang, part in by_lang.items() if part.gold_withheld]
+                for split, by_lang in loaded.items()}
+    return {split: langs for split, langs in withheld.items() if langs}
+
+
+def loader_notes(loaded: dict[str, dict[str, sources.LoadedSplit]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`{split: {lang: {"note": ..., **extra}}}` for the splits the loader noted a choice on."""
+    notes: dict[str, dict[str, dict[str, Any]]] = {}
+    for split, by_lang in loaded.items():
+        for lang, part in by_lang.items():
+            if part.note:
+                notes.setdefault(split, {})[lang] = {"note": part.note, **part.extra}
+    return notes
 
 
 def _bind_images(ctx: StageContext[PrepareDataConfig], head: Any, out: Any) -> None:

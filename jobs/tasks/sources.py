@@ -23,11 +23,32 @@ Canonical examples (every loader returns these dicts):
   in-batch-negatives pairs the official recipe trains and selects on; their test split
   uses the retrieval rows above.
 
-Gold withheld: the official layout strips test labels (XNLI/PAWS-X/PAN-X/UD-POS test
-files, XQuAD/MLQA/TyDiQA test answers, BUCC test gold, Tatoeba's sorted English side,
-Mewsli-X's blanked test `entity_id`s and `[""]` labels).
+Gold withheld: the official layout strips test labels. `utils_preprocess.py` (at
+google-research/xtreme 838c13b) leaves, after `scripts/download_data.sh`:
+
+* XNLI, PAWS-X, PAN-X, UD-POS: `test-<l>.tsv` without the label / tag column;
+* XQuAD, MLQA: test answers replaced by one `{"answer_start": 0, "text": ""}`;
+* TyDiQA: every file of `tydiqa-goldp-v1.1-dev/` (renamed in place to
+  `tydiqa.goldp.<iso>.dev.json`, English included, and then blanked as XQuAD's): so the
+  test languages and the English dev split have no gold (see "TyDiQA's English dev");
+* XCOPA: `xcopa/test-<l>.jsonl` rewritten with every `label` set to 0 (the placeholder
+  the dataset format needs). The original release's `test.<l>.jsonl` (cambridgeltl/xcopa,
+  read first when present) keeps its labels; a `test-<l>.jsonl` whose labels are all 0
+  is read as blanked, one with any other label as an unprocessed copy;
+* Mewsli-X: test `entity_id`s blanked and `wikinews_labels/test-<l>.json` holding `[""]`;
+* BUCC test gold, Tatoeba's sorted English side.
+
 Such examples are still returned, with the gold field (`label`, `tags`, `answers`,
 `gold`) set to `None`: they can be predicted (for a leaderboard submission), not scored.
+
+TyDiQA's English dev: when the official layout's `tydiqa.goldp.en.dev.json` is blanked,
+model selection has no English dev set, so `load_examples` holds out a fixed slice of the
+English training file (`TYDIQA_HOLDOUT_FRACTION`, picked by a seeded hash of each
+question, `TYDIQA_HOLDOUT_SEED`): the dev split is that slice and the train split the
+rest (no question in both). `load_split` says so in `note` and `extra["holdout"]`. A
+`tydiqa.goldp.en.dev.json` that still has its answers (preprocessed without the
+blanking) is used as it is, without a holdout. The un-renamed originals
+(`tydiqa-goldp-dev-<language>.json`) are never left by the official tools and are not read.
 
 Local files (`data_dir` set): first the official XTREME/XTREME-R layout, then the generic
 `<data_dir>/<task>/<split>-<lang>.jsonl` (canonical dicts, one per line) or `.tsv`
@@ -42,6 +63,7 @@ import contextvars
 import copy
 import csv
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,9 +77,10 @@ Example = dict[str, Any]
 Row = dict[str, Any]
 
 __all__ = [
-    "COPA_QUESTIONS", "GENERIC_TSV_COLUMNS", "GOLD_FIELDS", "LoadedSplit", "gold_withheld", "hf_rows_to_examples",
-    "load_examples", "load_split", "local_layout", "sentence_spans", "split_languages", "tag_inventory", "task_splits",
-    "hub_provenance", "recording_hub_loads", "with_revision",
+    "COPA_QUESTIONS", "GENERIC_TSV_COLUMNS", "GOLD_FIELDS", "TYDIQA_HOLDOUT_FRACTION", "TYDIQA_HOLDOUT_SEED",
+    "Holdout", "LoadedSplit", "gold_withheld", "hf_rows_to_examples", "hub_provenance", "load_examples", "load_split",
+    "local_layout", "recording_hub_loads", "sentence_spans", "split_languages", "tag_inventory", "task_splits",
+    "with_revision",
 ]
 
 GENERIC_TSV_COLUMNS: dict[str, str] = {
@@ -156,14 +179,23 @@ def load_examples(task: Task | str, split: str, lang: str, data_dir: str | Path 
 
         return load_captions(task.source.name, split, str(data_dir) if data_dir is not None else None)
     if data_dir is not None:
+        holdout = tydiqa_holdout(task, split, lang, Path(data_dir))
+        if holdout is not None:
+            return holdout.examples(split)
         return _load_local(task, split, lang, Path(data_dir))
     return _load_hub(task, split, lang)
 
 
 def load_split(task: Task | str, split: str, lang: str, data_dir: str | Path | None = None,
                revision: str | None = None) -> LoadedSplit:
-    """`load_examples` with what the caller must know: withheld gold, the files read."""
+    """`load_examples` with what the caller must know: withheld gold, the files read, and
+    the TyDiQA English holdout (note and `extra["holdout"]`) when the loader made one."""
     task = _resolve(task)
+    holdout = tydiqa_holdout(task, split, lang, Path(data_dir)) if data_dir is not None else None
+    if holdout is not None:
+        examples = holdout.examples(split)
+        return LoadedSplit(examples=examples, gold_withheld=gold_withheld(task, split, examples),
+                           files=holdout.files, note=holdout.note(split), extra={"holdout": holdout.record()})
     examples = load_examples(task, split, lang, data_dir, revision)
     files: tuple[str, ...] = ()
     if data_dir is not None and task.source.kind not in ("synthetic", "captions"):
@@ -263,6 +295,80 @@ def local_layout(task: Task | str) -> dict[str, list[str]]:
     for split in task.splits:
         layout[split] = [" + ".join(paths) for paths in _alternatives(task, split, "{lang}")]
     return layout
+
+
+# --------------------------------------------------------------------------------------
+# TyDiQA's English dev split, held out of English train
+
+TYDIQA_HOLDOUT_SEED = 0
+"""Seed of the hash that picks TyDiQA's held-out English dev questions (module docstring)."""
+TYDIQA_HOLDOUT_FRACTION = 0.1
+"""Share of the English training questions held out: 370 of TyDiQA-GoldP's 3,696, about
+the size of the English dev set (440) that the official layout blanks."""
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """English train split in two: `dev` (the held-out slice) and `train` (the rest).
+
+    Which questions are held out depends only on their content and the seed (a sha256
+    of seed, id, question and context), not on file order or PYTHONHASHSEED, so the same
+    files give the same slice on every machine."""
+
+    dev: list[Example]
+    train: list[Example]
+    files: tuple[str, ...]
+    """The training file split, then the blanked dev file that made the holdout necessary."""
+    seed: int = TYDIQA_HOLDOUT_SEED
+    fraction: float = TYDIQA_HOLDOUT_FRACTION
+
+    def examples(self, split: str) -> list[Example]:
+        return copy.deepcopy(self.dev if split == "dev" else self.train)
+
+    def record(self) -> dict[str, Any]:
+        """What a result records about the choice (JSON-ready)."""
+        return {"from": self.files[0], "instead_of": self.files[1], "seed": self.seed, "fraction": self.fraction,
+                "dev": len(self.dev), "train": len(self.train)}
+
+    def note(self, split: str) -> str:
+        held = f"{len(self.dev)} of {len(self.dev) + len(self.train)} English training questions"
+        if split == "dev":
+            return (f"dev: {held} held out of {self.files[0]} (seed {self.seed}), "
+                    f"because the official layout blanks {self.files[1]}")
+        return f"train: {self.files[0]} without the {held} held out as the dev split (seed {self.seed})"
+
+
+def tydiqa_holdout(task: Task, split: str, lang: str, root: Path) -> Holdout | None:
+    """The English holdout when `task` is TyDiQA, (split, lang) is English train or dev
+    and the official English dev file found under `root` has no gold; else None."""
+    if task.name != "tydiqa" or lang != "en" or split not in ("train", "dev"):
+        return None
+    dev_paths = _found_local(task, "dev", "en", root)
+    if dev_paths is None or dev_paths not in _official_files(task, "dev", "en"):
+        return None
+    if not gold_withheld(task, "dev", _read_official(task, "dev", "en", [root / p for p in dev_paths])):
+        return None
+    train = _load_local(task, "train", "en", root)
+    train_paths = _found_local(task, "train", "en", root) or ()
+    held = _held_out(train, TYDIQA_HOLDOUT_SEED, TYDIQA_HOLDOUT_FRACTION)
+    return Holdout(dev=[e for i, e in enumerate(train) if i in held],
+                   train=[e for i, e in enumerate(train) if i not in held],
+                   files=(*train_paths, *dev_paths))
+
+
+def _held_out(examples: Sequence[Example], seed: int, fraction: float) -> set[int]:
+    """Indices of the `fraction` of `examples` (at least one, never all) whose seeded
+    content hash is smallest."""
+    if len(examples) < 2:
+        raise ValueError(f"cannot hold a dev split out of {len(examples)} training example(s)")
+    size = min(len(examples) - 1, max(1, round(len(examples) * fraction)))
+
+    def key(index: int) -> tuple[str, int]:
+        example = examples[index]
+        content = json.dumps([seed, example["id"], example["question"], example["context"]], ensure_ascii=False)
+        return hashlib.sha256(content.encode("utf-8")).hexdigest(), index
+
+    return set(sorted(range(len(examples)), key=key)[:size])
 
 
 # --------------------------------------------------------------------------------------
@@ -955,7 +1061,11 @@ def _official_files(task: Task, split: str, lang: str) -> list[Paths]:
         return [(f"mlqa/MLQA_V1/test/test-context-{lang}-question-{lang}.json",)]
     if name == "tydiqa":
         if split == "train":
-            return [("tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.en.train.json",),
+            # The original release first: `tydiqa_preprocess` cuts every id of its
+            # per-language files to the part after the last "-" (the question's 0/1
+            # index), so their ids repeat; download_data.sh moves the original beside them.
+            return [(f"tydiqa/tydiqa-goldp-v1.1-train/{TYDIQA_TRAIN_RELEASE}",),
+                    ("tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.en.train.json",),
                     ("tydiqa/tydiqa-goldp-v1.1-train/tydiqa.en.train.json",)]
         dev_lang = "en" if split == "dev" else lang
         return [(f"tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.{dev_lang}.dev.json",)]
@@ -1059,10 +1169,15 @@ def _read_official(task: Task, split: str, lang: str, files: list[Path]) -> list
         return _lareqa_examples(by_lang, lang)
     if name == "lareqa":
         return _squad_pairs(task, _LOCAL, split, lang, _squad_rows(files[0]))
+    if name == "tydiqa" and files[0].name == TYDIQA_TRAIN_RELEASE:
+        return _tydiqa(task, _LOCAL, split, lang, _squad_rows(files[0]))
     if task.kind == "span_qa":
-        return _squad(task, _LOCAL, split, lang, _squad_rows(files[0]))
+        return _unique_ids(_squad(task, _LOCAL, split, lang, _squad_rows(files[0])))
     if name == "xcopa":
-        return _copa(task, _LOCAL, split, lang, _jsonl(files[0]))
+        rows = _jsonl(files[0])
+        if split == "test" and _xcopa_blanked(files[0], lang, rows):
+            rows = [{**row, "label": None} for row in rows]
+        return _copa(task, _LOCAL, split, lang, rows)
     if name == "socialiqa":
         return _siqa(task, _LOCAL, split, lang, _jsonl(files[0]))
     if name == "tatoeba":
@@ -1074,6 +1189,31 @@ def _read_official(task: Task, split: str, lang: str, files: list[Path]) -> list
     if name == "ccg":
         return _stagged(files[0], split, lang)
     raise AssertionError(f"no official reader for {name}")  # _official_files and this agree
+
+
+def _xcopa_blanked(path: Path, lang: str, rows: Sequence[Row]) -> bool:
+    """True for the test file `xcopa_preprocess` rewrites: `download_xcopa` renames
+    `test.<l>.jsonl` to `test-<l>.jsonl`, then every label becomes the placeholder 0. A
+    real test set never has only label 0 (COPA's answers are balanced), so a dash-named
+    file with another label is an unprocessed copy whose labels are gold."""
+    return path.name == f"test-{lang}.jsonl" and all(row.get("label") == 0 for row in rows)
+
+
+TYDIQA_TRAIN_RELEASE = "tydiqa-goldp-v1.1-train.json"
+"""TyDiQA-GoldP's original training file (all languages, full question ids)."""
+
+
+def _unique_ids(examples: list[Example]) -> list[Example]:
+    """Examples whose ids repeat get `#<position>` appended (every one of them), so
+    predictions keyed by id stay one per question: the official per-language TyDiQA
+    train files keep only the last "-" part of each id, which repeats."""
+    seen: dict[str, int] = {}
+    for example in examples:
+        seen[example["id"]] = seen.get(example["id"], 0) + 1
+    for index, example in enumerate(examples):
+        if seen[example["id"]] > 1:
+            example["id"] = f"{example['id']}#{index}"
+    return examples
 
 
 def _tsv(path: Path) -> list[list[str]]:

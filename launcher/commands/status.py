@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 def _headline(node: Node, result: dict[str, Any] | None) -> str:
     if not result:
         return ""
+    if node.stage == "evaluate" and result.get("average") is None and result.get("gold_withheld"):
+        return f"{result.get('metric', '')}: gold withheld ({', '.join(result['gold_withheld'])})"
     if node.stage == "evaluate" and "average" in result:
         return f"{result.get('metric', '')} {result['average']:.1f}"
     if node.stage == "tune" and "best" in result:

@@ -109,7 +109,7 @@ def expected_rows(experiment: Experiment, nodes: list[Node], devices: tuple[int,
                 rows.append({"intermediate": node.intermediate, "target": node.task, "seed": node.seed,
                              "language": language, "metric": metric, "value": value, "key": node.key,
                              "modality": modality.get(node.intermediate, "text"), "control_of": control,
-                             "cost_hours": cost, "cost_unit": unit})
+                             "cost_hours": cost, "cost_unit": unit, "gold_withheld": False})
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["control_of"] = frame["control_of"].astype(object).where(frame["control_of"].notna(), None)
     return frame

@@ -75,7 +75,7 @@ def _row(name: str, target: str, seed: int, lang: str, metric: str, value: float
     return {
         "intermediate": name, "target": target, "seed": seed, "language": lang, "metric": metric,
         "value": value, "key": f"k-{name}-{target}-{seed}", "modality": modality, "control_of": control_of,
-        "cost_hours": 1.0, "cost_unit": "gpu",
+        "cost_hours": 1.0, "cost_unit": "gpu", "gold_withheld": False,
     }
 
 

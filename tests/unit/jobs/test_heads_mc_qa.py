@@ -32,6 +32,7 @@ from xstilts.jobs.heads import head_for
 from xstilts.jobs.heads.multiple_choice import MultipleChoiceHead
 from xstilts.jobs.heads.span_qa import SpanQAHead, unpack_offsets
 from xstilts.jobs.stages import evaluate, prepare_data, prepare_model, train
+from xstilts.jobs.tasks.sources import LoadedSplit
 from xstilts.core import tasks as registry
 from xstilts.core.spec import Hyperparameters
 from xstilts.jobs.trainer import Trainer, TrainConfig
@@ -373,7 +374,9 @@ def stage_tasks() -> Iterator[dict[str, tuple[registry.Task, jdata.Examples]]]:
     with pytest.MonkeyPatch.context() as patch:
         for name, (task, _) in tasks.items():
             patch.setitem(registry.TASKS, name, task)
-        patch.setattr(jdata, "load_examples", lambda task, data_dir=None, revision=None: tasks[task.name][1])
+        patch.setattr(jdata, "load_splits", lambda task, data_dir=None, revision=None: {
+            split: {lang: LoadedSplit(rows) for lang, rows in by_lang.items()}
+            for split, by_lang in tasks[task.name][1].items()})
         yield tasks
 
 
