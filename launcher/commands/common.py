@@ -7,6 +7,8 @@ Nothing here imports torch, so commands start instantly on a login node.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -15,7 +17,19 @@ from rich.console import Console
 from xstilts.core.plan import Node
 from xstilts.launcher.experiment import Experiment, open_experiment
 
-out = Console(highlight=False)
+PIPED_WIDTH = 400
+"""Columns of output that goes to a file or a pipe. Rich assumes 80 there, which cuts a
+paper grid's table (ten or twelve targets) to ellipses; a file has no width to respect."""
+
+
+def _width() -> int | None:
+    """None (the terminal's width) on a terminal or with COLUMNS set; else `PIPED_WIDTH`."""
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return None
+    return PIPED_WIDTH
+
+
+out = Console(highlight=False, width=_width())
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = Annotated[str, typer.Argument(help="experiment spec YAML")]

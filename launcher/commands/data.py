@@ -48,6 +48,9 @@ class Loaded(Protocol):
     @property
     def files(self) -> tuple[str, ...]: ...
 
+    @property
+    def note(self) -> str: ...
+
 
 @dataclass(frozen=True)
 class TaskData:
@@ -77,6 +80,8 @@ class SplitCheck:
     files: list[str] = field(default_factory=list)
     tried: list[str] = field(default_factory=list)
     reason: str = ""
+    note: str = ""
+    """A choice the loader made that the user should know (TyDiQA's English dev held out of train)."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,8 @@ def check_task(task: Task, data_dir: str | None, revision: str | None, loaders: 
                 checks.append(SplitCheck(split, lang, "missing", tried=tried, reason=one_line(exc)))
                 continue
             status: Status = "withheld" if loaded.gold_withheld else "found"
-            checks.append(SplitCheck(split, lang, status, examples=len(loaded.examples), files=list(loaded.files)))
+            checks.append(SplitCheck(split, lang, status, examples=len(loaded.examples), files=list(loaded.files),
+                                     note=loaded.note))
     result = TaskCheck(task.name, source_of(task, data_dir), revision, checks)
     if result.ok or data_dir is None or result.source == "generated":
         return result
@@ -278,6 +284,8 @@ def print_task(check: TaskCheck) -> None:
         shown = check.found_instead[:12]
         more = f" (and {len(check.found_instead) - len(shown)} more)" if len(check.found_instead) > len(shown) else ""
         out.print(escape(f"  found instead (no expected path names these): {', '.join(shown)}{more}"))
+    for note in dict.fromkeys(c.note for c in check.checks if c.note):
+        out.print(escape(f"  note: {note}"))
     for hint in check.hints:
         out.print(escape(f"  hint: {hint}"))
 

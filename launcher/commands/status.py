@@ -30,7 +30,8 @@ def _headline(node: Node, result: dict[str, Any] | None) -> str:
     if not result:
         return ""
     if node.stage == "evaluate" and result.get("average") is None and result.get("gold_withheld"):
-        return f"{result.get('metric', '')}: gold withheld ({', '.join(result['gold_withheld'])})"
+        withheld, scored = len(result["gold_withheld"]), len(result.get("languages") or ())
+        return f"{result.get('metric', '')}: gold withheld in {withheld} of {withheld + scored} languages"
     if node.stage == "evaluate" and "average" in result:
         return f"{result.get('metric', '')} {result['average']:.1f}"
     if node.stage == "tune" and "best" in result:
