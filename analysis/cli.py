@@ -83,7 +83,7 @@ def analysis_collect(
             raise UserError(f"-o {output}: {exc}") from None
         err.print(f"{len(frame)} rows -> {output}")
     if note:
-        err.print(f"[yellow]{note}[/yellow]")
+        err.print(note, style="yellow")
 
 
 @app.command("table")
@@ -112,7 +112,7 @@ def analysis_table(
     else:
         _print_rich_table(experiment, table)
     if note:
-        err.print(f"[yellow]{note}[/yellow]")
+        err.print(note, style="yellow")
 
 
 def results_table(experiment: Experiment, no_cache: bool = False) -> tuple[PaperTable, str]:
@@ -135,9 +135,9 @@ def print_results_table(experiment: Experiment) -> None:
 def _print_rich_table(experiment: Experiment, table: PaperTable) -> None:
     from xstilts.analysis.table import CAPTION, render_rich
 
-    out.print(f"[bold]{experiment.spec.name}: zero-shot cross-lingual transfer[/bold]")
+    out.print(f"{experiment.spec.name}: zero-shot cross-lingual transfer", style="bold")
     out.print(render_rich(table))
-    out.print(f"[dim]{CAPTION}[/dim]")
+    out.print(CAPTION, style="dim")
 
 
 @app.command("compare")
@@ -164,7 +164,7 @@ def analysis_compare(
     else:
         sys.stdout.write(comparison.render_text().rstrip() + "\n")
     if note:
-        err.print(f"[yellow]{note}: the comparison uses the finished cells only[/yellow]")
+        err.print(f"{note}: the comparison uses the finished cells only", style="yellow")
 
 
 @contextmanager
@@ -197,7 +197,7 @@ def analysis_plot(
     for path in written:
         out.print(str(path))
     if note:
-        err.print(f"[yellow]{note}[/yellow]")
+        err.print(note, style="yellow")
 
 
 @app.command("report")

@@ -238,6 +238,7 @@ def _header(table: PaperTable, column: str) -> str:
 def render_rich(table: PaperTable) -> Table:
     """A rich Table; the best mean per column is bold, rows are marked by modality."""
     from rich.table import Table
+    from rich.text import Text
 
     out = Table()
     out.add_column("intermediate", no_wrap=True)  # names must stay whole: they tell rows apart
@@ -248,7 +249,7 @@ def render_rich(table: PaperTable) -> Table:
         values = []
         for column in table.columns:
             text = format_cell(table.cells[(intermediate, column)])
-            values.append(f"[bold]{text}[/bold]" if table.is_best(intermediate, column) else text)
+            values.append(Text(text, style="bold") if table.is_best(intermediate, column) else Text(text))
         out.add_row(intermediate, modality_label(intermediate), *values)
     return out
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from enum import Enum
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from xstilts.core.errors import UserError, did_you_mean
 from xstilts.core.plan import Node
 from xstilts.launcher.experiment import Experiment, open_experiment
 
@@ -29,8 +32,17 @@ def _width() -> int | None:
     return PIPED_WIDTH
 
 
-out = Console(highlight=False, width=_width())
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, markup=False, width=_width())
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+"""Both consoles read no markup: what they print is node keys, task names, paths and log
+lines, and rich reads `[e4578a5c]` as a style tag and drops it (every key that starts
+with a-f). Style is given as data instead: `styled`, `Text`, `print(..., style=)`."""
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """One line from plain strings and (text, style) pairs; no part is read as markup,
+    so keys, names and paths print as they are (`Text.assemble`, named for the reason)."""
+    return Text.assemble(*parts)
 
 SpecArg = Annotated[str, typer.Argument(help="experiment spec YAML")]
 OverrideOpt = Annotated[
@@ -42,6 +54,34 @@ LongOverrideOpt = Annotated[
 """For the analysis commands whose -o is their output (as in `collect -o FILE`)."""
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="cluster profile name or YAML path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+OUTPUT_FLAGS = ("--output", "-O")
+"""The one spelling of "write to this file or folder" on every command (`-o` is always
+`--override`)."""
+
+E = TypeVar("E", bound=Enum)
+
+
+def choice_option(choices: type[E], *flags: str, what: str, help: str) -> Any:
+    """A `typer.Option` whose value is one member of the Enum `choices` (a list of them
+    with a `list[...]` annotation): `--help` lists the values, shell completion offers
+    them, and a wrong value is one line naming it and the valid ones (a `UserError`,
+    exit 2; click's own choice error is a usage panel), with a did-you-mean."""
+    values = [str(member.value) for member in choices]
+
+    def parse(value: Any) -> E:
+        if isinstance(value, choices):
+            return value
+        try:
+            return choices(value)
+        except ValueError:
+            raise UserError(f"{flags[0]}: unknown {what} '{value}'{did_you_mean(str(value), values)}; "
+                            f"valid: {', '.join(values)}") from None
+
+    def complete(incomplete: str) -> list[str]:
+        return [value for value in values if value.startswith(incomplete)]
+
+    return typer.Option(*flags, parser=parse, metavar="[" + "|".join(values) + "]", autocompletion=complete,
+                        help=help)
 
 
 def open_spec(spec: str, overrides: list[str] | None, profile: str | None = None,

@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import typer
 
@@ -33,7 +33,10 @@ from xstilts.core.captions import get_caption_dataset, is_generated
 from xstilts.core.nodes import PrepareDataConfig
 from xstilts.core.plan import Plan
 from xstilts.core.tasks import Task, get_task
-from xstilts.launcher.commands.common import JsonOpt, OverrideOpt, ProfileOpt, SpecArg, err, open_spec, out
+from xstilts.launcher.commands.common import JsonOpt, OverrideOpt, ProfileOpt, SpecArg, err, open_spec, out, styled
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 class Loaded(Protocol):
@@ -246,48 +249,47 @@ def _counts(checks: list[SplitCheck]) -> str:
     return " · ".join(f"{c.lang} {c.examples:,}" for c in checks if c.examples is not None)
 
 
-def _status(checks: list[SplitCheck]) -> str:
+def _status(checks: list[SplitCheck]) -> Text:
     missing = [c for c in checks if c.status == "missing"]
     withheld = [c for c in checks if c.status == "withheld"]
     if missing:
-        return f"[red]missing[/red] {len(missing)} of {len(checks)}"
+        return styled(("missing", "red"), f" {len(missing)} of {len(checks)}")
     if withheld:
         every = len(withheld) == len(checks)
-        return "[yellow]found, gold withheld[/yellow]" + ("" if every else f" in {len(withheld)} of {len(checks)}")
-    return "[green]found[/green]"
+        return styled(("found, gold withheld", "yellow"), "" if every else f" in {len(withheld)} of {len(checks)}")
+    return styled(("found", "green"))
 
 
 def print_task(check: TaskCheck) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     title = f"{check.task} ({check.source}{'' if check.revision is None else ', revision ' + check.revision})"
-    table = Table(title=escape(title), title_justify="left")
+    table = Table(title=title, title_justify="left")
     for column in ("split", "status", "examples per language"):
         table.add_column(column)
     for split in dict.fromkeys(c.split for c in check.checks):
         checks = [c for c in check.checks if c.split == split]
-        table.add_row(split, _status(checks), escape(_counts(checks)))
+        table.add_row(split, _status(checks), _counts(checks))
     out.print(table)
     for split in dict.fromkeys(c.split for c in check.checks):
         missing = [c for c in check.checks if c.split == split and c.status == "missing"]
         if not missing:
             continue
         langs = ", ".join(c.lang for c in missing)
-        out.print(escape(f"  {check.task} {split}: missing in {langs}"))
+        out.print(f"  {check.task} {split}: missing in {langs}")
         if missing[0].tried:
             which = "" if len(missing) == 1 else f" (for {missing[0].lang}; likewise the others)"
-            out.print(escape(f"    expected{which}: {' or '.join(missing[0].tried)}"))
+            out.print(f"    expected{which}: {' or '.join(missing[0].tried)}")
         else:
-            out.print(escape(f"    {missing[0].reason}"))
+            out.print(f"    {missing[0].reason}")
     if check.found_instead:
         shown = check.found_instead[:12]
         more = f" (and {len(check.found_instead) - len(shown)} more)" if len(check.found_instead) > len(shown) else ""
-        out.print(escape(f"  found instead (no expected path names these): {', '.join(shown)}{more}"))
+        out.print(f"  found instead (no expected path names these): {', '.join(shown)}{more}")
     for note in dict.fromkeys(c.note for c in check.checks if c.note):
-        out.print(escape(f"  note: {note}"))
+        out.print(f"  note: {note}")
     for hint in check.hints:
-        out.print(escape(f"  hint: {hint}"))
+        out.print(f"  hint: {hint}")
 
 
 def make_app(task_data: Callable[[], TaskData]) -> typer.Typer:
@@ -309,14 +311,14 @@ def make_app(task_data: Callable[[], TaskData]) -> typer.Typer:
                               "tasks": [{**asdict(r), "ok": r.ok} for r in results]}, indent=1))
         else:
             where = experiment.spec.data_dir or "the Hugging Face hub (offline: its local cache)"
-            out.print(f"data of '{experiment.spec.name}' from {where}", markup=False)
+            out.print(f"data of '{experiment.spec.name}' from {where}")
             for result in results:
                 print_task(result)
             if not missing:
                 out.print(f"all data found: {len(results)} tasks")
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            err.print(f"error: data missing: {shown}" + ("" if as_json else " (details above)"), markup=False)
+            err.print(f"error: data missing: {shown}" + ("" if as_json else " (details above)"))
             raise typer.Exit(EXIT_USER_ERROR)
 
     return app

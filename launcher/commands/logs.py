@@ -49,5 +49,5 @@ def logs(
     if not texts:
         raise UserError(f"no log yet for {target.label} [{target.key}]: it has not started")
     for name, text in texts if all_attempts else texts[-1:]:
-        out.print(f"[dim]==> {target.label} [{target.key}] {name}[/dim]")
+        out.print(f"==> {target.label} [{target.key}] {name}", style="dim")
         sys.stdout.write(text)

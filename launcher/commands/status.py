@@ -1,5 +1,8 @@
 """`xstilts status`: every node's state, attempts, elapsed time and headline metric.
 
+What is shown, and how it fits a terminal, is `status_view`'s; this module reads the
+rows and runs the command (`--watch`: a live view on a terminal, plain lines otherwise).
+
 The statuses come from `Experiment.statuses()`: the store merged by the executor with
 what it knows (SLURM's queue), so this module never asks which executor runs the nodes.
 """
@@ -11,19 +14,17 @@ import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 
 from xstilts.core.errors import UserError
 from xstilts.core.plan import Node
-from xstilts.core.state import STATUSES
-from xstilts.launcher.commands.common import JsonOpt, OverrideOpt, SpecArg, node_tasks, open_spec, out
+from xstilts.launcher.commands.common import JsonOpt, OverrideOpt, SpecArg, choice_option, node_tasks, open_spec, out
 from xstilts.launcher.commands.logs import log_tail
+from xstilts.launcher.commands.status_view import LIVE, Filters, Stage, State, fit, full_view, plain_progress
 from xstilts.launcher.experiment import Experiment
-
-if TYPE_CHECKING:
-    from rich.table import Table
 
 
 def _headline(node: Node, result: dict[str, Any] | None) -> str:
@@ -118,79 +119,98 @@ def status_rows(experiment: Experiment) -> list[NodeRow]:
     return rows
 
 
-def _status_table(experiment: Experiment, rows: list[NodeRow]) -> Table:
-    from rich.table import Table
-
-    colours = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "preempted": "yellow",
-               "queued": "blue"}
-    table = Table(title=f"{experiment.spec.name} ({experiment.store.url})")
-    for column in ("key", "stage", "tasks", "seed", "state", "attempts", "elapsed", "metric"):
-        table.add_column(column)
-    for row, node in zip(rows, experiment.plan.nodes):
-        colour = colours.get(row.status, "white")
-        table.add_row(row.key[:8], row.stage if not row.kind else f"{row.stage}:{row.kind}",
-                      node_tasks(node), "" if row.seed is None else str(row.seed),
-                      f"[{colour}]{row.status}[/{colour}]", str(row.attempts),
-                      "" if row.elapsed_s is None else f"{row.elapsed_s:.0f}s", row.headline)
-    return table
-
-
-def _failures(rows: list[NodeRow]) -> str:
-    """Why each failed node failed, and the end of its log."""
-    from rich.markup import escape
-
-    parts = []
-    for row in rows:
-        if row.status in ("failed", "cancelled") and (row.last_error or row.log_tail):
-            parts.append(f"[red]{row.status}[/red] " + escape(f"{row.label} [{row.key[:8]}]: {row.last_error or ''}"))
-            if row.log_tail:
-                parts.append("\n".join(f"    {escape(line)}" for line in row.log_tail.splitlines()))
-    return "\n".join(parts)
-
-
-def _summary_line(rows: list[NodeRow]) -> str:
-    counts = Counter(row.status for row in rows)
-    parts = [f"{counts[s]} {s}" for s in STATUSES if counts[s]]
-    return f"{len(rows)} nodes: " + ", ".join(parts)
-
-
 MIN_INTERVAL_S = 2.0
 """`status --watch` reads every node's files per refresh: not more often than this."""
+WATCH_INTERVAL_S = 30.0
+"""The default between two reads of a watched grid: each asks SLURM (`squeue`, `sacct`)
+for the whole grid, and a scheduler is not to be polled every few seconds for hours."""
 
 
 def status(
     spec: SpecArg,
     override: OverrideOpt = None,
     as_json: JsonOpt = False,
-    watch: Annotated[bool, typer.Option("--watch", help="refresh until every node has finished")] = False,
+    stage: Annotated[Optional[list[Stage]], choice_option(
+        Stage, "--stage", what="stage", help="only nodes of this stage (repeatable)")] = None,
+    state: Annotated[Optional[list[State]], choice_option(
+        State, "--state", what="state", help="only nodes in this state (repeatable)")] = None,
+    task: Annotated[Optional[list[str]], typer.Option(
+        "--task", help="only nodes that train, tune, prepare or evaluate this task (repeatable)")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="a live view that fits the terminal, until no node is "
+                                        "queued or running (plain lines when not on a terminal)")] = False,
     interval: Annotated[float, typer.Option(
-        help=f"seconds between refreshes with --watch (at least {MIN_INTERVAL_S:g})")] = 5.0,
+        help=f"seconds between reads with --watch (at least {MIN_INTERVAL_S:g}); each asks SLURM")] = WATCH_INTERVAL_S,
 ) -> None:
-    """Show every node's state, attempts, elapsed time and headline metric."""
+    """A summary (per stage, nodes by state; failures with reason and log tail; running
+    nodes), then every node's state, attempts, elapsed time and headline metric."""
     if not (math.isfinite(interval) and interval >= MIN_INTERVAL_S):
         raise UserError(f"--interval: {interval:g} is not a number of seconds >= {MIN_INTERVAL_S:g}")
     experiment = open_spec(spec, override)
+    nodes = {node.key: node for node in experiment.plan.nodes}
+    known_tasks = {name for node in experiment.plan.nodes for name in (node.task, node.intermediate) if name}
+    filters = Filters.make(stage, state, task, known_tasks)
+
+    def tasks_of(row: NodeRow) -> str:
+        return node_tasks(nodes[row.key])
+
+    title = f"{experiment.spec.name} ({experiment.store.url})"
     if as_json:
-        rows = status_rows(experiment)
-        counts = Counter(row.status for row in rows)
-        print(json.dumps({"experiment": experiment.spec.name, "counts": dict(counts), "nodes": [asdict(row) for row in rows]}, indent=1))
+        shown = [row for row in status_rows(experiment) if filters.matches(row)]
+        counts = Counter(row.status for row in shown)
+        print(json.dumps({"experiment": experiment.spec.name, "counts": dict(counts),
+                          "nodes": [asdict(row) for row in shown]}, indent=1))
         return
     if not watch:
         rows = status_rows(experiment)
-        out.print(_status_table(experiment, rows))
-        failures = _failures(rows)
-        if failures:
-            out.print(failures, markup=True, highlight=False)
-        out.print(_summary_line(rows))
+        for part in full_view(title, rows, [row for row in rows if filters.matches(row)], filters, tasks_of):
+            out.print(part)
         return
-    from rich.console import Group
+    try:
+        if out.is_terminal:
+            _watch_live(experiment, title, filters, tasks_of, interval)
+        else:
+            _watch_plain(experiment, filters, interval)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _still_live(rows: list[NodeRow]) -> bool:
+    return any(row.status in LIVE for row in rows)
+
+
+def _watch_live(experiment: Experiment, title: str, filters: Filters, tasks_of: Callable[[NodeRow], str],
+                interval: float) -> None:
+    """Redraw the view (`status_view.fit`) after every read, and when the terminal is
+    resized between reads; stop once none of the shown nodes is live."""
     from rich.live import Live
 
-    with Live(console=out, auto_refresh=False) as live:
+    with Live(console=out, auto_refresh=False, vertical_overflow="crop") as live:
         while True:
             rows = status_rows(experiment)
-            live.update(Group(_status_table(experiment, rows), _failures(rows), _summary_line(rows)), refresh=True)
-            if all(row.status in ("done", "failed", "cancelled") for row in rows):
-                break
-            time.sleep(interval)
+            shown = [row for row in rows if filters.matches(row)]
 
+            def draw(rows: list[NodeRow] = rows, shown: list[NodeRow] = shown) -> None:
+                live.update(fit(out, out.size.height, title, rows, shown, filters, tasks_of), refresh=True)
+
+            draw()
+            if not _still_live(shown):
+                return
+            size, deadline = out.size, time.monotonic() + interval
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(1.0, left))
+                if out.size != size:
+                    size = out.size
+                    draw()
+
+
+def _watch_plain(experiment: Experiment, filters: Filters, interval: float) -> None:
+    """Not on a terminal (a file, a pipe, a batch job's log): one time-stamped summary
+    line per read, and a line for each node that failed since; no cursor movement."""
+    seen: set[str] = set()
+    while True:
+        shown = [row for row in status_rows(experiment) if filters.matches(row)]
+        for text in plain_progress(shown, seen):
+            print(text, flush=True)
+        if not _still_live(shown):
+            return
+        time.sleep(interval)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
+
 from xstilts.core.plan import Node
 from xstilts.launcher.executors.base import LaunchOutcome, LaunchRequest
 from xstilts.launcher.profiles import LocalProfile
@@ -47,9 +49,9 @@ class LocalExecutor:
                    f"{len(selection.live)} running elsewhere, {len(selection.failed)} failed (skipped)"
                    + (f", {len(selection.blocked)} blocked by failed inputs" if selection.blocked else ""))
         if request.dry_run:
-            out.print(f"[dry run] {summary}")
+            out.print(f"[dry run] {summary}", markup=False)
             for node in selection.submit:
-                out.print(f"  would run {node.label} [{node.key}]")
+                out.print(f"  would run {node.label} [{node.key}]", markup=False)
             return LaunchOutcome(ok=True, show_table=False)
         if not selection.submit and not selection.live:
             out.print(f"submitted 0 nodes; {summary}")
@@ -69,8 +71,8 @@ class LocalExecutor:
             if kind == "done":
                 finished[0] += 1
             style = {"done": "green", "failed": "red", "interrupted": "yellow"}.get(kind, "dim")
-            out.print(f"[{style}]{time.strftime('%H:%M:%S')} [{finished[0]:>3}/{total}] {kind:<11}[/{style}] "
-                      f"{node.label} [{node.key[:8]}] {detail}")
+            out.print(Text.assemble((f"{time.strftime('%H:%M:%S')} [{finished[0]:>3}/{total}] {kind:<11}", style),
+                                    f" {node.label} [{node.key[:8]}] {detail}"))
 
         runner = local_runner.LocalRunner(experiment.store, experiment.plan, self.profile, request.retry_failed,
                                           report, extra_env=experiment.spec.checkpointing.env())

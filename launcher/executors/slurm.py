@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
+
 from xstilts.core.plan import Node
 from xstilts.launcher import slurm
 from xstilts.launcher.executors.base import SAFE_PATH_ENV, LaunchOutcome, LaunchRequest
@@ -73,14 +75,16 @@ class SlurmExecutor:
                    f"{len(selection.blocked)} waiting for failed inputs")
         env = self.job_env(experiment)
         if request.dry_run:
-            out.print(f"\\[dry run] {summary}; at most {size} tasks per array ({size_source})", soft_wrap=True)
+            out.print(f"[dry run] {summary}; at most {size} tasks per array ({size_source})", soft_wrap=True,
+                      markup=False)
             folder = slurm.log_folder(profile, name)
             for array in arrays:
                 res = slurm.stage_resources(profile, array.stage, experiment.spec.resources_for(array.stage))
                 params = slurm.executor_parameters(res, profile, slurm.job_name(name), env,
                                                    slurm.dependency_string(array, arrays))
-                out.print(f"\n[bold]array {array.index}[/bold]: {array.stage}, wave {array.wave}, {len(array.nodes)} "
-                          f"tasks, after {[f'array {i}' for i in array.after] + array.after_jobs or 'nothing'}",
+                out.print(Text.assemble("\n", (f"array {array.index}", "bold"),
+                                        f": {array.stage}, wave {array.wave}, {len(array.nodes)} tasks, after "
+                                        f"{[f'array {i}' for i in array.after] + array.after_jobs or 'nothing'}"),
                           soft_wrap=True)
                 sys.stdout.flush()
                 sys.stdout.write(slurm.render_sbatch(array, params, folder) + "\n")
