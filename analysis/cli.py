@@ -11,13 +11,16 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from xstilts.core.errors import UserError, unknown_choice
-from xstilts.launcher.commands.common import JsonOpt, LongOverrideOpt, OverrideOpt, SpecArg, err, open_spec, out
+from xstilts.launcher.commands.common import (
+    OUTPUT_FLAGS, JsonOpt, OverrideOpt, SpecArg, choice_option, err, open_spec, out,
+)
 from xstilts.launcher.experiment import Experiment
 
 if TYPE_CHECKING:
@@ -25,7 +28,39 @@ if TYPE_CHECKING:
 
     from xstilts.analysis.table import PaperTable
 
-app = typer.Typer(help="Turn results into tidy data, tables, statistics, plots and a report.", no_args_is_help=True)
+app = typer.Typer(help="Turn results into tidy data, tables, statistics, plots and a report.", no_args_is_help=True,
+                  rich_markup_mode=None)
+
+
+class CollectFormat(str, Enum):
+    """`collect --format`: `xstilts.analysis.collect.FORMATS` (a test holds them equal)."""
+
+    csv = "csv"
+    parquet = "parquet"
+    json = "json"
+
+
+class TableFormat(str, Enum):
+    """`table --format`: `xstilts.analysis.table.FORMATS` (a test holds them equal)."""
+
+    rich = "rich"
+    md = "md"
+    csv = "csv"
+    latex = "latex"
+    json = "json"
+
+
+class Grouping(str, Enum):
+    """`compare --by`: what the intermediate tasks are compared by."""
+
+    modality = "modality"
+
+
+class Suite(str, Enum):
+    """`score --suite`: the benchmarks of `xstilts.core.languages.SUITES` (a test holds them equal)."""
+
+    xtreme = "xtreme"
+    xtreme_r = "xtreme-r"
 
 
 def _frame(experiment: Experiment, no_cache: bool = False) -> pd.DataFrame:
@@ -57,30 +92,30 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="read every node ag
 
 @app.command("collect")
 def analysis_collect(
-    spec: SpecArg, override: LongOverrideOpt = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="file to write (default: print CSV)")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="csv | parquet | json (default: from -o's suffix)")] = None,
+    spec: SpecArg, override: OverrideOpt = None,
+    output: Annotated[Optional[Path], typer.Option(*OUTPUT_FLAGS, help="file to write (default: print CSV)")] = None,
+    format_: Annotated[Optional[CollectFormat], choice_option(
+        CollectFormat, "--format", what="format", help="file format (default: from --output's suffix)")] = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """One tidy table of every result: intermediate, target, seed, language, metric, value,
     node key, modality, cost."""
-    from xstilts.analysis.collect import FORMATS, write_frame
+    from xstilts.analysis.collect import write_frame
 
-    if fmt is not None and fmt not in FORMATS:
-        raise UserError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
+    fmt = None if format_ is None else format_.value
     experiment = open_spec(spec, override)
     frame = _frame(experiment, no_cache)
     _, note = _missing_note(experiment)
     if output is None:
         if fmt not in (None, "csv"):
-            raise UserError(f"--format {fmt} needs -o FILE (only csv prints to the terminal)")
+            raise UserError(f"--format {fmt} needs --output FILE (only csv prints to the terminal)")
         sys.stdout.write(frame.to_csv(index=False))
     else:
         try:
             with _writing_to(output):
                 write_frame(frame, output, fmt)
         except ValueError as exc:
-            raise UserError(f"-o {output}: {exc}") from None
+            raise UserError(f"--output {output}: {exc}") from None
         err.print(f"{len(frame)} rows -> {output}")
     if note:
         err.print(note, style="yellow")
@@ -89,16 +124,15 @@ def analysis_collect(
 @app.command("table")
 def analysis_table(
     spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
-    fmt: Annotated[str, typer.Option("--format", help="rich | md | csv | latex | json")] = "rich",
+    format_: Annotated[TableFormat, choice_option(TableFormat, "--format", what="format", help="how to print it")]
+    = TableFormat.rich,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """The paper-style table: intermediate tasks x target tasks and their average, mean ±
     std over seeds, delta vs none, best per column marked; missing cells say why."""
-    from xstilts.analysis.table import FORMATS, render_csv, render_latex, render_markdown
+    from xstilts.analysis.table import render_csv, render_latex, render_markdown
 
-    fmt = "json" if as_json else fmt
-    if fmt not in FORMATS:
-        raise UserError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
+    fmt = "json" if as_json else format_.value
     experiment = open_spec(spec, override)
     table, note = results_table(experiment, no_cache)
     if fmt == "json":
@@ -143,15 +177,14 @@ def _print_rich_table(experiment: Experiment, table: PaperTable) -> None:
 @app.command("compare")
 def analysis_compare(
     spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
-    by: Annotated[str, typer.Option("--by", help="what to compare: modality")] = "modality",
+    by: Annotated[Grouping, choice_option(Grouping, "--by", what="grouping", help="what to compare by")]
+    = Grouping.modality,
     boot: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples")] = 10000,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """The research question: mean delta of multimodal against text-only intermediate
     tasks (and each multimodal task against its control), 95% bootstrap intervals over
     targets and seeds, a paired test per target, and a per-language breakdown."""
-    if by != "modality":
-        raise UserError(f"--by: unknown grouping '{by}'; valid: modality")
     if boot < 1:
         raise UserError(f"--bootstrap: {boot} resamples; give at least 1 (default 10000)")
     from xstilts.analysis.stats import compare_by_modality  # scipy: after the cheap checks
@@ -169,19 +202,19 @@ def analysis_compare(
 
 @contextmanager
 def _writing_to(output: Path) -> Iterator[None]:
-    """An -o path that cannot be written (a missing or read-only folder, a full disk) is
+    """An --output path that cannot be written (a missing or read-only folder, a full disk) is
     the user's to fix: one message naming the path, exit code 2. The writers replace
     files atomically, so nothing half-written is left behind."""
     try:
         yield
     except OSError as exc:
-        raise UserError(f"-o {output}: cannot write {exc.filename or output}: {exc.strerror or exc}") from None
+        raise UserError(f"--output {output}: cannot write {exc.filename or output}: {exc.strerror or exc}") from None
 
 
 @app.command("plot")
 def analysis_plot(
-    spec: SpecArg, override: LongOverrideOpt = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="folder for the figures (PNG and SVG)")] = Path("figures"),
+    spec: SpecArg, override: OverrideOpt = None,
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="folder for the figures (PNG and SVG)")] = Path("figures"),
     target: Annotated[Optional[str], typer.Option("--target", help="target of the per-language bars")] = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
@@ -202,8 +235,8 @@ def analysis_plot(
 
 @app.command("report")
 def analysis_report(
-    spec: SpecArg, override: LongOverrideOpt = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="the Markdown file to write")] = Path("report.md"),
+    spec: SpecArg, override: OverrideOpt = None,
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="the Markdown file to write")] = Path("report.md"),
     no_cache: NoCacheOpt = False,
 ) -> None:
     """A Markdown report: the table, the modality comparison and the figures."""
@@ -222,14 +255,18 @@ def analysis_report(
 def score(
     predictions: Annotated[str, typer.Option("--predictions", help="submission folder: <task>/test-<lang>.<ext>")],
     gold: Annotated[str, typer.Option("--gold", help="label folder in the same layout")],
-    suite: Annotated[str, typer.Option("--suite", help="xtreme or xtreme-r")] = "xtreme",
+    suite_: Annotated[Suite, choice_option(Suite, "--suite", what="suite", help="the benchmark")] = Suite.xtreme,
     as_json: JsonOpt = False,
 ) -> None:
     """Score predictions in the official XTREME / XTREME-R layout, as the leaderboard does."""
     from xstilts.analysis.score import available_tasks, score_submission, suite_tables
 
+    suite = suite_.value
     task_langs, groups = suite_tables(suite)
     present, skipped = available_tasks(predictions, gold, suite)
+    if not present:
+        raise UserError(f"score: no task of {suite} has a folder in both {predictions} and {gold} "
+                        f"(expected <task>/test-<lang>.<ext> in each; tasks: {', '.join(task_langs)})")
     result = score_submission(predictions, gold, suite)
     if as_json:
         print(json.dumps(result, indent=2))

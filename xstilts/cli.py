@@ -22,9 +22,12 @@ app = typer.Typer(
     name="xstilts",
     help="Intermediate-task training grids for zero-shot cross-lingual transfer.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+"""Shell completion is on (`xstilts --install-completion`; choices and options complete).
+`rich_markup_mode=None`: the plain help of click, where a flag shows no `<bool>` and a
+help text is not read as markup."""
 
 
 def _print_version(value: bool) -> None:

@@ -44,14 +44,11 @@ def styled(*parts: str | tuple[str, str]) -> Text:
     so keys, names and paths print as they are (`Text.assemble`, named for the reason)."""
     return Text.assemble(*parts)
 
-SpecArg = Annotated[str, typer.Argument(help="experiment spec YAML")]
+SpecArg = Annotated[str, typer.Argument(help="experiment spec YAML", metavar="SPEC")]
 OverrideOpt = Annotated[
-    Optional[list[str]], typer.Option("--override", "-o", help="override a spec value: key.path=value (repeatable)")
+    Optional[list[str]], typer.Option("--override", "-o", metavar="KEY.PATH=VALUE",
+                                      help="override a spec value (repeatable)")
 ]
-LongOverrideOpt = Annotated[
-    Optional[list[str]], typer.Option("--override", help="override a spec value: key.path=value (repeatable)")
-]
-"""For the analysis commands whose -o is their output (as in `collect -o FILE`)."""
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="cluster profile name or YAML path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 OUTPUT_FLAGS = ("--output", "-O")

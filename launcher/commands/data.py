@@ -295,7 +295,7 @@ def print_task(check: TaskCheck) -> None:
 def make_app(task_data: Callable[[], TaskData]) -> typer.Typer:
     """The `data` sub-app; `task_data` (from the wiring) gives the loaders, imported
     only when a command runs."""
-    app = typer.Typer(help="Check the benchmark data a spec needs.", no_args_is_help=True)
+    app = typer.Typer(help="Check the benchmark data a spec needs.", no_args_is_help=True, rich_markup_mode=None)
 
     @app.command()
     def check(spec: SpecArg, override: OverrideOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False) -> None:

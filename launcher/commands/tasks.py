@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from typing import Annotated, Optional
 
-import typer
+from xstilts.launcher.commands.common import JsonOpt, choice_option, out
 
-from xstilts.core.errors import UserError, unknown_choice
-from xstilts.launcher.commands.common import JsonOpt, out
+
+class Role(str, Enum):
+    """What a task can be in a grid (`Task.roles`)."""
+
+    intermediate = "intermediate"
+    target = "target"
 
 
 def tasks(
-    role: Annotated[Optional[str], typer.Option(help="only tasks usable as 'intermediate' or 'target'")] = None,
+    role: Annotated[Optional[Role], choice_option(Role, "--role", what="role", help="only tasks usable in this role")]
+    = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The task registry: name, kind, roles, English training data, languages, metric."""
     from xstilts.core.tasks import TASKS, task_names
 
-    if role not in (None, "intermediate", "target"):
-        raise UserError(unknown_choice("role", str(role), ["intermediate", "target"]))
-    names = task_names(role)
+    names = task_names(None if role is None else role.value)
     if as_json:
         print(json.dumps([{
             "name": n, "kind": TASKS[n].kind, "roles": list(TASKS[n].roles), "modality": TASKS[n].modality,

@@ -72,7 +72,7 @@ def test_every_command_works_half_finished_and_says_what_is_missing(half_done: A
     experiment, spec, missing = half_done
     note = f"{len(missing)} of {len(experiment.plan.evaluations())} evaluations missing"
     out = tmp_path / "rows.parquet"
-    collected = _run("collect", str(spec), "-o", str(out))
+    collected = _run("collect", str(spec), "-O", str(out))
     assert note in collected.stderr and len(pd.read_parquet(out)) > 0
     for fmt, probe in (("md", "| intermediate | modality |"), ("latex", r"\toprule"), ("csv", "intermediate,modality"),
                        ("rich", "zero-shot cross-lingual transfer")):
@@ -83,12 +83,12 @@ def test_every_command_works_half_finished_and_says_what_is_missing(half_done: A
     assert "95% CI" in compared.stdout
     assert note in compared.stderr
     figures = tmp_path / "figures"
-    plotted = _run("plot", str(spec), "-o", str(figures))
+    plotted = _run("plot", str(spec), "--output", str(figures))
     pngs = sorted(figures.glob("*.png"))
     assert pngs and all(Image.open(p).size[0] > 0 for p in pngs) and note in plotted.stderr
     assert (figures / "delta_heatmap.svg").exists()
     report = tmp_path / "report.md"
-    _run("report", str(spec), "-o", str(report))
+    _run("report", str(spec), "-O", str(report))
     text = report.read_text()
     assert "| intermediate | modality |" in text and "missing" in text.lower()
 
@@ -103,14 +103,14 @@ def test_bad_options_are_user_errors(half_done: Any) -> None:
 
 
 def test_an_output_path_that_cannot_be_written_is_a_user_error(half_done: Any, tmp_path: Path) -> None:
-    """-o under a regular file (so no folder can be made there): one message naming the
+    """--output under a regular file (so no folder can be made there): one message naming the
     path, exit code 2, no traceback, for each command that writes files."""
     _, spec, _ = half_done
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
     for command, name in (("collect", "rows.csv"), ("plot", "figures"), ("report", "report.md")):
         target = blocker / name
-        result = run_cli("analysis", command, str(spec), "-o", str(target), env=cli_env({"HF_HUB_OFFLINE": "1"}))
+        result = run_cli("analysis", command, str(spec), "-O", str(target), env=cli_env({"HF_HUB_OFFLINE": "1"}))
         assert result.returncode == 2, (command, result.stderr)
-        assert f"-o {target}: cannot write" in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert f"--output {target}: cannot write" in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert blocker.read_text() == "not a folder\n"
