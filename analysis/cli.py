@@ -64,11 +64,15 @@ class Suite(str, Enum):
 
 
 def _frame(experiment: Experiment, no_cache: bool = False) -> pd.DataFrame:
-    """The experiment's tidy results (`xstilts.analysis.collect`), read in parallel and cached."""
+    """The experiment's tidy results (`xstilts.analysis.collect`), read in parallel and
+    cached; a bar with an ETA on stderr while nodes are read, if that is a terminal."""
     from xstilts.analysis.collect import collect_frame
+    from xstilts.launcher.progress import ProgressReport
 
     try:
-        return collect_frame(experiment, use_cache=not no_cache)
+        with ProgressReport(err, f"{experiment.spec.name}: reading results", total=0, transient=True) as bar:
+            return collect_frame(experiment, use_cache=not no_cache,
+                                 on_read=lambda read, total: bar.update(read, total=total))
     except ValueError as exc:  # a finished node whose result.json is missing or unreadable
         raise UserError(f"results of '{experiment.spec.name}': {exc}") from None
     except OSError as exc:

@@ -25,7 +25,8 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
@@ -38,6 +39,9 @@ from xstilts.analysis.table import modality_label
 from xstilts.core.atomic import replacing
 from xstilts.launcher.experiment import Experiment
 from xstilts.core.plan import Node
+
+OnRead = Callable[[int, int], None]
+"""(nodes read so far, nodes to read): `collect_frame`'s progress callback."""
 from xstilts.core.spec import Spec
 from xstilts.core.errors import warn
 from xstilts.core.state import STATUSES, node_done
@@ -68,19 +72,22 @@ MISSING_COLUMNS: tuple[str, ...] = ("intermediate", "target", "seed", "status", 
 
 
 # -- the frame ------------------------------------------------------------------------------
-def collect_frame(experiment: Experiment, workers: int = 16, use_cache: bool = True) -> pd.DataFrame:
+def collect_frame(experiment: Experiment, workers: int = 16, use_cache: bool = True,
+                  on_read: OnRead | None = None) -> pd.DataFrame:
     """The tidy frame of every finished evaluate node of the experiment.
 
     One row per (evaluate node, language, metric key of that language's scores), in plan
     order then language and metric. Unfinished evaluate nodes contribute nothing (see
     `missing_cells`). With `use_cache=False` the cache is neither read nor written.
+    `on_read(read, total)` is called after each node read from the store (for a
+    progress bar: thousands of files on a paper grid).
     """
     evaluations = experiment.plan.evaluations()
     store = experiment.store
     path = cache_path(experiment)
     cached = read_cache(store, path) if use_cache else _empty_cached()
     known = set(cached["key"].unique())
-    fresh = read_nodes(store, [node for node in evaluations if node.key not in known], workers)
+    fresh = read_nodes(store, [node for node in evaluations if node.key not in known], workers, on_read)
     combined = _concat([cached, fresh])
     if use_cache and not fresh.empty:
         write_cache(store, path, combined)
@@ -140,12 +147,22 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- reading nodes ---------------------------------------------------------------------------
-def read_nodes(store: Store, nodes: list[Node], workers: int) -> pd.DataFrame:
+def read_nodes(store: Store, nodes: list[Node], workers: int, on_read: OnRead | None = None) -> pd.DataFrame:
     """Cached-column rows of those `nodes` that are done, read `workers` nodes at a time."""
     if not nodes:
         return _empty_cached()
+    lock, read = threading.Lock(), [0]
+
+    def one(node: Node) -> dict[str, list[Any]] | None:
+        part = read_node(store, node)
+        if on_read is not None:
+            with lock:
+                read[0] += 1
+                on_read(read[0], len(nodes))
+        return part
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        parts = [part for part in pool.map(lambda node: read_node(store, node), nodes) if part is not None]
+        parts = [part for part in pool.map(one, nodes) if part is not None]
     if not parts:
         return _empty_cached()
     columns = {name: list(chain.from_iterable(part[name] for part in parts)) for name in CACHED_COLUMNS}

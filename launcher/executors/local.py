@@ -16,6 +16,7 @@ from rich.text import Text
 from xstilts.core.plan import Node
 from xstilts.launcher.executors.base import LaunchOutcome, LaunchRequest
 from xstilts.launcher.profiles import LocalProfile
+from xstilts.launcher.progress import ProgressReport
 from xstilts.launcher.selection import NodeStatuses, select_nodes
 
 if TYPE_CHECKING:
@@ -66,17 +67,20 @@ class LocalExecutor:
         out.print(f"submitted {len(selection.submit)} nodes; {summary}")
         started = time.time()
         finished = [len(selection.done)]
+        bar = ProgressReport(out, f"{experiment.spec.name}: nodes done", total, completed=finished[0])
 
         def report(kind: str, node: Node, detail: str) -> None:
             if kind == "done":
                 finished[0] += 1
+                bar.update(finished[0])
             style = {"done": "green", "failed": "red", "interrupted": "yellow"}.get(kind, "dim")
-            out.print(Text.assemble((f"{time.strftime('%H:%M:%S')} [{finished[0]:>3}/{total}] {kind:<11}", style),
-                                    f" {node.label} [{node.key[:8]}] {detail}"))
+            bar.line(Text.assemble((f"{time.strftime('%H:%M:%S')} [{finished[0]:>3}/{total}] {kind:<11}", style),
+                                   f" {node.label} [{node.key[:8]}] {detail}"))
 
         runner = local_runner.LocalRunner(experiment.store, experiment.plan, self.profile, request.retry_failed,
                                           report, extra_env=experiment.spec.checkpointing.env())
-        result = runner.run()
+        with bar:
+            result = runner.run()
         out.print(f"finished in {time.time() - started:.0f}s: {len(result.done)} done, {len(result.failed)} failed, "
                   f"{len(result.blocked)} blocked by failed inputs" + (" (interrupted)" if result.interrupted else ""))
         return LaunchOutcome(ok=result.ok, show_table=True)

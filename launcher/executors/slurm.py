@@ -19,6 +19,7 @@ from xstilts.core.plan import Node
 from xstilts.launcher import slurm
 from xstilts.launcher.executors.base import SAFE_PATH_ENV, LaunchOutcome, LaunchRequest
 from xstilts.launcher.profiles import SlurmProfile
+from xstilts.launcher.progress import ProgressReport
 from xstilts.launcher.selection import NodeStatuses, select_nodes
 
 if TYPE_CHECKING:
@@ -110,14 +111,22 @@ class SlurmExecutor:
         return {**self.profile.env, **experiment.spec.checkpointing.env(), **SAFE_PATH_ENV}
 
     def _wait(self, experiment: Experiment, out: Console, interval: float = WAIT_INTERVAL_S) -> LaunchOutcome:
-        """Poll SLURM and the store until nothing of the experiment is queued or running."""
-        while True:
-            statuses = experiment.statuses()
-            counts = Counter(status for status, _ in statuses.values())
-            if not any(status in self.live for status, _ in statuses.values()):
-                break
-            out.print(f"{time.strftime('%H:%M:%S')} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-            time.sleep(interval)
+        """Poll SLURM and the store until nothing of the experiment is queued or running:
+        a bar of ended nodes with an ETA on a terminal (a line when the counts change),
+        a time-stamped line per poll otherwise."""
+        total, last = len(experiment.plan.nodes), ""
+        with ProgressReport(out, f"{experiment.spec.name}: nodes ended", total) as bar:
+            while True:
+                statuses = experiment.statuses()
+                counts = Counter(status for status, _ in statuses.values())
+                if not any(status in self.live for status, _ in statuses.values()):
+                    break
+                text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                bar.update(sum(counts[s] for s in ("done", "failed", "cancelled")))
+                if text != last or not bar.is_bar:
+                    bar.line(f"{time.strftime('%H:%M:%S')} {text}")
+                last = text
+                time.sleep(interval)
         out.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         return LaunchOutcome(ok=counts.get("done", 0) == len(statuses), show_table=True)
 

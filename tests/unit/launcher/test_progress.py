@@ -1,0 +1,54 @@
+"""Long work shows a bar with an ETA on a terminal and plain lines elsewhere (issue 18):
+`ProgressReport` (used by `launch --wait` and `analysis collect`) and the progress
+callback of `collect_frame`."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from rich.console import Console
+
+from tests.support.results import finish_cell, open_raw, spec_raw
+from xstilts.analysis.collect import collect_frame
+from xstilts.launcher.commands.common import styled
+from xstilts.launcher.progress import ProgressReport
+
+EVENTS = ["12:00:01 [  1/10] done        prepare:model [e96493aa] 3s",
+          "12:00:02 [  1/10] failed      train-target mnli->xnli seed=1 [f1c16ece] exit code 1"]
+
+
+def _run(console: Console) -> None:
+    with ProgressReport(console, "demo: nodes done", total=10, completed=1) as bar:
+        bar.line(EVENTS[0])
+        bar.update(3)
+        bar.line(styled((EVENTS[1][:26], "red"), EVENTS[1][26:]))
+
+
+def test_on_a_terminal_the_lines_print_above_a_bar_with_an_eta() -> None:
+    buffer = io.StringIO()
+    _run(Console(file=buffer, force_terminal=True, width=120, height=40, markup=False))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", buffer.getvalue())
+    assert EVENTS[0] in text and EVENTS[1] in text
+    assert re.search(r"demo: nodes done .* 3/10 elapsed \d:\d\d:\d\d ETA", text), text
+
+
+def test_off_a_terminal_only_the_lines_are_written() -> None:
+    buffer = io.StringIO()
+    _run(Console(file=buffer, force_terminal=False, width=120, markup=False))
+    assert buffer.getvalue() == "\n".join(EVENTS) + "\n"
+
+
+def test_collect_reports_each_node_it_reads(tmp_path: Path) -> None:
+    experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store")))
+    evaluations = experiment.plan.evaluations()
+    for node in evaluations[: len(evaluations) // 2]:
+        finish_cell(experiment.store, node)
+    calls: list[tuple[int, int]] = []
+    collect_frame(experiment, workers=4, on_read=lambda read, total: calls.append((read, total)))
+    assert sorted(calls) == [(i, len(evaluations)) for i in range(1, len(evaluations) + 1)]
+    again: list[tuple[int, int]] = []  # the finished nodes are cached now: only the others are read
+    collect_frame(experiment, workers=4, on_read=lambda read, total: again.append((read, total)))
+    rest = len(evaluations) - len(evaluations) // 2
+    assert sorted(again) == [(i, rest) for i in range(1, rest + 1)]
