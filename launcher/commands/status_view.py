@@ -64,7 +64,6 @@ class State(str, Enum):
 LIVE = frozenset({"queued", "running", "preempted"})
 """States that can still change without a new launch (a job SLURM holds, a process with a
 live lease, a local scheduler's queue): `--watch` stops when no node is in one."""
-ENDED = frozenset({"done", "failed", "cancelled"})
 
 COLOURS = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "preempted": "yellow",
            "queued": "blue", "cancelled": "magenta"}
@@ -150,7 +149,8 @@ def failure_entries(rows: Sequence[NodeRow], tail_lines: int | None = None) -> l
     for row in rows:
         if row.status not in ("failed", "cancelled"):
             continue
-        entry = [line((row.status, COLOURS[row.status]), f" {row.label} [{row.key[:8]}]: {row.last_error or 'no reason recorded'}")]
+        reason = row.last_error or "no reason recorded"
+        entry = [line((row.status, COLOURS[row.status]), f" {row.label} [{row.key[:8]}]: {reason}")]
         tail = (row.log_tail or "").splitlines()
         if tail_lines is not None:
             tail = tail[-tail_lines:] if tail_lines > 0 else []
