@@ -202,8 +202,16 @@ def layout_hints(data_dir: Path, folders: tuple[str, ...]) -> list[str]:
     return hints
 
 
-def check_plan(plan: Plan, loaders: TaskData) -> list[TaskCheck]:
-    return [check_task(task, config.data_dir, config.data_revision, loaders) for task, config in needed_tasks(plan)]
+def check_plan(plan: Plan, loaders: TaskData, on_checked: Callable[[int, int], None] | None = None) -> list[TaskCheck]:
+    """Every task the plan prepares, checked; `on_checked(checked, total)` after each (a
+    progress bar: loading a hub task's splits can take minutes)."""
+    needed = needed_tasks(plan)
+    results = []
+    for task, config in needed:
+        results.append(check_task(task, config.data_dir, config.data_revision, loaders))
+        if on_checked is not None:
+            on_checked(len(results), len(needed))
+    return results
 
 
 # --------------------------------------------------------------------------- launch's cheap part
@@ -303,7 +311,10 @@ def make_app(task_data: Callable[[], TaskData]) -> typer.Typer:
         per task found / missing (with the paths tried) / gold withheld, and the
         example counts per language. Exit code 2 if anything is missing."""
         experiment = open_spec(spec, override, profile, reads_store=False)
-        results = check_plan(experiment.plan, task_data())
+        from xstilts.launcher.progress import ProgressReport
+
+        with ProgressReport(err, f"{experiment.spec.name}: checking data", total=0, transient=True) as bar:
+            results = check_plan(experiment.plan, task_data(), lambda checked, total: bar.update(checked, total=total))
         missing = [f"{r.task} {c.split}/{c.lang}" for r in results for c in r.checks if c.status == "missing"]
         if as_json:
             print(json.dumps({"experiment": experiment.spec.name, "data_dir": experiment.spec.data_dir,

@@ -52,3 +52,15 @@ def test_collect_reports_each_node_it_reads(tmp_path: Path) -> None:
     collect_frame(experiment, workers=4, on_read=lambda read, total: again.append((read, total)))
     rest = len(evaluations) - len(evaluations) // 2
     assert sorted(again) == [(i, rest) for i in range(1, rest + 1)]
+
+
+def test_data_check_reports_each_task_it_checks(tmp_path: Path) -> None:
+    from xstilts.cli import task_data
+    from xstilts.launcher.commands.data import check_plan, needed_tasks
+
+    experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store")))
+    calls: list[tuple[int, int]] = []
+    results = check_plan(experiment.plan, task_data(), lambda checked, total: calls.append((checked, total)))
+    total = len(needed_tasks(experiment.plan))
+    assert total > 1 and len(results) == total
+    assert calls == [(i, total) for i in range(1, total + 1)]
