@@ -167,7 +167,7 @@ def status(
         return
     try:
         if out.is_terminal:
-            _watch_live(experiment, title, filters, tasks_of, interval)
+            _watch_live(experiment, title, filters, tasks_of, interval, spec)
         else:
             _watch_plain(experiment, filters, interval)
     except KeyboardInterrupt:
@@ -179,7 +179,7 @@ def _still_live(rows: list[NodeRow]) -> bool:
 
 
 def _watch_live(experiment: Experiment, title: str, filters: Filters, tasks_of: Callable[[NodeRow], str],
-                interval: float) -> None:
+                interval: float, spec: str) -> None:
     """Redraw the view (`status_view.fit`) after every read, and when the terminal is
     resized between reads; stop once none of the shown nodes is live."""
     from rich.live import Live
@@ -190,7 +190,7 @@ def _watch_live(experiment: Experiment, title: str, filters: Filters, tasks_of: 
             shown = [row for row in rows if filters.matches(row)]
 
             def draw(rows: list[NodeRow] = rows, shown: list[NodeRow] = shown) -> None:
-                live.update(fit(out, out.size.height, title, rows, shown, filters, tasks_of), refresh=True)
+                live.update(fit(out, out.size.height, title, rows, shown, filters, tasks_of, spec), refresh=True)
 
             draw()
             if not _still_live(shown):

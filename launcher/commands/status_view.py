@@ -211,12 +211,12 @@ def _table_title(rows: Sequence[NodeRow], shown: Sequence[NodeRow], filters: Fil
 
 
 def fit(console: Console, height: int, title: str, rows: Sequence[NodeRow], shown: Sequence[NodeRow],
-        filters: Filters, tasks_of: Callable[[NodeRow], str]) -> Group:
+        filters: Filters, tasks_of: Callable[[NodeRow], str], spec: str = "SPEC") -> Group:
     """A live view in `height` lines: the title, the summary and the per-stage table
     always; then the failures (up to 2/5 of what is left, each with the last two lines
     of its log), the running nodes (up to 1/4 of what is then left), and the node table
     (running, queued and failed first) in the rest. Whatever is left out is counted in
-    a line saying how to see it."""
+    a line saying how to see it (the command to run names `spec`)."""
     width = console.size.width
     head: list[RenderableType] = [line((f"{title}  {time.strftime('%H:%M:%S')}", "bold")), summary_line(rows),
                                   stage_table(rows)]
@@ -228,7 +228,7 @@ def fit(console: Console, height: int, title: str, rows: Sequence[NodeRow], show
     if failures:
         budget = left * 2 // 5 if (running_lines(rows) or shown) else left
         block = _entries_within(failures, budget, lambda n: f"… {n} more failed or cancelled: "
-                                                                "xstilts status SPEC --state failed")
+                                                                f"xstilts status {spec} --state failed")
         parts.extend(block)
         left -= len(block)
 
@@ -236,7 +236,7 @@ def fit(console: Console, height: int, title: str, rows: Sequence[NodeRow], show
     if running and left > 1:
         budget = left // 4 if shown else left
         block = _entries_within([[text] for text in running], budget,
-                                lambda n: f"… {n} more running: xstilts status SPEC --state running")
+                                lambda n: f"… {n} more running: xstilts status {spec} --state running")
         parts.extend(block)
         left -= len(block)
 

@@ -155,6 +155,7 @@ def test_watch_in_a_40x120_terminal_shows_summary_failures_and_running(paper: Pa
     assert f"OOM-TAIL {shown_failed[0].key[:8]}" in text  # the end of its log
     assert any(f"[{node.key[:8]}]" in text for node in paper.running), text
     assert re.search(r"… \d+ more rows; narrow with --stage, --state or --task", text), text
+    assert f"more failed or cancelled: xstilts status {paper.spec} --state failed" in text
 
 
 def test_status_shows_the_summary_first_then_the_filtered_table(paper: PaperStore) -> None:
