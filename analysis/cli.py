@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from xstilts.core.errors import UserError, unknown_choice
-from xstilts.launcher.commands.common import JsonOpt, LongOverrideOpt, OverrideOpt, SpecArg, err, open_spec, out
+from xstilts.launcher.commands.common import (FollowProfileOpt, JsonOpt, LongOverrideOpt, OverrideOpt, SpecArg, err,
+                                              open_spec, out)
 from xstilts.launcher.experiment import Experiment
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="read every node ag
 
 @app.command("collect")
 def analysis_collect(
-    spec: SpecArg, override: LongOverrideOpt = None,
+    spec: SpecArg, override: LongOverrideOpt = None, profile: FollowProfileOpt = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="file to write (default: print CSV)")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="csv | parquet | json (default: from -o's suffix)")] = None,
     no_cache: NoCacheOpt = False,
@@ -68,7 +69,7 @@ def analysis_collect(
 
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     frame = _frame(experiment, no_cache)
     _, note = _missing_note(experiment)
     if output is None:
@@ -88,7 +89,7 @@ def analysis_collect(
 
 @app.command("table")
 def analysis_table(
-    spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
+    spec: SpecArg, override: OverrideOpt = None, profile: FollowProfileOpt = None, as_json: JsonOpt = False,
     fmt: Annotated[str, typer.Option("--format", help="rich | md | csv | latex | json")] = "rich",
     no_cache: NoCacheOpt = False,
 ) -> None:
@@ -99,7 +100,7 @@ def analysis_table(
     fmt = "json" if as_json else fmt
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     table, note = results_table(experiment, no_cache)
     if fmt == "json":
         print(json.dumps(table.to_json(), indent=1))
@@ -142,7 +143,7 @@ def _print_rich_table(experiment: Experiment, table: PaperTable) -> None:
 
 @app.command("compare")
 def analysis_compare(
-    spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
+    spec: SpecArg, override: OverrideOpt = None, profile: FollowProfileOpt = None, as_json: JsonOpt = False,
     by: Annotated[str, typer.Option("--by", help="what to compare: modality")] = "modality",
     boot: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples")] = 10000,
     no_cache: NoCacheOpt = False,
@@ -156,7 +157,7 @@ def analysis_compare(
         raise UserError(f"--bootstrap: {boot} resamples; give at least 1 (default 10000)")
     from xstilts.analysis.stats import compare_by_modality  # scipy: after the cheap checks
 
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     _, note = _missing_note(experiment)
     comparison = compare_by_modality(_frame(experiment, no_cache), n_boot=boot)
     if as_json:
@@ -180,13 +181,13 @@ def _writing_to(output: Path) -> Iterator[None]:
 
 @app.command("plot")
 def analysis_plot(
-    spec: SpecArg, override: LongOverrideOpt = None,
+    spec: SpecArg, override: LongOverrideOpt = None, profile: FollowProfileOpt = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="folder for the figures (PNG and SVG)")] = Path("figures"),
     target: Annotated[Optional[str], typer.Option("--target", help="target of the per-language bars")] = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Figures: delta heatmap, per-language bars, training curves, learning-rate sensitivity."""
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     if target is not None and target not in experiment.spec.target.tasks:
         raise UserError(f"--target: {unknown_choice('target', target, experiment.spec.target.tasks)}")
     from xstilts.analysis.plots import plot_all  # matplotlib: after the checks
@@ -202,14 +203,14 @@ def analysis_plot(
 
 @app.command("report")
 def analysis_report(
-    spec: SpecArg, override: LongOverrideOpt = None,
+    spec: SpecArg, override: LongOverrideOpt = None, profile: FollowProfileOpt = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="the Markdown file to write")] = Path("report.md"),
     no_cache: NoCacheOpt = False,
 ) -> None:
     """A Markdown report: the table, the modality comparison and the figures."""
     from xstilts.analysis.report import write_report
 
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     frame = _frame(experiment, no_cache)
     with _writing_to(output):
         path = write_report(experiment, frame, output)

@@ -18,7 +18,8 @@ import typer
 from xstilts.core.errors import UserError
 from xstilts.core.plan import Node
 from xstilts.core.state import STATUSES
-from xstilts.launcher.commands.common import JsonOpt, OverrideOpt, SpecArg, node_tasks, open_spec, out
+from xstilts.launcher.commands.common import (FollowProfileOpt, JsonOpt, OverrideOpt, SpecArg, node_tasks, open_spec,
+                                              out)
 from xstilts.launcher.commands.logs import log_tail
 from xstilts.launcher.experiment import Experiment
 
@@ -161,6 +162,7 @@ MIN_INTERVAL_S = 2.0
 def status(
     spec: SpecArg,
     override: OverrideOpt = None,
+    profile: FollowProfileOpt = None,
     as_json: JsonOpt = False,
     watch: Annotated[bool, typer.Option("--watch", help="refresh until every node has finished")] = False,
     interval: Annotated[float, typer.Option(
@@ -169,7 +171,7 @@ def status(
     """Show every node's state, attempts, elapsed time and headline metric."""
     if not (math.isfinite(interval) and interval >= MIN_INTERVAL_S):
         raise UserError(f"--interval: {interval:g} is not a number of seconds >= {MIN_INTERVAL_S:g}")
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile, cluster_optional=True)
     if as_json:
         rows = status_rows(experiment)
         counts = Counter(row.status for row in rows)
