@@ -130,14 +130,18 @@ def open_experiment(spec_path: str, overrides: list[str] | None = None, profile:
     spec = load_spec(spec_path, typed)
     url = check_storage_url(spec.storage)
     chosen = load_profile(profile or spec.cluster)
-    source = _profile_source(profile) if profile else f"spec cluster: {spec.cluster}"
+    source = _profile_source(profile) if profile else f"{launch_record.SPEC_CLUSTER}{spec.cluster}"
     store = Store(url)
     unread = check_storage(store, reachable=reads_store, optional=storage_optional)
     launch, notes = None, []
-    if records != "none" and reads_store and unread is None:
-        launch = launch_record.follow(store, spec.name, typed if records == "follow" else None)
+    if records == "follow" or (records == "launch" and not profile):  # a launch's --profile is a new choice
+        if reads_store and unread is None:
+            launch = launch_record.follow(store, spec.name, typed if records == "follow" else None)
+    if launch is not None and records == "launch" and not launch.profile_given:
+        launch = None  # the spec's `cluster:` chose it then and chooses it now
+    reapplied = launch is not None and records == "follow" and typed is None and bool(launch.overrides)
     if launch is not None and records == "follow":
-        if typed is None and launch.overrides:
+        if reapplied:
             spec = load_spec(spec_path, launch.overrides)
             if check_storage_url(spec.storage) != url or spec.name != launch.experiment:
                 raise UserError(f"{launch.describe()} is recorded under {store.url}/{launch.experiment}, "
@@ -148,9 +152,11 @@ def open_experiment(spec_path: str, overrides: list[str] | None = None, profile:
         if profile:
             launch_record.check_profile(launch, profile, chosen)
         else:
+            if records == "launch" and not launch_record.same_profile(launch, chosen):
+                notes.append(f"profile '{launch.profile_name}' of {launch.describe()}; --profile to change it")
+            elif records == "follow" and (reapplied or not launch_record.same_profile(launch, chosen)):
+                notes.append(f"following {launch.describe()}")
             chosen, source = launch.resolved_profile(), launch.profile_source
-            notes.append(f"following {launch.describe()}" if records == "follow"
-                         else f"profile '{launch.profile_name}' from {launch.describe()} (--profile to change it)")
     check_environment(chosen)
     return Experiment(spec=spec, profile=chosen, store=store, plan=build_plan(spec), spec_path=spec_path,
                       overrides=launch.overrides if launch is not None and records == "follow" else typed or [],

@@ -20,7 +20,8 @@ The rules for the commands that follow (applied by `launcher.experiment.open_exp
 - without `--profile` they use the profile that launch resolved; a `--profile` that
   resolves to another profile is an error naming the one that launch used.
 `launch` itself records what it was given; only its profile defaults to the newest
-launch's, so a relaunch never runs locally what SLURM holds.
+launch's when that one was given with `--profile`, so a relaunch never runs locally
+what SLURM holds (a profile the spec's `cluster:` named follows the spec as edited).
 
 The record holds the resolved profile, `env` included, as the job scripts in the
 profile's `log_dir` do: it lives in the experiment's own storage.
@@ -46,6 +47,8 @@ from xstilts.launcher.profiles import LocalProfile, SlurmProfile, profile_from_j
 
 LAUNCHES_DIR = "launches"
 """Under the experiment folder: one record per launch."""
+SPEC_CLUSTER = "spec cluster: "
+"""`profile_source` of a profile the spec's `cluster:` named."""
 
 
 class LaunchRecord(BaseModel):
@@ -82,6 +85,12 @@ class LaunchRecord(BaseModel):
     def when(self) -> str:
         """The launch time for messages: `2026-12-03 21:40:05 UTC`."""
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.time))
+
+    @property
+    def profile_given(self) -> bool:
+        """The profile was chosen with `--profile` (at this launch or one it followed),
+        not taken from the spec's `cluster:`."""
+        return not self.profile_source.startswith(SPEC_CLUSTER)
 
     @property
     def profile_name(self) -> str:
@@ -179,9 +188,13 @@ def follow(store: Store, experiment: str, overrides: list[str] | None) -> Launch
                     + "; ".join(used) + ". Drop -o to follow the newest launch, or launch these first")
 
 
+def same_profile(record: LaunchRecord, profile: LocalProfile | SlurmProfile) -> bool:
+    return _settings(profile.model_dump(mode="json")) == _settings(record.profile)
+
+
 def check_profile(record: LaunchRecord, given: str, resolved: LocalProfile | SlurmProfile) -> None:
     """An explicit `--profile` must resolve to the profile the followed launch used."""
-    if _settings(resolved.model_dump(mode="json")) != _settings(record.profile):
+    if not same_profile(record, resolved):
         raise UserError(f"--profile {given}: differs from the profile '{record.profile_name}' that "
                         f"{record.describe()} used; drop --profile to use it, or launch again with --profile {given}")
 

@@ -104,6 +104,25 @@ def test_open_experiment_takes_the_recorded_profile_and_overrides(tmp_path: Path
     assert str(profile) in message and "-o seeds=[5]" in message
 
 
+def test_a_relaunch_keeps_a_given_profile_and_may_choose_another(tmp_path: Path) -> None:
+    """`launch` without --profile reuses the newest launch's --profile (never runs
+    locally what SLURM holds); a profile the spec's `cluster:` named follows the spec;
+    an explicit --profile is a new choice, not an error."""
+    spec = write_small_grid(tmp_path)
+    profile = _cluster_profile(tmp_path)
+    _record(spec, profile)
+    relaunch = open_experiment(str(spec), records="launch")
+    assert relaunch.profile.executor == "slurm" and relaunch.profile_source == str(profile)
+    assert any("--profile to change it" in note for note in relaunch.notes)
+    assert open_experiment(str(spec), profile="local", records="launch").profile.executor == "local"
+    loaded = load_spec(spec)
+    store = Store(loaded.storage)
+    launch_record.write_record(store, launch_record.new_record(
+        experiment="small", storage=store.url, profile=load_profile("local"), profile_source="spec cluster: local",
+        overrides=[], spec_path=str(spec), spec_text=dump_spec(loaded)))
+    assert open_experiment(str(spec), records="launch").profile.executor == "local"
+
+
 def test_the_hint_repeats_the_overrides(tmp_path: Path) -> None:
     request = LaunchRequest(spec_path="my grid.yaml", dry_run=False, wait=False, retry_failed=False,
                             overrides=("seeds=[1,2]", "storage=s3://b/p"))
