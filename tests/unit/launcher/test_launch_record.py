@@ -123,6 +123,21 @@ def test_a_relaunch_keeps_a_given_profile_and_may_choose_another(tmp_path: Path)
     assert open_experiment(str(spec), records="launch").profile.executor == "local"
 
 
+def test_the_detached_scheduler_runs_what_its_launch_record_says(tmp_path: Path) -> None:
+    """It is given the record's id, and takes profile and spec from it (no spec.yaml is
+    in the store here): a record of a SLURM launch is refused by name."""
+    import subprocess
+
+    spec = write_small_grid(tmp_path)
+    record = _record(spec, _cluster_profile(tmp_path))
+    runner = [sys.executable, "-P", "-m", "xstilts.launcher.local_runner", "--store", str(tmp_path / "store"),
+              "--experiment", "small", "--launch"]
+    refused = subprocess.run([*runner, record.id], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert refused.returncode == 2 and "runs local profiles, not 'slurm'" in refused.stderr, refused.stderr
+    missing = subprocess.run([*runner, "nope"], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert missing.returncode == 2 and "no launch record 'nope'" in missing.stderr, missing.stderr
+
+
 def test_the_hint_repeats_the_overrides(tmp_path: Path) -> None:
     request = LaunchRequest(spec_path="my grid.yaml", dry_run=False, wait=False, retry_failed=False,
                             overrides=("seeds=[1,2]", "storage=s3://b/p"))
