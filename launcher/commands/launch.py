@@ -49,7 +49,8 @@ def command(print_results: ResultsPrinter, task_data: Callable[[], TaskData] | N
                                     "planning from the spec alone")] = False,
     ) -> None:
         """Submit every node that is not done yet; skip the rest."""
-        experiment = open_spec(spec, override, profile, records="launch", storage_optional=dry_run and not check_storage)
+        experiment = open_spec(spec, override, profile, records="launch",
+                               storage_optional=dry_run and not check_storage)
         if task_data is not None:
             check_before_launch(experiment.plan, experiment.spec.data_dir, task_data())
         if experiment.store.url.startswith("memory://"):
@@ -62,8 +63,8 @@ def command(print_results: ResultsPrinter, task_data: Callable[[], TaskData] | N
         if not dry_run:
             record = launch_record.new_record(
                 experiment=experiment.spec.name, storage=experiment.store.url, profile=experiment.profile,
-                profile_source=experiment.profile_source, overrides=experiment.overrides, spec_path=str(Path(spec).resolve()),
-                spec_text=dump_spec(experiment.spec))
+                profile_source=experiment.profile_source, overrides=experiment.overrides,
+                spec_path=str(Path(spec).resolve()), spec_text=dump_spec(experiment.spec))
             launch_record.write_record(experiment.store, record)
             experiment.launch = record
         request = LaunchRequest(spec_path=spec, dry_run=dry_run, wait=wait, retry_failed=retry_failed,
