@@ -19,7 +19,7 @@ import typer
 
 from xstilts.core.errors import UserError, unknown_choice
 from xstilts.launcher.commands.common import (
-    OUTPUT_FLAGS, JsonOpt, OverrideOpt, SpecArg, choice_option, err, open_spec, out,
+    OUTPUT_FLAGS, FollowProfileOpt, JsonOpt, OverrideOpt, SpecArg, choice_option, err, open_spec, out,
 )
 from xstilts.launcher.experiment import Experiment
 
@@ -96,7 +96,7 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="read every node ag
 
 @app.command("collect")
 def analysis_collect(
-    spec: SpecArg, override: OverrideOpt = None,
+    spec: SpecArg, override: OverrideOpt = None, profile: FollowProfileOpt = None,
     output: Annotated[Optional[Path], typer.Option(*OUTPUT_FLAGS, help="file to write (default: print CSV)")] = None,
     format_: Annotated[Optional[CollectFormat], choice_option(
         CollectFormat, "--format", what="format", help="file format (default: from --output's suffix)")] = None,
@@ -107,7 +107,7 @@ def analysis_collect(
     from xstilts.analysis.collect import write_frame
 
     fmt = None if format_ is None else format_.value
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     frame = _frame(experiment, no_cache)
     _, note = _missing_note(experiment)
     if output is None:
@@ -127,7 +127,7 @@ def analysis_collect(
 
 @app.command("table")
 def analysis_table(
-    spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
+    spec: SpecArg, override: OverrideOpt = None, profile: FollowProfileOpt = None, as_json: JsonOpt = False,
     format_: Annotated[TableFormat, choice_option(TableFormat, "--format", what="format", help="how to print it")]
     = TableFormat.rich,
     no_cache: NoCacheOpt = False,
@@ -137,7 +137,7 @@ def analysis_table(
     from xstilts.analysis.table import render_csv, render_latex, render_markdown
 
     fmt = "json" if as_json else format_.value
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     table, note = results_table(experiment, no_cache)
     if fmt == "json":
         print(json.dumps(table.to_json(), indent=1))
@@ -180,7 +180,7 @@ def _print_rich_table(experiment: Experiment, table: PaperTable) -> None:
 
 @app.command("compare")
 def analysis_compare(
-    spec: SpecArg, override: OverrideOpt = None, as_json: JsonOpt = False,
+    spec: SpecArg, override: OverrideOpt = None, profile: FollowProfileOpt = None, as_json: JsonOpt = False,
     by: Annotated[Grouping, choice_option(Grouping, "--by", what="grouping", help="what to compare by")]
     = Grouping.modality,
     boot: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples")] = 10000,
@@ -193,7 +193,7 @@ def analysis_compare(
         raise UserError(f"--bootstrap: {boot} resamples; give at least 1 (default 10000)")
     from xstilts.analysis.stats import compare_by_modality  # scipy: after the cheap checks
 
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     _, note = _missing_note(experiment)
     comparison = compare_by_modality(_frame(experiment, no_cache), n_boot=boot)
     if as_json:
@@ -217,13 +217,13 @@ def _writing_to(output: Path) -> Iterator[None]:
 
 @app.command("plot")
 def analysis_plot(
-    spec: SpecArg, override: OverrideOpt = None,
+    spec: SpecArg, override: OverrideOpt = None, profile: FollowProfileOpt = None,
     output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="folder for the figures (PNG and SVG)")] = Path("figures"),
     target: Annotated[Optional[str], typer.Option("--target", help="target of the per-language bars")] = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Figures: delta heatmap, per-language bars, training curves, learning-rate sensitivity."""
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     if target is not None and target not in experiment.spec.target.tasks:
         raise UserError(f"--target: {unknown_choice('target', target, experiment.spec.target.tasks)}")
     from xstilts.analysis.plots import plot_all  # matplotlib: after the checks
@@ -239,14 +239,14 @@ def analysis_plot(
 
 @app.command("report")
 def analysis_report(
-    spec: SpecArg, override: OverrideOpt = None,
+    spec: SpecArg, override: OverrideOpt = None, profile: FollowProfileOpt = None,
     output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="the Markdown file to write")] = Path("report.md"),
     no_cache: NoCacheOpt = False,
 ) -> None:
     """A Markdown report: the table, the modality comparison and the figures."""
     from xstilts.analysis.report import write_report
 
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     frame = _frame(experiment, no_cache)
     with _writing_to(output):
         path = write_report(experiment, frame, output)

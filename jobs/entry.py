@@ -56,6 +56,8 @@ class Interrupted(BaseException):
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 """SIGUSR2 is what SLURM sends (through submitit's `--signal`) before preemption or the
 time limit; SIGTERM/SIGINT come from `xstilts cancel`, the local launcher or a user."""
+CANCEL_SIGNALS = ("SIGTERM", "SIGINT")
+"""A training stage stopped by one of these checkpoints but asks for no requeue."""
 
 
 class StopHandler:
@@ -265,6 +267,13 @@ def _no_fence() -> None:
 
 def _record_stop(exc: BaseException, ref: str, handler: StopHandler, finish: Any) -> int:
     """Record why the stage stopped (preempted, interrupted or failed); the exit code."""
+    if isinstance(exc, Preempted) and handler.received in CANCEL_SIGNALS:
+        # A cancel (scancel, `xstilts cancel`, Ctrl-C), not a preemption: SLURM announces
+        # preemption and time limits with SIGUSR2 first. The checkpoint stays for the next
+        # launch, but the job must not requeue itself: it would outlive the cancel.
+        log.warning("%s stopped by %s after a checkpoint (%s); not requeued", ref, handler.received, exc)
+        finish("interrupted", f"interrupted by {handler.received} after a checkpoint: {exc}")
+        return EXIT_INTERRUPTED
     if isinstance(exc, Preempted):
         log.warning("%s preempted after a checkpoint (%s); asking to be requeued", ref, exc)
         finish("preempted", f"preempted by {handler.received}: {exc}")

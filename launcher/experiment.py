@@ -1,7 +1,10 @@
 """An opened experiment: spec, profile, store and plan, validated together.
 
 Every CLI command starts here, so every command rejects bad input the same way and
-before anything is written.
+before anything is written. Here too the commands that follow a launch (`status`,
+`cancel`, `logs`, `analysis`) take the profile and overrides that launch recorded
+(`launcher.launch_record`), and a dry run that cannot read its storage plans from the
+spec alone.
 """
 
 from __future__ import annotations
@@ -9,15 +12,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from xstilts.core.errors import UserError
+from xstilts.core.errors import UserError, warn
 from xstilts.core.plan import Node, Plan, build_plan
 from xstilts.launcher.executors import Executor, executor_for
 from xstilts.launcher.profiles import LocalProfile, SlurmProfile, load_profile
 from xstilts.core.spec import Spec, dump_spec, load_spec
+from xstilts.launcher import launch_record
+from xstilts.launcher.launch_record import LaunchRecord
 from xstilts.core.state import node_done, node_status
 from xstilts.core.lease import lease_ttl
 from xstilts.core.object_store import probe
@@ -30,6 +35,20 @@ class Experiment:
     profile: LocalProfile | SlurmProfile
     store: Store
     plan: Plan
+    spec_path: str = ""
+    overrides: list[str] = field(default_factory=list)
+    """The overrides in force: as typed, or those of the launch followed."""
+    profile_source: str = ""
+    """Where the profile came from, for the launch record and messages."""
+    launch: LaunchRecord | None = None
+    """The launch this command follows (or, in `launch`, the one it made)."""
+    storage_unread: str | None = None
+    """Why the storage was not read (a dry run without access): every node then counts
+    as not started."""
+    cluster_optional: bool = False
+    """`status`: an unreachable cluster shows the store's view, said in one line."""
+    notes: list[str] = field(default_factory=list)
+    """Lines for stderr about how the experiment was opened (the launch followed)."""
 
     def node_dir(self, node: Node) -> str:
         return self.store.node_path(node.stage, node.key)
@@ -43,9 +62,19 @@ class Experiment:
         """key -> (status, state) for every node of the plan: the store's view, merged by
         the executor with what it knows (SLURM: one `squeue` and `sacct` for the grid;
         the state then carries the `reason` of a failure). With `need_cluster=False`
-        (dry runs off the cluster) an unreachable cluster leaves the store's view as it is.
+        (dry runs off the cluster) an unreachable cluster leaves the store's view as it is;
+        with `cluster_optional` too, and a warning line says so. Without storage access
+        (`storage_unread`) every node is pending: a dry run from the spec alone.
         """
+        if self.storage_unread is not None:
+            return {node.key: ("pending", {}) for node in self.plan.nodes}
         stored = {node.key: node_status(self.store, self.node_dir(node)) for node in self.plan.nodes}
+        if need_cluster and self.cluster_optional:
+            try:
+                return self.executor.live_statuses(self, stored, need_cluster=True)
+            except UserError as exc:  # the executor's way of saying its cluster did not answer
+                warn(f"{exc}; showing the store's view (queued and running jobs are not known)")
+                return stored
         return self.executor.live_statuses(self, stored, need_cluster)
 
     def is_done(self, node: Node) -> bool:
@@ -76,22 +105,70 @@ class Experiment:
                 self.store.write_json(path, record)
 
 
+RecordUse = Literal["none", "follow", "launch"]
+"""How `open_experiment` uses the launch records: not at all (`plan`, library callers),
+to follow the newest launch (`status`, `cancel`, `logs`, `analysis`), or, in `launch`,
+only for the profile when none is given."""
+
+
 def open_experiment(spec_path: str, overrides: list[str] | None = None, profile: str | None = None,
-                    reads_store: bool = True) -> Experiment:
+                    reads_store: bool = True, *, records: RecordUse = "none",
+                    storage_optional: bool = False) -> Experiment:
     """Validate spec, storage URL, profile and the environment (the variables the CLI and
     every node process will read); build the plan. Writes nothing.
 
     With `reads_store` (every command but `plan`) the storage must also answer: an
     unreachable endpoint or missing credentials is one message here, not a traceback
-    from the first read deep inside a command.
+    from the first read deep inside a command. With `storage_optional` (a dry run) it
+    need not: the experiment then says why in `storage_unread` and reads nothing.
+
+    `records` (see `RecordUse` and `launcher.launch_record` for the rules): a command
+    that follows a launch takes that launch's profile and overrides; an explicit
+    `--profile` that disagrees is an error naming the one that launch used.
     """
-    spec = load_spec(spec_path, overrides)
+    typed = list(overrides) if overrides else None
+    spec = load_spec(spec_path, typed)
     url = check_storage_url(spec.storage)
     chosen = load_profile(profile or spec.cluster)
-    check_environment(chosen)
+    source = _profile_source(profile) if profile else f"{launch_record.SPEC_CLUSTER}{spec.cluster}"
     store = Store(url)
-    check_storage(store, reachable=reads_store)
-    return Experiment(spec=spec, profile=chosen, store=store, plan=build_plan(spec))
+    unread = check_storage(store, reachable=reads_store, optional=storage_optional)
+    launch, notes = None, []
+    if records == "follow" or (records == "launch" and not profile):  # a launch's --profile is a new choice
+        if reads_store and unread is None:
+            launch = launch_record.follow(store, spec.name, typed if records == "follow" else None)
+    if launch is not None and records == "launch" and not launch.profile_given:
+        launch = None  # the spec's `cluster:` chose it then and chooses it now
+    reapplied = launch is not None and records == "follow" and typed is None and bool(launch.overrides)
+    if launch is not None and records == "follow":
+        if reapplied:
+            spec = load_spec(spec_path, launch.overrides)
+            if check_storage_url(spec.storage) != url or spec.name != launch.experiment:
+                raise UserError(f"{launch.describe()} is recorded under {store.url}/{launch.experiment}, "
+                                "but its overrides move the experiment elsewhere; give -o explicitly")
+        if launch_record.spec_digest(dump_spec(spec)) != launch.spec_sha256:
+            notes.append(f"{spec_path} changed since {launch.describe()}: showing the spec as it is now")
+    if launch is not None:
+        if profile:
+            launch_record.check_profile(launch, profile, chosen)
+        else:
+            if records == "launch" and not launch_record.same_profile(launch, chosen):
+                notes.append(f"profile '{launch.profile_name}' of {launch.describe()}; --profile to change it")
+            elif records == "follow" and (reapplied or not launch_record.same_profile(launch, chosen)):
+                notes.append(f"following {launch.describe()}")
+            chosen, source = launch.resolved_profile(), launch.profile_source
+    check_environment(chosen)
+    return Experiment(spec=spec, profile=chosen, store=store, plan=build_plan(spec), spec_path=spec_path,
+                      overrides=launch.overrides if launch is not None and records == "follow" else typed or [],
+                      profile_source=source, launch=launch if records == "follow" else None,
+                      storage_unread=unread, notes=notes)
+
+
+def _profile_source(given: str) -> str:
+    """A `--profile` as the record keeps it: a shipped name as is, a file by its full path."""
+    from xstilts.launcher.profiles import shipped_profiles
+
+    return given if given in shipped_profiles() else str(Path(given).resolve())
 
 
 FOLDER_VARIABLES = ("XSTILTS_CACHE", "XSTILTS_SCRATCH")
@@ -138,21 +215,28 @@ def _nearest_existing(path: Path, what: str) -> Path:
         raise UserError(f"{what}: cannot look into {exc.filename or path}: {exc.strerror or exc}") from None
 
 
-def check_storage(store: Store, reachable: bool = True) -> None:
+def check_storage(store: Store, reachable: bool = True, optional: bool = False) -> str | None:
     """A local storage folder must be creatable (no file on its way); a remote one, with
     `reachable`, must answer one request. The request is the only place that catches
     every exception: fsspec's backends raise their own kinds (botocore's
     `EndpointConnectionError`, `NoCredentialsError`, gcsfs's), and whatever one lookup
-    of the root raises is the storage's or the environment's problem, not a bug."""
+    of the root raises is the storage's or the environment's problem, not a bug.
+
+    With `optional` (a dry run) a remote storage that does not answer is no error: the
+    reason is returned (None when it answered) and the caller reads nothing from it."""
     if store.is_local:
         above = _nearest_existing(Path(store.root), "storage")
         if not above.is_dir():
             raise UserError(f"storage: {above} is a file, not a folder, so {store.root} cannot be made")
-        return
+        return None
     if not reachable:
-        return
+        return None
     try:
         probe(store.fs, store.root)
     except Exception as exc:  # noqa: BLE001 (see the docstring)
         detail = (str(exc).strip().splitlines() or [""])[0]
-        raise UserError(f"storage: cannot reach {store.url}: {type(exc).__name__}: {detail}") from None
+        reason = f"cannot reach {store.url}: {type(exc).__name__}: {detail}"
+        if optional:
+            return reason
+        raise UserError(f"storage: {reason}") from None
+    return None

@@ -7,7 +7,8 @@ next launch finds them done or still leased and waits). The node process takes t
 node's lease, so two launchers never run one node twice.
 
 Run detached (`xstilts launch` without `--wait`) it is `python -P -m xstilts.launcher.local_runner`,
-given the resolved profile as JSON.
+given the launch record that `xstilts launch` wrote (`launcher.launch_record`): the
+profile and the spec it runs are that launch's, whatever the files say by then.
 """
 
 from __future__ import annotations
@@ -278,19 +279,22 @@ def stop_local_nodes(store: Store, plan: Plan) -> tuple[int, list[Node]]:
     return schedulers, signalled
 
 
-def spawn_detached(store: Store, experiment: str, profile: LocalProfile, retry_failed: bool) -> int:
+def spawn_detached(store: Store, experiment: str, profile: LocalProfile, retry_failed: bool,
+                   launch_id: str | None = None) -> int:
     """Start `python -P -m xstilts.launcher.local_runner` in the background; returns its pid.
 
-    It gets the resolved profile itself (as JSON), not its name: a profile given as a
-    path may not be found again from the scheduler's working directory, and a file
-    edited after the launch must not change a launch already made."""
+    It gets the launch record's id (or, without a record, the resolved profile as JSON),
+    not the profile's name: a profile given as a path may not be found again from the
+    scheduler's working directory, and a file edited after the launch must not change
+    a launch already made."""
     log_dir = Path(store.experiment_path(experiment, "logs")) if store.is_local else None
     if log_dir is None:
         log_dir = cache_root() / "logs" / experiment
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = open(log_dir / "scheduler.log", "ab")
     command = [sys.executable, "-P", "-m", "xstilts.launcher.local_runner", "--store", store.url,
-               "--experiment", experiment, "--profile-json", profile.model_dump_json()]
+               "--experiment", experiment]
+    command += ["--launch", launch_id] if launch_id else ["--profile-json", profile.model_dump_json()]
     if retry_failed:
         command.append("--retry-failed")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -299,25 +303,35 @@ def spawn_detached(store: Store, experiment: str, profile: LocalProfile, retry_f
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Detached scheduler: rebuild the plan from the stored spec and run it."""
+    """Detached scheduler: rebuild the plan from the launch's spec (or the stored one) and run it."""
     import yaml
 
     from xstilts.core.plan import build_plan
     from xstilts.core.spec import Spec
+    from xstilts.launcher.launch_record import read_record
 
     parser = argparse.ArgumentParser(prog="python -m xstilts.launcher.local_runner")
     parser.add_argument("--store", required=True)
     parser.add_argument("--experiment", required=True)
-    parser.add_argument("--profile-json", required=True, help="the resolved local profile")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--launch", help="id of the launch record to run (its profile and spec)")
+    given.add_argument("--profile-json", help="the resolved local profile (the spec: the stored spec.yaml)")
     parser.add_argument("--retry-failed", action="store_true")
     args = parser.parse_args(argv)
-    profile = profile_from_json(args.profile_json)
+    store = Store(args.store)
+    if args.launch:
+        record = read_record(store, args.experiment, args.launch)
+        if record is None:
+            parser.error(f"no launch record '{args.launch}' of experiment '{args.experiment}' in {store.url}")
+        profile, spec_text = record.resolved_profile(), record.spec
+    else:
+        profile = profile_from_json(args.profile_json)
+        stored = store.read_text(store.experiment_path(args.experiment, "spec.yaml"))
+        if stored is None:
+            parser.error(f"no spec.yaml of experiment '{args.experiment}' in {store.url}: launch materializes it first")
+        spec_text = stored
     if not isinstance(profile, LocalProfile):
         parser.error(f"the local scheduler runs local profiles, not '{profile.executor}'")
-    store = Store(args.store)
-    spec_text = store.read_text(store.experiment_path(args.experiment, "spec.yaml"))
-    if spec_text is None:
-        parser.error(f"no spec.yaml of experiment '{args.experiment}' in {store.url}: launch materializes it first")
     spec = Spec.model_validate(yaml.safe_load(spec_text))
     plan = build_plan(spec)
     identity = ProcessIdentity.current()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from xstilts.launcher.commands.common import OverrideOpt, SpecArg, open_spec, out
+from xstilts.launcher.commands.common import FollowProfileOpt, OverrideOpt, SpecArg, open_spec, out
 
 
-def cancel(spec: SpecArg, override: OverrideOpt = None) -> None:
+def cancel(spec: SpecArg, override: OverrideOpt = None, profile: FollowProfileOpt = None) -> None:
     """Stop this experiment's running nodes (and its local scheduler); nothing else."""
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     for line in experiment.executor.cancel(experiment):
         out.print(line)

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from xstilts.core.errors import UserError, did_you_mean
 from xstilts.core.plan import Node
-from xstilts.launcher.experiment import Experiment, open_experiment
+from xstilts.launcher.experiment import Experiment, RecordUse, open_experiment
 
 PIPED_WIDTH = 400
 """Columns of output that goes to a file or a pipe. Rich assumes 80 there, which cuts a
@@ -50,6 +50,10 @@ OverrideOpt = Annotated[
                                       help="override a spec value (repeatable)")
 ]
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="cluster profile name or YAML path")]
+FollowProfileOpt = Annotated[Optional[str], typer.Option(
+    "--profile", "-p", help="cluster profile name or YAML path (default: the one the experiment was launched with)")]
+"""For the commands that follow a launch: the launch record supplies the profile; an
+explicit one must agree with it."""
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 OUTPUT_FLAGS = ("--output", "-O")
 """The one spelling of "write to this file or folder" on every command (`-o` is always
@@ -82,10 +86,20 @@ def choice_option(choices: type[E], *flags: str, what: str, help: str) -> Any:
 
 
 def open_spec(spec: str, overrides: list[str] | None, profile: str | None = None,
-              reads_store: bool = True) -> Experiment:
+              reads_store: bool = True, records: RecordUse = "follow", storage_optional: bool = False,
+              cluster_optional: bool = False) -> Experiment:
     """The experiment, validated (`open_experiment`); `reads_store=False` for a command
-    that never touches the storage (`plan`), so it works offline."""
-    return open_experiment(spec, overrides or [], profile, reads_store=reads_store)
+    that never touches the storage (`plan`), so it works offline.
+
+    By default the command follows the experiment's newest launch (its profile and
+    overrides: `launcher.launch_record`), and says which on stderr. `cluster_optional`
+    (`status`): an unreachable cluster shows the store's view and says so."""
+    experiment = open_experiment(spec, overrides or None, profile, reads_store=reads_store,
+                                 records=records if reads_store else "none", storage_optional=storage_optional)
+    experiment.cluster_optional = cluster_optional
+    for note in experiment.notes:
+        err.print(note, style="dim")
+    return experiment
 
 
 def node_tasks(node: Node) -> str:

@@ -9,7 +9,7 @@ import typer
 
 from xstilts.core.errors import UserError
 from xstilts.core.plan import Node
-from xstilts.launcher.commands.common import OverrideOpt, SpecArg, open_spec, out
+from xstilts.launcher.commands.common import FollowProfileOpt, OverrideOpt, SpecArg, open_spec, out
 from xstilts.launcher.experiment import Experiment
 
 
@@ -40,10 +40,11 @@ def logs(
     spec: SpecArg,
     node: Annotated[str, typer.Argument(help="node key or unique key prefix (see `xstilts status`)")],
     override: OverrideOpt = None,
+    profile: FollowProfileOpt = None,
     all_attempts: Annotated[bool, typer.Option("--all", help="every attempt, not only the newest")] = False,
 ) -> None:
     """Print a node's log."""
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile)
     target = experiment.plan.find(node)
     texts = node_logs(experiment, target)
     if not texts:

@@ -21,7 +21,7 @@ import typer
 
 from xstilts.core.errors import UserError
 from xstilts.core.plan import Node
-from xstilts.launcher.commands.common import JsonOpt, OverrideOpt, SpecArg, choice_option, node_tasks, open_spec, out
+from xstilts.launcher.commands.common import FollowProfileOpt, JsonOpt, OverrideOpt, SpecArg, choice_option, node_tasks, open_spec, out
 from xstilts.launcher.commands.logs import log_tail
 from xstilts.launcher.commands.status_view import LIVE, Filters, Stage, State, fit, full_view, plain_progress
 from xstilts.launcher.experiment import Experiment
@@ -129,6 +129,7 @@ for the whole grid, and a scheduler is not to be polled every few seconds for ho
 def status(
     spec: SpecArg,
     override: OverrideOpt = None,
+    profile: FollowProfileOpt = None,
     as_json: JsonOpt = False,
     stage: Annotated[Optional[list[Stage]], choice_option(
         Stage, "--stage", what="stage", help="only nodes of this stage (repeatable)")] = None,
@@ -145,7 +146,7 @@ def status(
     nodes), then every node's state, attempts, elapsed time and headline metric."""
     if not (math.isfinite(interval) and interval >= MIN_INTERVAL_S):
         raise UserError(f"--interval: {interval:g} is not a number of seconds >= {MIN_INTERVAL_S:g}")
-    experiment = open_spec(spec, override)
+    experiment = open_spec(spec, override, profile, cluster_optional=True)
     nodes = {node.key: node for node in experiment.plan.nodes}
     known_tasks = {name for node in experiment.plan.nodes for name in (node.task, node.intermediate) if name}
     filters = Filters.make(stage, state, task, known_tasks)

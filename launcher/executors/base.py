@@ -34,6 +34,16 @@ class LaunchRequest:
     dry_run: bool
     wait: bool
     retry_failed: bool
+    overrides: tuple[str, ...] = ()
+    """As the user typed them: repeated in the hint too, since they may move the
+    experiment's storage or name (then a bare `status SPEC` finds another one)."""
+
+    def status_hint(self) -> str:
+        """`follow with: xstilts status SPEC -o ... --watch`, shell-quoted."""
+        import shlex
+
+        words = ["xstilts", "status", self.spec_path, *(w for o in self.overrides for w in ("-o", o)), "--watch"]
+        return f"follow with: {shlex.join(words)}"
 
 
 @dataclass(frozen=True)

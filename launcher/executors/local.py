@@ -60,9 +60,10 @@ class LocalExecutor:
         experiment.materialize()
         if not request.wait:
             pid = local_runner.spawn_detached(experiment.store, experiment.spec.name, self.profile,
-                                              request.retry_failed)
+                                              request.retry_failed,
+                                              experiment.launch.id if experiment.launch else None)
             out.print(f"submitted {len(selection.submit)} nodes to a local scheduler (pid {pid}); {summary}")
-            out.print(f"follow with: xstilts status {request.spec_path} --watch")
+            out.print(request.status_hint(), markup=False)
             return LaunchOutcome(ok=True, show_table=False)
         out.print(f"submitted {len(selection.submit)} nodes; {summary}")
         started = time.time()

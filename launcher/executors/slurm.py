@@ -102,7 +102,7 @@ class SlurmExecutor:
         out.print(f"submitted {len(selection.submit)} nodes in {len(arrays)} arrays "
                   f"({', '.join(f'{a.stage}:{a.job_id}' for a in arrays)}); {summary}")
         if not request.wait:
-            out.print(f"follow with: xstilts status {request.spec_path} --watch")
+            out.print(request.status_hint(), markup=False)
             return LaunchOutcome(ok=True, show_table=False)
         return self._wait(experiment, out)
 
