@@ -71,6 +71,12 @@ class ProcessIdentity:
         return cls(host=socket.gethostname(), pid=os.getpid(), started=start_ticks(os.getpid()))
 
     @classmethod
+    def of(cls, pid: int) -> ProcessIdentity:
+        """A child this process just started (its start time is read now, while the PID
+        cannot yet have been reused: the child is not reaped)."""
+        return cls(host=socket.gethostname(), pid=pid, started=start_ticks(pid))
+
+    @classmethod
     def from_record(cls, record: dict[str, Any]) -> ProcessIdentity | None:
         """The identity stored in a lease or marker file, or None when the record does
         not hold a usable one (older files, torn or edited ones)."""

@@ -299,6 +299,11 @@ def spawn_detached(store: Store, experiment: str, profile: LocalProfile, retry_f
         command.append("--retry-failed")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                env={**os.environ, **SAFE_PATH_ENV}, start_new_session=True)
+    # The marker is written here, before `launch` returns, not only by the child once it
+    # has read its record and built the plan: a `cancel` right after `launch` must see a
+    # scheduler that is still starting (SIGTERM then ends it before it runs anything).
+    identity = ProcessIdentity.of(process.pid)
+    store.write_json(scheduler_marker(store, experiment, identity), {**identity.as_record(), "started": time.time()})
     return process.pid
 
 

@@ -84,3 +84,24 @@ def test_a_holder_record_without_a_start_time_is_never_signalled(sleepers: list)
     stranger = _sleeper(sleepers)
     assert not ProcessIdentity(ProcessIdentity.current().host, stranger.pid, None).signal(15)
     assert stranger.poll() is None
+
+
+def test_a_detached_scheduler_is_visible_to_cancel_before_it_has_started(tmp_path: Path) -> None:
+    """`launch` returns only once the scheduler's marker exists (written by the launching
+    process with the child's identity): a `cancel` right after `launch` used to find no
+    marker while the child was still reading its record and building the plan, and the
+    scheduler went on to run the grid."""
+    from xstilts.launcher.local_runner import spawn_detached
+    from xstilts.launcher.profiles import LocalProfile
+
+    store = Store(str(tmp_path / "store"))
+    pid = spawn_detached(store, "exp", LocalProfile(), retry_failed=False, launch_id="no-such-launch")
+    try:
+        names = store.list(store.experiment_path("exp", SCHEDULERS_DIR))
+        assert len(names) == 1
+        record = store.read_json(store.experiment_path("exp", SCHEDULERS_DIR, names[0]))
+        assert record is not None and ProcessIdentity.from_record(record) == ProcessIdentity.of(pid)
+    finally:
+        import os
+
+        os.waitpid(pid, 0)  # the child exits at once: its launch record does not exist
