@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ from xstilts.core.plan import Node, Plan, build_plan
 from xstilts.launcher.executors import Executor, executor_for
 from xstilts.launcher.profiles import LocalProfile, SlurmProfile, load_profile
 from xstilts.core.spec import Spec, dump_spec, load_spec
-from xstilts.core.state import node_done, node_status
+from xstilts.core.index import Snapshot, snapshot
+from xstilts.core.state import node_done
 from xstilts.core.lease import lease_ttl
 from xstilts.core.object_store import probe
 from xstilts.core.store import Store, check_storage_url
@@ -30,6 +31,8 @@ class Experiment:
     profile: LocalProfile | SlurmProfile
     store: Store
     plan: Plan
+    _results: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    """Results of the nodes the last snapshot found done: a done node never changes."""
 
     def node_dir(self, node: Node) -> str:
         return self.store.node_path(node.stage, node.key)
@@ -45,14 +48,24 @@ class Experiment:
         the state then carries the `reason` of a failure). With `need_cluster=False`
         (dry runs off the cluster) an unreachable cluster leaves the store's view as it is.
         """
-        stored = {node.key: node_status(self.store, self.node_dir(node)) for node in self.plan.nodes}
+        stored = self.snapshot().statuses
         return self.executor.live_statuses(self, stored, need_cluster)
+
+    def snapshot(self, use_index: bool = True) -> Snapshot:
+        """The store's view of every node of the plan, in bulk (`core.index`): a listing
+        per stage, the done index, parallel reads of the rest. Results of done nodes are
+        kept, so `result` and `is_done` need no request for them afterwards."""
+        snap = snapshot(self.store, self.spec.name, self.plan.nodes, use_index=use_index)
+        self._results.update(snap.results)
+        return snap
 
     def is_done(self, node: Node) -> bool:
         """DONE written and result.json readable: the one meaning of done (`core.state`)."""
-        return node_done(self.store, self.node_dir(node)) is None
+        return node.key in self._results or node_done(self.store, self.node_dir(node)) is None
 
     def result(self, node: Node) -> dict[str, Any] | None:
+        if node.key in self._results:
+            return self._results[node.key]
         return self.store.read_json(f"{self.node_dir(node)}/result.json")
 
     def materialize(self) -> None:

@@ -1,0 +1,97 @@
+"""What files each node has, for a whole stage at once, and bounded parallel reads.
+
+Why: asking the store about a node file by file (is DONE there? read state.json, list
+the lease folder, ...) costs a request per question, one after the other. On the paper
+plan (1,299 nodes) that was 6,495 sequential requests for one `status`: 33 s on a local
+S3 endpoint, over 6 minutes at 50 ms per request. One recursive listing of
+`nodes/<stage>/` answers every existence question of that stage in one paginated LIST
+per 1,000 objects, and carries each object's size and ETag (mtime locally), which is
+what tells a changed file (`NodeFiles.fingerprint`). What must be read (a state, a
+result, a live lease's owner) is then read by a bounded pool of threads: fsspec
+backends are safe to call from several threads, and s3fs runs the calls concurrently on
+its event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from xstilts.core.lease import lease_generation
+from xstilts.core.store import DONE, Store
+
+READ_WORKERS = 32
+"""Reads in flight at once: enough to hide a 50 ms round trip behind 31 others, few
+enough that a login node and the store are not flooded (S3 clients allow as many
+connections: `core.object_store`)."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def fingerprint(info: dict[str, Any]) -> str:
+    """Size and version stamp of a listed file (ETag on S3, mtime locally, creation time
+    in memory): a file rewritten with other content lists with another fingerprint."""
+    stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")
+    return f"{info.get('size')}:{stamp}"
+
+
+@dataclass
+class NodeFiles:
+    """The files a listing found in one node folder: top-level names and `lease/...`
+    names (checkpoints, logs and predictions are not kept), each with its fingerprint."""
+
+    stage: str
+    key: str
+    files: dict[str, str] = field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        return name in self.files
+
+    @property
+    def committed(self) -> bool:
+        """DONE and result.json are there (whether the result is readable is a read)."""
+        return DONE in self.files and "result.json" in self.files
+
+    def fingerprint(self) -> str:
+        """What a finished node's cached record depends on: DONE, result.json, state.json."""
+        return "|".join(f"{name}={self.files.get(name, '-')}" for name in (DONE, "result.json", "state.json"))
+
+    def newest_lease(self) -> int | None:
+        """The highest lease generation with an owner file, or None (never leased)."""
+        generations = [g for g in (lease_generation(n[len("lease/"):]) for n in self.files if n.startswith("lease/"))
+                       if g is not None]
+        return max(generations) if generations else None
+
+
+def list_stage(store: Store, stage: str) -> dict[str, NodeFiles]:
+    """key -> NodeFiles for every node folder under `nodes/<stage>/` that holds a file."""
+    prefix = store.path("nodes", stage) + "/"
+    nodes: dict[str, NodeFiles] = {}
+    for name, info in store.find(store.path("nodes", stage)).items():
+        if not name.startswith(prefix):
+            continue
+        key, _, inner = name[len(prefix):].partition("/")
+        if not inner or ("/" in inner and not inner.startswith("lease/")):
+            continue
+        nodes.setdefault(key, NodeFiles(stage, key)).files[inner] = fingerprint(info)
+    return nodes
+
+
+def list_stages(store: Store, stages: Iterable[str], workers: int = READ_WORKERS) -> dict[tuple[str, str], NodeFiles]:
+    """(stage, key) -> NodeFiles for every stage, the stages listed concurrently."""
+    found: dict[tuple[str, str], NodeFiles] = {}
+    for stage, nodes in zip(stages := sorted(set(stages)), in_parallel(lambda s: list_stage(store, s), stages, workers)):
+        found.update(((stage, key), files) for key, files in nodes.items())
+    return found
+
+
+def in_parallel(call: Callable[[T], R], items: Iterable[T], workers: int = READ_WORKERS) -> list[R]:
+    """`call` on every item, at most `workers` at once, results in the items' order."""
+    items = list(items)
+    if len(items) <= 1 or workers <= 1:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(call, items))
