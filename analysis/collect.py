@@ -4,8 +4,9 @@ Every analysis starts from this frame, and on a real grid it means reading thous
 small files, possibly from an object store where each read is a round trip. Two things
 keep that cheap:
 
-- reads run in parallel threads (the store is fsspec; s3fs and local files are both
-  safe to call from several threads), one task per evaluate node;
+- the nodes are read through the store's bulk view (`core.index`, the same path as
+  `status` and `launch`): a listing per stage, the done index, and parallel reads of
+  only what it does not hold;
 - a node is immutable once its `DONE` marker exists (keys are content hashes), so the
   rows read from it never change. They are kept in one consolidated cache object in the
   store, `<root>/<experiment>/analysis/rows-cache.parquet`; a later collect reads only
@@ -26,7 +27,6 @@ import logging
 import math
 import sys
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from xstilts.launcher.experiment import Experiment
 from xstilts.core.plan import Node
 from xstilts.core.spec import Spec
 from xstilts.core.errors import warn
-from xstilts.core.state import STATUSES, node_done
+from xstilts.core.index import Snapshot
+from xstilts.core.state import STATUSES
 from xstilts.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,17 @@ def collect_frame(experiment: Experiment, workers: int = 16, use_cache: bool = T
 
     One row per (evaluate node, language, metric key of that language's scores), in plan
     order then language and metric. Unfinished evaluate nodes contribute nothing (see
-    `missing_cells`). With `use_cache=False` the cache is neither read nor written.
+    `missing_cells`). With `use_cache=False` neither the rows cache nor the done index
+    is read or written. `workers` is kept for callers; the store's bulk view
+    (`core.index`) bounds its own parallel reads.
     """
     evaluations = experiment.plan.evaluations()
     store = experiment.store
     path = cache_path(experiment)
     cached = read_cache(store, path) if use_cache else _empty_cached()
     known = set(cached["key"].unique())
-    fresh = read_nodes(store, [node for node in evaluations if node.key not in known], workers)
+    todo = [node for node in evaluations if node.key not in known]
+    fresh = rows_of(experiment.snapshot(use_index=use_cache), todo) if todo else _empty_cached()
     combined = _concat([cached, fresh])
     if use_cache and not fresh.empty:
         write_cache(store, path, combined)
@@ -140,33 +144,28 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- reading nodes ---------------------------------------------------------------------------
-def read_nodes(store: Store, nodes: list[Node], workers: int) -> pd.DataFrame:
-    """Cached-column rows of those `nodes` that are done, read `workers` nodes at a time."""
-    if not nodes:
-        return _empty_cached()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        parts = [part for part in pool.map(lambda node: read_node(store, node), nodes) if part is not None]
+def rows_of(snap: Snapshot, nodes: list[Node]) -> pd.DataFrame:
+    """Cached-column rows of those evaluate `nodes` that the snapshot shows done: their
+    results and the states of their cells' train-target nodes (done too: they are
+    inputs) come with the snapshot, so this reads nothing."""
+    parts = [part for part in (node_rows_of(snap, node) for node in nodes) if part is not None]
     if not parts:
         return _empty_cached()
     columns = {name: list(chain.from_iterable(part[name] for part in parts)) for name in CACHED_COLUMNS}
     return pd.DataFrame(columns).astype(_empty_cached().dtypes.to_dict())
 
 
-def read_node(store: Store, node: Node) -> dict[str, list[Any]] | None:
-    """The rows of one evaluate node (as columns), or None when it is not done. Reads its
-    DONE marker, result.json and state.json, and the state.json of the cell's
-    train-target nodes."""
-    if node_done(store, store.node_path(node.stage, node.key)) is not None:
+def node_rows_of(snap: Snapshot, node: Node) -> dict[str, list[Any]] | None:
+    """The rows of one evaluate node (as columns), or None when it is not done."""
+    status, state = snap.statuses.get(node.key, ("pending", {}))
+    result = snap.results.get(node.key)
+    if status != "done" or result is None:
         return None  # not done, or its result.json is torn (named in a warning; a launch reruns it)
-    result_path = store.node_path(node.stage, node.key, "result.json")
-    result = store.read_json(result_path)
-    if result is None or not _scores_valid(result.get("languages")) or not _withheld_valid(result.get("gold_withheld")):
-        warn(f"{store.url_of(result_path)} has no per-language scores; the cell is left out")
+    if not _scores_valid(result.get("languages")) or not _withheld_valid(result.get("gold_withheld")):
+        warn(f"the result.json of {node.stage}/{node.key} has no per-language scores; the cell is left out")
         return None
-    eval_hours = wall_hours(store.read_json(store.node_path(node.stage, node.key, "state.json")))
-    train_hours = sum(wall_hours(store.read_json(store.node_path(n.stage, n.key, "state.json")))
-                      for n in train_chain(node))
-    return node_rows(result, node, train_hours, eval_hours)
+    train_hours = sum(wall_hours(snap.statuses.get(n.key, ("pending", {}))[1]) for n in train_chain(node))
+    return node_rows(result, node, train_hours, wall_hours(state))
 
 
 def _scores_valid(languages: Any) -> bool:
