@@ -117,14 +117,16 @@ def snapshot(store: Store, experiment: str, nodes: Sequence[PlanNode], workers: 
     """Every node's (status, state), and the results of the done ones (module docstring).
     With `use_index=False` the index is neither read nor written."""
     path = index_path(store, experiment)
-    stages = {node.stage for node in nodes}
+    keys: dict[str, set[str]] = {}
+    for node in nodes:
+        keys.setdefault(node.stage, set()).add(node.key)
     if use_index:  # the index is read while the stages are listed: one more request in flight
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(read_index, store, path)
-            listed = list_stages(store, stages, workers)
+            listed = list_stages(store, keys, workers)
             index = pending.result()
     else:
-        listed, index = list_stages(store, stages, workers), {}
+        listed, index = list_stages(store, keys, workers), {}
 
     plan: list[tuple[PlanNode, NodeFiles, DoneRecord | None]] = []
     wanted: list[tuple[str, bool]] = []  # (path, as JSON)

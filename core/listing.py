@@ -14,7 +14,7 @@ its event loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -66,24 +66,38 @@ class NodeFiles:
         return max(generations) if generations else None
 
 
-def list_stage(store: Store, stage: str) -> dict[str, NodeFiles]:
-    """key -> NodeFiles for every node folder under `nodes/<stage>/` that holds a file."""
-    prefix = store.path("nodes", stage) + "/"
+SHARD_ABOVE = 100
+"""A stage with more nodes than this is listed in parallel shards on stores that list
+by prefix (`Store.lists_by_prefix`), one per first character of its keys (hex: at most
+16): the pages of one listing come one after the other, the shards side by side."""
+
+
+def list_stage(store: Store, stage: str, prefix: str = "") -> dict[str, NodeFiles]:
+    """key -> NodeFiles for every node folder under `nodes/<stage>/` (whose key starts
+    with `prefix`) that holds a file."""
+    folder = store.path("nodes", stage)
+    start = folder + "/"
     nodes: dict[str, NodeFiles] = {}
-    for name, info in store.find(store.path("nodes", stage)).items():
-        if not name.startswith(prefix):
+    for name, info in store.find(folder, prefix).items():
+        if not name.startswith(start):
             continue
-        key, _, inner = name[len(prefix):].partition("/")
+        key, _, inner = name[len(start):].partition("/")
         if not inner or ("/" in inner and not inner.startswith("lease/")):
             continue
         nodes.setdefault(key, NodeFiles(stage, key)).files[inner] = fingerprint(info)
     return nodes
 
 
-def list_stages(store: Store, stages: Iterable[str], workers: int = READ_WORKERS) -> dict[tuple[str, str], NodeFiles]:
-    """(stage, key) -> NodeFiles for every stage, the stages listed concurrently."""
+def list_stages(store: Store, keys: Mapping[str, Collection[str]],
+                workers: int = READ_WORKERS) -> dict[tuple[str, str], NodeFiles]:
+    """(stage, key) -> NodeFiles for the stages of `keys` (stage -> the plan's keys of
+    that stage, which say how to shard a big stage), all listings concurrently."""
+    jobs: list[tuple[str, str]] = []
+    for stage in sorted(keys):
+        big = store.lists_by_prefix and len(keys[stage]) > SHARD_ABOVE
+        jobs.extend((stage, shard) for shard in (sorted({key[:1] for key in keys[stage]}) if big else [""]))
     found: dict[tuple[str, str], NodeFiles] = {}
-    for stage, nodes in zip(stages := sorted(set(stages)), in_parallel(lambda s: list_stage(store, s), stages, workers)):
+    for (stage, _), nodes in zip(jobs, in_parallel(lambda job: list_stage(store, *job), jobs, workers)):
         found.update(((stage, key), files) for key, files in nodes.items())
     return found
 

@@ -223,13 +223,26 @@ class Store:
             return None
         return value
 
-    def find(self, path: str) -> dict[str, dict[str, Any]]:
-        """Every file below `path` (recursively), name -> fsspec info (size, and mtime,
-        ETag or creation time): one paginated listing on object stores (a LIST per
-        1,000 objects), a directory walk locally. Empty when `path` does not exist."""
+    @property
+    def lists_by_prefix(self) -> bool:
+        """Whether `find` can list the names below a folder that start with a prefix in
+        one request of their own (S3), so that big folders can be listed in parallel."""
+        return _is_s3(self.fs)
+
+    def find(self, path: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """Every file below `path` (recursively) whose name there starts with `prefix`,
+        name -> fsspec info (size, and mtime, ETag or creation time): one paginated
+        listing on object stores (a LIST per 1,000 objects), a directory walk locally.
+        Empty when `path` does not exist."""
         self._fresh(path)
         try:
-            found = self.fs.find(path, detail=True)
+            if prefix and self.lists_by_prefix:
+                found = self.fs.find(path, detail=True, prefix=prefix)
+            else:
+                found = self.fs.find(path, detail=True)
+                if prefix:
+                    start = path.rstrip("/") + "/" + prefix
+                    found = {name: info for name, info in found.items() if name.startswith(start)}
         except FileNotFoundError:
             return {}
         return {name: info for name, info in found.items() if info.get("type", "file") != "directory"}

@@ -179,3 +179,12 @@ def test_a_stage_listing_keeps_node_files_and_leases_only(store: Store) -> None:
     assert set(listed["a000"].files) == {"state.json", "result.json", DONE}
     assert listed["a005"].newest_lease() == 1 and listed["a005"].has("lease/000001.released")
     assert "train-target" not in {files.stage for files in listed.values()}  # the prefix ends at the stage
+
+
+def test_a_stage_listing_by_key_prefix_keeps_only_those_keys(store: Store) -> None:
+    nodes, leases = grid(store)
+    for lease in leases:
+        lease.release()
+    assert set(list_stage(store, "evaluate", prefix="c00")) == {f"c00{i}" for i in range(10)}
+    assert list_stage(store, "evaluate", prefix="z") == {}
+    assert list_stage(store, "no-such-stage") == {}
