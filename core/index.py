@@ -141,7 +141,9 @@ def snapshot(store: Store, experiment: str, nodes: Sequence[PlanNode], workers: 
     contents = dict(zip(wanted, in_parallel(lambda want: _read(store, *want), wanted, workers)))
 
     snap = Snapshot(statuses={}, reads=len(wanted))
-    records: dict[str, DoneRecord] = {}
+    asked = {f"{node.stage}/{node.key}" for node in nodes}
+    # records of nodes not asked about (another spec of this experiment, a subset) are kept
+    records = {ref: record for ref, record in index.items() if ref not in asked}
     for node, files, record in plan:
         node_dir = store.node_path(node.stage, node.key)
         indexable = True

@@ -188,3 +188,14 @@ def test_a_stage_listing_by_key_prefix_keeps_only_those_keys(store: Store) -> No
     assert set(list_stage(store, "evaluate", prefix="c00")) == {f"c00{i}" for i in range(10)}
     assert list_stage(store, "evaluate", prefix="z") == {}
     assert list_stage(store, "no-such-stage") == {}
+
+
+def test_a_snapshot_of_some_nodes_keeps_the_index_records_of_the_others(store: Store) -> None:
+    nodes, leases = grid(store)
+    for lease in leases:
+        lease.release()
+    snapshot(store, EXPERIMENT, nodes)
+    some = [n for n in nodes if n.stage == "train"]
+    assert len(snapshot(store, EXPERIMENT, some).results) == 2
+    assert len(read_index(store, index_path(store, EXPERIMENT))) == 6
+    assert snapshot(store, EXPERIMENT, nodes).reads == snapshot(store, EXPERIMENT, nodes, use_index=False).reads - 12
