@@ -49,8 +49,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "experiments" / "xtreme-r-multimodal.yaml"
-QUICK = ["seeds=[1]", "target.tasks=[xnli,udpos,tatoeba]"]
-"""The quick plan: one seed, three targets."""
+QUICK = ["seeds=[1]", "intermediate.tasks=[none,mnli,coco-itm,coco-itm-shuffled,coco-mcm,coco-mcm-text]",
+         "intermediate.per_task={}"]
+"""The quick plan: one seed, seven intermediate tasks."""
 PACKAGE_DIRS = ("core", "launcher", "analysis", "jobs", "cluster_profiles", "experiments")
 
 
@@ -180,7 +181,7 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--spec", default=str(SPEC))
     parser.add_argument("-o", dest="overrides", action="append", default=[])
-    parser.add_argument("--quick", action="store_true", help="a smaller plan (one seed, three targets)")
+    parser.add_argument("--quick", action="store_true", help="a smaller plan (one seed, seven intermediate tasks)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-repeats", type=int, default=1)
     parser.add_argument("--baseline-ref", default=None, help="main's commit (default: merge-base with main)")

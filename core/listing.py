@@ -14,6 +14,7 @@ its event loop.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ def list_stage(store: Store, stage: str, prefix: str = "") -> dict[str, NodeFile
     """key -> NodeFiles for every node folder under `nodes/<stage>/` (whose key starts
     with `prefix`) that holds a file."""
     folder = store.path("nodes", stage)
+    if store.is_local:
+        return _list_local_stage(folder, stage, prefix)
     start = folder + "/"
     nodes: dict[str, NodeFiles] = {}
     for name, info in store.find(folder, prefix).items():
@@ -85,6 +88,30 @@ def list_stage(store: Store, stage: str, prefix: str = "") -> dict[str, NodeFile
         if not inner or ("/" in inner and not inner.startswith("lease/")):
             continue
         nodes.setdefault(key, NodeFiles(stage, key)).files[inner] = fingerprint(info)
+    return nodes
+
+
+def _list_local_stage(folder: str, stage: str, prefix: str) -> dict[str, NodeFiles]:
+    """`list_stage` on a local disk: each node folder and its lease folder are read, not
+    walked into (checkpoints, models and Ray's state can hold thousands of files)."""
+    nodes: dict[str, NodeFiles] = {}
+    try:
+        folders = [entry for entry in os.scandir(folder) if entry.name.startswith(prefix) and entry.is_dir()]
+    except FileNotFoundError:
+        return {}
+    for entry in folders:
+        files = NodeFiles(stage, entry.name)
+        for inner, where in ((entry.path, ""), (os.path.join(entry.path, "lease"), "lease/")):
+            try:
+                children = list(os.scandir(inner))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for child in children:
+                if child.is_file():
+                    stat = child.stat()
+                    files.files[where + child.name] = f"{stat.st_size}:{stat.st_mtime_ns}"
+        if files.files:
+            nodes[entry.name] = files
     return nodes
 
 
