@@ -83,6 +83,9 @@ class Snapshot:
     """key -> result.json of every done node."""
     reads: int = 0
     """Files read (not counting listings and the index): what the index saved shows here."""
+    records: dict[str, DoneRecord] = field(default_factory=dict)
+    """The done index as this snapshot left it ('stage/key' -> record): handed to the
+    next snapshot of the same process (`known`), it spares reading the index again."""
 
 
 def index_path(store: Store, experiment: str) -> str:
@@ -113,14 +116,19 @@ def write_index(store: Store, path: str, records: dict[str, DoneRecord]) -> None
 
 
 def snapshot(store: Store, experiment: str, nodes: Sequence[PlanNode], workers: int = READ_WORKERS,
-             use_index: bool = True) -> Snapshot:
+             use_index: bool = True, known: dict[str, DoneRecord] | None = None) -> Snapshot:
     """Every node's (status, state), and the results of the done ones (module docstring).
-    With `use_index=False` the index is neither read nor written."""
+    With `use_index=False` the index is neither read nor written. `known` (the `records`
+    of an earlier snapshot of this process: a live view refreshing) stands in for the
+    index object, which is then not read; its records are checked against the listing
+    like the index's."""
     path = index_path(store, experiment)
     keys: dict[str, set[str]] = {}
     for node in nodes:
         keys.setdefault(node.stage, set()).add(node.key)
-    if use_index:  # the index is read while the stages are listed: one more request in flight
+    if use_index and known is not None:
+        listed, index = list_stages(store, keys, workers), dict(known)
+    elif use_index:  # the index is read while the stages are listed: one more request in flight
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(read_index, store, path)
             listed = list_stages(store, keys, workers)
@@ -163,6 +171,7 @@ def snapshot(store: Store, experiment: str, nodes: Sequence[PlanNode], workers: 
         snap.statuses[node.key] = derive_status(state, missing, _lease(store, node_dir, files, contents))
     if use_index and _changed(index, records):
         write_index(store, path, records)
+    snap.records = records
     return snap
 
 

@@ -18,7 +18,7 @@ from xstilts.core.plan import Node, Plan, build_plan
 from xstilts.launcher.executors import Executor, executor_for
 from xstilts.launcher.profiles import LocalProfile, SlurmProfile, load_profile
 from xstilts.core.spec import Spec, dump_spec, load_spec
-from xstilts.core.index import Snapshot, snapshot
+from xstilts.core.index import DoneRecord, Snapshot, snapshot
 from xstilts.core.state import node_done
 from xstilts.core.lease import lease_ttl
 from xstilts.core.object_store import probe
@@ -33,6 +33,8 @@ class Experiment:
     plan: Plan
     _results: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
     """Results of the nodes the last snapshot found done: a done node never changes."""
+    _records: dict[str, DoneRecord] | None = field(default=None, init=False, repr=False)
+    """The done index as the last snapshot left it: a refresh need not read it again."""
 
     def node_dir(self, node: Node) -> str:
         return self.store.node_path(node.stage, node.key)
@@ -54,9 +56,14 @@ class Experiment:
     def snapshot(self, use_index: bool = True) -> Snapshot:
         """The store's view of every node of the plan, in bulk (`core.index`): a listing
         per stage, the done index, parallel reads of the rest. Results of done nodes are
-        kept, so `result` and `is_done` need no request for them afterwards."""
-        snap = snapshot(self.store, self.spec.name, self.plan.nodes, use_index=use_index)
+        kept, so `result` and `is_done` need no request for them afterwards, and so is
+        the index, so that a refresh (`status --watch`) is the listings and the reads of
+        unfinished nodes only."""
+        snap = snapshot(self.store, self.spec.name, self.plan.nodes, use_index=use_index,
+                        known=self._records if use_index else None)
         self._results.update(snap.results)
+        if use_index:
+            self._records = snap.records
         return snap
 
     def is_done(self, node: Node) -> bool:

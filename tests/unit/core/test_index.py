@@ -199,3 +199,17 @@ def test_a_snapshot_of_some_nodes_keeps_the_index_records_of_the_others(store: S
     assert len(snapshot(store, EXPERIMENT, some).results) == 2
     assert len(read_index(store, index_path(store, EXPERIMENT))) == 6
     assert snapshot(store, EXPERIMENT, nodes).reads == snapshot(store, EXPERIMENT, nodes, use_index=False).reads - 12
+
+
+def test_a_refresh_with_the_known_records_reads_no_index_and_still_checks_the_listing(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    nodes, leases = grid(store)
+    for lease in leases:
+        lease.release()
+    first = snapshot(store, EXPERIMENT, nodes)
+    store.remove(index_path(store, EXPERIMENT))  # not read: a refresh would not notice
+    again = snapshot(store, EXPERIMENT, nodes, known=first.records)
+    assert again.statuses == first.statuses and again.reads == first.reads - 12
+    assert not store.exists(index_path(store, EXPERIMENT))  # nothing new: nothing written
+    store.remove(f"{folder(store, nodes[0])}/{DONE}")
+    assert snapshot(store, EXPERIMENT, nodes, known=again.records).statuses[nodes[0].key][0] == "interrupted"
