@@ -129,7 +129,7 @@ def assert_same_rows(frame: pd.DataFrame, expected: pd.DataFrame) -> None:
 
 class Reads:
     """Records the paths the store reads (cat_file), checks (exists) and lists
-    recursively (find) while active."""
+    recursively (find: object stores) while active."""
 
     def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
         self.cat: list[str] = []
