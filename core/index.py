@@ -163,7 +163,7 @@ def snapshot(store: Store, experiment: str, nodes: Sequence[PlanNode], workers: 
         if record is not None:
             if indexable:
                 records[f"{node.stage}/{node.key}"] = record
-            snap.statuses[node.key] = ("done", record.state)
+            snap.statuses[node.key] = ("done", dict(record.state))  # callers may annotate it
             snap.results[node.key] = record.result
             continue
         state = state_from(contents.get((f"{node_dir}/state.json", True)))  # type: ignore[arg-type]
