@@ -245,7 +245,7 @@ def bench_grid(args: argparse.Namespace, trees: dict[str, Path], overrides: list
         """`op` on each tree; with `baseline=False` main's run is the row above (main
         has no index, so with and without it is the same run)."""
         table[label] = {}
-        for name, tree in trees.items():
+        for name, tree in sorted(trees.items()):  # main first: ours leaves its index for the next row
             if name == "main" and not baseline:
                 table[label][name] = "(as above)"
                 continue
