@@ -4,8 +4,9 @@ Every analysis starts from this frame, and on a real grid it means reading thous
 small files, possibly from an object store where each read is a round trip. Two things
 keep that cheap:
 
-- reads run in parallel threads (the store is fsspec; s3fs and local files are both
-  safe to call from several threads), one task per evaluate node;
+- the nodes are read through the store's bulk view (`core.index`, the same path as
+  `status` and `launch`): a listing per stage, the done index, and parallel reads of
+  only what it does not hold;
 - a node is immutable once its `DONE` marker exists (keys are content hashes), so the
   rows read from it never change. They are kept in one consolidated cache object in the
   store, `<root>/<experiment>/analysis/rows-cache.parquet`; a later collect reads only
@@ -25,9 +26,7 @@ import json
 import logging
 import math
 import sys
-import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -39,15 +38,17 @@ from xstilts.analysis.table import modality_label
 from xstilts.core.atomic import replacing
 from xstilts.launcher.experiment import Experiment
 from xstilts.core.plan import Node
-
-OnRead = Callable[[int, int], None]
-"""(nodes read so far, nodes to read): `collect_frame`'s progress callback."""
 from xstilts.core.spec import Spec
 from xstilts.core.errors import warn
-from xstilts.core.state import STATUSES, node_done
+from xstilts.core.index import Snapshot
+from xstilts.core.state import STATUSES
 from xstilts.core.store import Store
 
 log = logging.getLogger(__name__)
+
+OnRead = Callable[[int, int], None]
+"""(nodes read so far, nodes to read): `collect_frame`'s progress callback."""
+
 
 CACHE_FILE = "rows-cache.parquet"
 CACHE_VERSION = "2"
@@ -78,16 +79,18 @@ def collect_frame(experiment: Experiment, workers: int = 16, use_cache: bool = T
 
     One row per (evaluate node, language, metric key of that language's scores), in plan
     order then language and metric. Unfinished evaluate nodes contribute nothing (see
-    `missing_cells`). With `use_cache=False` the cache is neither read nor written.
-    `on_read(read, total)` is called after each node read from the store (for a
-    progress bar: thousands of files on a paper grid).
+    `missing_cells`). With `use_cache=False` neither the rows cache nor the done index
+    is read or written. `workers` is kept for callers; the store's bulk view
+    (`core.index`) bounds its own parallel reads.
+    `on_read(read, total)` is called as each new node's rows are assembled (a progress bar).
     """
     evaluations = experiment.plan.evaluations()
     store = experiment.store
     path = cache_path(experiment)
     cached = read_cache(store, path) if use_cache else _empty_cached()
     known = set(cached["key"].unique())
-    fresh = read_nodes(store, [node for node in evaluations if node.key not in known], workers, on_read)
+    todo = [node for node in evaluations if node.key not in known]
+    fresh = rows_of(experiment.snapshot(use_index=use_cache), todo, on_read) if todo else _empty_cached()
     combined = _concat([cached, fresh])
     if use_cache and not fresh.empty:
         write_cache(store, path, combined)
@@ -147,43 +150,34 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- reading nodes ---------------------------------------------------------------------------
-def read_nodes(store: Store, nodes: list[Node], workers: int, on_read: OnRead | None = None) -> pd.DataFrame:
-    """Cached-column rows of those `nodes` that are done, read `workers` nodes at a time."""
-    if not nodes:
-        return _empty_cached()
-    lock, read = threading.Lock(), [0]
-
-    def one(node: Node) -> dict[str, list[Any]] | None:
-        part = read_node(store, node)
+def rows_of(snap: Snapshot, nodes: list[Node], on_read: OnRead | None = None) -> pd.DataFrame:
+    """Cached-column rows of those evaluate `nodes` that the snapshot shows done: their
+    results and the states of their cells' train-target nodes (done too: they are
+    inputs) come with the snapshot, so this reads nothing."""
+    parts = []
+    for index, node in enumerate(nodes):
+        part = node_rows_of(snap, node)
+        if part is not None:
+            parts.append(part)
         if on_read is not None:
-            with lock:
-                read[0] += 1
-                on_read(read[0], len(nodes))
-        return part
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        parts = [part for part in pool.map(one, nodes) if part is not None]
+            on_read(index + 1, len(nodes))
     if not parts:
         return _empty_cached()
     columns = {name: list(chain.from_iterable(part[name] for part in parts)) for name in CACHED_COLUMNS}
     return pd.DataFrame(columns).astype(_empty_cached().dtypes.to_dict())
 
 
-def read_node(store: Store, node: Node) -> dict[str, list[Any]] | None:
-    """The rows of one evaluate node (as columns), or None when it is not done. Reads its
-    DONE marker, result.json and state.json, and the state.json of the cell's
-    train-target nodes."""
-    if node_done(store, store.node_path(node.stage, node.key)) is not None:
+def node_rows_of(snap: Snapshot, node: Node) -> dict[str, list[Any]] | None:
+    """The rows of one evaluate node (as columns), or None when it is not done."""
+    status, state = snap.statuses.get(node.key, ("pending", {}))
+    result = snap.results.get(node.key)
+    if status != "done" or result is None:
         return None  # not done, or its result.json is torn (named in a warning; a launch reruns it)
-    result_path = store.node_path(node.stage, node.key, "result.json")
-    result = store.read_json(result_path)
-    if result is None or not _scores_valid(result.get("languages")) or not _withheld_valid(result.get("gold_withheld")):
-        warn(f"{store.url_of(result_path)} has no per-language scores; the cell is left out")
+    if not _scores_valid(result.get("languages")) or not _withheld_valid(result.get("gold_withheld")):
+        warn(f"the result.json of {node.stage}/{node.key} has no per-language scores; the cell is left out")
         return None
-    eval_hours = wall_hours(store.read_json(store.node_path(node.stage, node.key, "state.json")))
-    train_hours = sum(wall_hours(store.read_json(store.node_path(n.stage, n.key, "state.json")))
-                      for n in train_chain(node))
-    return node_rows(result, node, train_hours, eval_hours)
+    train_hours = sum(wall_hours(snap.statuses.get(n.key, ("pending", {}))[1]) for n in train_chain(node))
+    return node_rows(result, node, train_hours, wall_hours(state))
 
 
 def _scores_valid(languages: Any) -> bool:

@@ -93,7 +93,7 @@ def _lease_dir(node_dir: str) -> str:
 
 
 def _generations(store: Store, folder: str) -> list[int]:
-    return sorted(int(name[:-5]) for name in store.list(folder) if name.endswith(".json") and name[:-5].isdigit())
+    return sorted(gen for gen in map(lease_generation, store.list(folder)) if gen is not None)
 
 
 def _finite_float(text: str) -> float | None:
@@ -125,14 +125,33 @@ def current_lease(store: Store, node_dir: str) -> LeaseInfo | None:
     if not generations:
         return None
     gen = generations[-1]
-    owner = store.read_json(f"{folder}/{gen:06d}.json") or {}
-    released = store.exists(f"{folder}/{gen:06d}.released")
     beat_path = f"{folder}/{gen:06d}.heartbeat"
-    heartbeat = _parse_time(store.read_text(beat_path), store.url_of(beat_path))
+    return lease_info(gen, store.read_json(f"{folder}/{gen:06d}.json"), store.exists(f"{folder}/{gen:06d}.released"),
+                      store.read_text(beat_path), store.url_of(beat_path))
+
+
+def lease_paths(node_dir: str, generation: int) -> tuple[str, str, str]:
+    """(owner, released marker, heartbeat) paths of one lease generation."""
+    stem = f"{_lease_dir(node_dir)}/{generation:06d}"
+    return f"{stem}.json", f"{stem}.released", f"{stem}.heartbeat"
+
+
+def lease_generation(name: str) -> int | None:
+    """The generation of an owner file `lease/<generation>.json`, else None."""
+    return int(name[:-5]) if name.endswith(".json") and name[:-5].isdigit() else None
+
+
+def lease_info(generation: int, owner: dict[str, Any] | None, released: bool, beat_text: str | None,
+               beat_url: str) -> LeaseInfo:
+    """A lease from what its files hold (owner record, whether released, heartbeat text),
+    however they were read. A torn owner record or beat reads as a lease without a
+    holder or without a beat: stale."""
+    owner = owner or {}
+    heartbeat = _parse_time(beat_text, beat_url)
     if heartbeat is None:
         created = owner.get("created")
         heartbeat = float(created) if isinstance(created, (int, float)) and math.isfinite(created) else 0.0
-    return LeaseInfo(gen, owner, released, heartbeat)
+    return LeaseInfo(generation, owner, released, heartbeat)
 
 
 class Lease:

@@ -53,6 +53,9 @@ attempts ride out half a minute of an unavailable endpoint on average (at most a
 
 S3_PROTOCOLS = ("s3", "s3a")
 
+MAX_POOL_CONNECTIONS = 64
+"""Connections each S3 client may keep open: room for the store's bounded read pool."""
+
 log = logging.getLogger("xstilts.storage")
 
 _CAUSE = "xstilts_retry_cause"
@@ -98,6 +101,9 @@ def configure_for(url: str) -> None:
         defaults = fsspec.config.conf.setdefault("s3", {})
         config_kwargs = dict(defaults.get("config_kwargs") or {})
         config_kwargs["retries"] = {"mode": "standard", "total_max_attempts": attempts}
+        # botocore's default of 10 connections would cap the store's parallel reads
+        # (`core.listing.READ_WORKERS`) at 10 requests in flight
+        config_kwargs.setdefault("max_pool_connections", MAX_POOL_CONNECTIONS)
         defaults["config_kwargs"] = config_kwargs
         s3fs.S3FileSystem.retries = 1  # a class attribute, not an argument: one pass, botocore retries
         _install_retry_log()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from xstilts.core.lease import current_lease
+from xstilts.core.lease import LeaseInfo, current_lease
 from xstilts.core.store import DONE, Store
 
 STATUSES = ("done", "running", "queued", "preempted", "failed", "interrupted", "cancelled", "pending")
@@ -30,10 +30,18 @@ def now() -> float:
     return time.time()
 
 
+MISSING_DONE = "its DONE marker is missing"
+MISSING_RESULT = "its result.json is missing or torn"
+
+
 def read_state(store: Store, node_dir: str) -> dict[str, Any]:
     """The node's state; a missing or torn state.json reads as a fresh one (the torn
     file is named in a warning and replaced by the next write)."""
-    state = store.read_json(f"{node_dir}/state.json")
+    return state_from(store.read_json(f"{node_dir}/state.json"))
+
+
+def state_from(state: dict[str, Any] | None) -> dict[str, Any]:
+    """A state as read (None: absent or torn), with its lists made lists."""
     if state is None:
         return {"status": "pending", "attempts": [], "submissions": []}
     if not isinstance(state.get("attempts"), list):
@@ -96,21 +104,28 @@ def finish_attempt(state: dict[str, Any], attempt: dict[str, Any], outcome: str,
 def node_done(store: Store, node_dir: str) -> str | None:
     """None if the node is done (DONE written, result.json readable), else what is missing."""
     if not store.exists(f"{node_dir}/{DONE}"):
-        return "its DONE marker is missing"
+        return MISSING_DONE
     if store.read_json(f"{node_dir}/result.json") is None:
-        return "its result.json is missing or torn"
+        return MISSING_RESULT
     return None
 
 
 def node_status(store: Store, node_dir: str) -> tuple[str, dict[str, Any]]:
     """(status, state) of a node: done (DONE and a readable result), else a live lease,
     else the recorded state, where a recorded `done` or `running` without a holder is
-    `interrupted` (run again)."""
+    `interrupted` (run again). One node, file by file: `core.index` derives the same
+    status for a whole plan from a few listings."""
     state = read_state(store, node_dir)
     missing = node_done(store, node_dir)
     if missing is None:
         return "done", state
-    lease = current_lease(store, node_dir)
+    return derive_status(state, missing, current_lease(store, node_dir))
+
+
+def derive_status(state: dict[str, Any], missing: str, lease: LeaseInfo | None) -> tuple[str, dict[str, Any]]:
+    """(status, state) of a node that is not done (`missing` says why not), from its
+    recorded state and its newest lease: the one rule, whether the files were read one
+    by one (`node_status`) or in bulk (`core.index`)."""
     if lease is not None and lease.live():
         return "running", state
     status = state.get("status", "pending")

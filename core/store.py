@@ -49,6 +49,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("XSTILTS_CACHE", Path.home() / ".cache" / "xstilts"))
 
 
+def _is_s3(fs: Any) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return bool({"s3", "s3a"} & set(protocols))
+
+
 class FileExists(Exception):
     """Exclusive creation found the file already there."""
 
@@ -154,6 +159,9 @@ class Store:
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         self.root = self.root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
+        # s3fs asks for an object's size (a HEAD) before every GET, to split large reads
+        # into ranges; the store's own files are small, so one GET each is enough.
+        self._whole_get: dict[str, Any] = {"max_concurrency": 1} if _is_s3(self.fs) else {}
 
     # -- paths ---------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -184,7 +192,7 @@ class Store:
         """A file's text, or None when it is absent or not text (torn, garbage): said in
         one warning line naming the path, never raised."""
         try:
-            data = self.fs.cat_file(path)
+            data = self.fs.cat_file(path, **self._whole_get)
         except FileNotFoundError:
             return None
         try:
@@ -214,6 +222,30 @@ class Store:
             warn(f"{self.url_of(path)} holds a JSON {type(value).__name__}, not an object; treated as absent")
             return None
         return value
+
+    @property
+    def lists_by_prefix(self) -> bool:
+        """Whether `find` can list the names below a folder that start with a prefix in
+        one request of their own (S3), so that big folders can be listed in parallel."""
+        return _is_s3(self.fs)
+
+    def find(self, path: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """Every file below `path` (recursively) whose name there starts with `prefix`,
+        name -> fsspec info (size, and mtime, ETag or creation time): one paginated
+        listing on object stores (a LIST per 1,000 objects), a directory walk locally.
+        Empty when `path` does not exist."""
+        self._fresh(path)
+        try:
+            if prefix and self.lists_by_prefix:
+                found = self.fs.find(path, detail=True, prefix=prefix)
+            else:
+                found = self.fs.find(path, detail=True)
+                if prefix:
+                    start = path.rstrip("/") + "/" + prefix
+                    found = {name: info for name, info in found.items() if name.startswith(start)}
+        except FileNotFoundError:
+            return {}
+        return {name: info for name, info in found.items() if info.get("type", "file") != "directory"}
 
     def list(self, path: str) -> list[str]:
         self._fresh(path)

@@ -23,7 +23,8 @@ from xstilts.launcher.profiles import LocalProfile, SlurmProfile, load_profile
 from xstilts.core.spec import Spec, dump_spec, load_spec
 from xstilts.launcher import launch_record
 from xstilts.launcher.launch_record import LaunchRecord
-from xstilts.core.state import node_done, node_status
+from xstilts.core.index import DoneRecord, Snapshot, snapshot
+from xstilts.core.state import node_done
 from xstilts.core.lease import lease_ttl
 from xstilts.core.object_store import probe
 from xstilts.core.store import Store, check_storage_url
@@ -49,6 +50,10 @@ class Experiment:
     """`status`: an unreachable cluster shows the store's view, said in one line."""
     notes: list[str] = field(default_factory=list)
     """Lines for stderr about how the experiment was opened (the launch followed)."""
+    _results: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    """Results of the nodes the last snapshot found done: a done node never changes."""
+    _records: dict[str, DoneRecord] | None = field(default=None, init=False, repr=False)
+    """The done index as the last snapshot left it: a refresh need not read it again."""
 
     def node_dir(self, node: Node) -> str:
         return self.store.node_path(node.stage, node.key)
@@ -68,7 +73,7 @@ class Experiment:
         """
         if self.storage_unread is not None:
             return {node.key: ("pending", {}) for node in self.plan.nodes}
-        stored = {node.key: node_status(self.store, self.node_dir(node)) for node in self.plan.nodes}
+        stored = self.snapshot().statuses
         if need_cluster and self.cluster_optional:
             try:
                 return self.executor.live_statuses(self, stored, need_cluster=True)
@@ -77,11 +82,26 @@ class Experiment:
                 return stored
         return self.executor.live_statuses(self, stored, need_cluster)
 
+    def snapshot(self, use_index: bool = True) -> Snapshot:
+        """The store's view of every node of the plan, in bulk (`core.index`): a listing
+        per stage, the done index, parallel reads of the rest. Results of done nodes are
+        kept, so `result` and `is_done` need no request for them afterwards, and so is
+        the index, so that a refresh (`status --watch`) is the listings and the reads of
+        unfinished nodes only."""
+        snap = snapshot(self.store, self.spec.name, self.plan.nodes, use_index=use_index,
+                        known=self._records if use_index else None)
+        self._results.update(snap.results)
+        if use_index:
+            self._records = snap.records
+        return snap
+
     def is_done(self, node: Node) -> bool:
         """DONE written and result.json readable: the one meaning of done (`core.state`)."""
-        return node_done(self.store, self.node_dir(node)) is None
+        return node.key in self._results or node_done(self.store, self.node_dir(node)) is None
 
     def result(self, node: Node) -> dict[str, Any] | None:
+        if node.key in self._results:
+            return self._results[node.key]
         return self.store.read_json(f"{self.node_dir(node)}/result.json")
 
     def materialize(self) -> None:

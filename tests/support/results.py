@@ -128,15 +128,18 @@ def assert_same_rows(frame: pd.DataFrame, expected: pd.DataFrame) -> None:
 
 
 class Reads:
-    """Records the paths the store reads (cat_file) and checks (exists) while active."""
+    """Records the paths the store reads (cat_file), checks (exists) and lists
+    recursively (find: object stores) while active."""
 
     def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
         self.cat: list[str] = []
         self.exists: list[str] = []
+        self.listed: list[str] = []
         self.lock = threading.Lock()
         fs = store.fs
         monkeypatch.setattr(fs, "cat_file", self._wrap(fs.cat_file, self.cat))
         monkeypatch.setattr(fs, "exists", self._wrap(fs.exists, self.exists))
+        monkeypatch.setattr(fs, "find", self._wrap(fs.find, self.listed))
 
     def _wrap(self, real: Callable[..., Any], log: list[str]) -> Callable[..., Any]:
         def wrapper(path: str, *args: Any, **kwargs: Any) -> Any:
@@ -152,6 +155,7 @@ class Reads:
     def clear(self) -> None:
         self.cat.clear()
         self.exists.clear()
+        self.listed.clear()
 
 
 # -- tests -----------------------------------------------------------------------------------

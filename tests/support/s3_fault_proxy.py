@@ -11,6 +11,9 @@ latency, one of:
 - answered `503 SlowDown` (or `503 ServiceUnavailable`) with S3's XML error body, not
   forwarded.
 
+Requests are counted per kind (`methods`: GET, HEAD, PUT, LIST, ...), so that tests can
+assert how many requests a command makes, deterministic where its wall time is not.
+
 Faults are drawn from a seeded `random.Random`, one draw per request in arrival order,
 and counted (`dropped_before`, `dropped_after`, `errors`), so tests can check that they
 really happened; `injected` lists them (fate, method, path). `force(ERROR, DROP_AFTER,
@@ -29,7 +32,7 @@ import struct
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +68,9 @@ class FaultProxy(ThreadingHTTPServer):
         self.dropped_before = 0
         self.dropped_after = 0
         self.errors = 0
+        self.methods: Counter[str] = Counter()
+        """Requests per kind: 'GET', 'HEAD', 'PUT', ..., and 'LIST' (a GET of a bucket
+        with list-type=2), for tests that count what a command asks."""
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -86,6 +92,12 @@ class FaultProxy(ThreadingHTTPServer):
             return {"connections": self.connections, "requests": self.requests, "forwarded": self.forwarded,
                     "dropped_before": self.dropped_before, "dropped_after": self.dropped_after, "errors": self.errors}
 
+    def reset_counts(self) -> None:
+        """Start counting afresh (the latency and fault rates stay)."""
+        with self._lock:
+            self.requests = self.forwarded = self.dropped_before = self.dropped_after = self.errors = 0
+            self.methods.clear()
+
     def force(self, *fates: str, where: str = "") -> None:
         """The next requests whose path contains `where` meet these fates (FORWARD,
         DROP_BEFORE, DROP_AFTER, ERROR), in order; other requests meet the rates."""
@@ -98,6 +110,7 @@ class FaultProxy(ThreadingHTTPServer):
         answered 503: SlowDown and ServiceUnavailable in turn."""
         with self._lock:
             self.requests += 1
+            self.methods["LIST" if method == "GET" and "list-type=" in path else method] += 1
             if self._forced and self._forced[0][0] in path:
                 fate = self._forced.popleft()[1]
             else:
