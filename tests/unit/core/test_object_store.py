@@ -11,7 +11,9 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from xstilts.core.errors import UserError
-from xstilts.core.object_store import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_ENV, _failure, s3_max_attempts
+from xstilts.core.object_store import (
+    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_ENV, MAX_POOL_CONNECTIONS, _failure, s3_max_attempts,
+)
 from xstilts.core.store import Store
 
 
@@ -35,7 +37,8 @@ def test_every_new_s3_filesystem_gets_the_bound(monkeypatch: pytest.MonkeyPatch)
     store = Store("s3://xstilts-test/bounded")
     other, _ = fsspec.core.url_to_fs("s3://xstilts-test/elsewhere")
     for fs in (store.fs, other):
-        assert fs.config_kwargs == {"connect_timeout": 3, "retries": {"mode": "standard", "total_max_attempts": 5}}
+        assert fs.config_kwargs == {"connect_timeout": 3, "retries": {"mode": "standard", "total_max_attempts": 5},
+                                    "max_pool_connections": MAX_POOL_CONNECTIONS}
         assert fs.retries == 1  # s3fs's own loop: one pass
     assert other.storage_options["config_kwargs"]["retries"]["total_max_attempts"] == 5
 
