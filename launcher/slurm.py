@@ -162,6 +162,15 @@ def last_job_id(state: dict[str, Any]) -> str | None:
     return submissions[-1]["job_id"] if submissions else None
 
 
+def infrastructure_retries(state: dict[str, Any]) -> int:
+    """How often the node's job was restarted after it was lost without a word: attempts
+    closed as `lost` by the next one (`core.state.start_attempt`): a node failure, a job
+    killed by a requeue before it could checkpoint. Read from the store, so it is the same
+    with or without accounting."""
+    return sum(1 for attempt in state.get("attempts") or [] if isinstance(attempt, dict)
+               and attempt.get("outcome") == "lost")
+
+
 def merge_status(
     store_status: str, state: dict[str, Any], live: dict[str, JobState], finished: dict[str, JobState] | None
 ) -> tuple[str, str | None]:
@@ -201,7 +210,7 @@ def merge_status(
 
 @dataclass
 class Array:
-    """One sbatch call: nodes of one stage in one wave."""
+    """One sbatch call: nodes of one stage in one wave (and one lineage, see `group_of`)."""
 
     index: int
     stage: StageName
@@ -211,35 +220,114 @@ class Array:
     """Indices of arrays of this launch that hold inputs of these nodes."""
     after_jobs: list[str] = field(default_factory=list)
     """Job ids of inputs still queued or running from an earlier launch."""
+    after_tasks: dict[int, list[int]] = field(default_factory=dict)
+    """Per array of `after`: the task indices these nodes need (all of them: the whole array)."""
     job_id: str | None = None
 
 
-def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int) -> list[Array]:
+GROUPINGS = ("wave", "row", "lineage", "node")
+"""How nodes of one stage and wave are split into arrays (bench/submit.py compares them):
+`wave` one array per stage wave; `row` one per intermediate task; `lineage` one per
+intermediate training node (its targets and their evaluations); `node` one job per node."""
+
+DEFAULT_GROUPING = "lineage"
+"""Measured in bench/submit.py on the paper plan (BENCHMARKS.md, "SLURM dependencies"):
+every target starts as soon as its own intermediate model is trained, like one job per
+node, and one failed intermediate cancels exactly its own cells, in ~1/5 of the sbatch
+calls of one job per node."""
+
+
+def is_row_head(node: Node) -> bool:
+    """Nodes whose dependants form rows of their own: an intermediate training (its
+    targets and their evaluations) and the image features of a caption dataset (its
+    caption data, its intermediate trainings). They are the long, row-specific inputs;
+    model and data preparations are short and shared by everything."""
+    return node.stage == "train-intermediate" or (node.stage == "prepare" and node.kind == "images")
+
+
+def _lineages(nodes: Sequence[Node], by: str) -> dict[str, tuple[str, ...]]:
+    """Each node's lineage: the row heads upstream of it (`lineage`: the nodes; `row`: their
+    tasks), through the whole plan (inputs not submitted now included), so that a relaunch
+    groups as the first launch did. A head is not in its own lineage: the intermediate
+    trainings of a wave stay one array, their targets split by intermediate."""
+    memo: dict[str, tuple[str, ...]] = {}
+
+    def passed_on(node: Node) -> tuple[str, ...]:
+        own = ((node.key if by == "lineage" else f"{node.stage}:{node.task}"),) if is_row_head(node) else ()
+        return tuple(sorted(set(of(node) + own)))
+
+    def of(node: Node) -> tuple[str, ...]:
+        if node.key not in memo:
+            memo[node.key] = tuple(sorted({mark for dep in node.inputs.values() for mark in passed_on(dep)}))
+        return memo[node.key]
+
+    return {node.key: of(node) for node in nodes}
+
+
+def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int,
+                grouping: str = DEFAULT_GROUPING) -> list[Array]:
     """Group `nodes` (in plan order: inputs first) into dependency-ordered arrays.
 
     `live_inputs` maps the key of a node not in `nodes` that is queued or running in
-    SLURM to its job id; inputs that are neither there nor in `nodes` must be done.
+    SLURM to its job id; inputs that are neither there nor in `nodes` must be done. An
+    array waits for exactly the tasks that hold its nodes' inputs (`afterok:<job>_<task>`),
+    or for a whole array where it needs every task of it.
     """
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping {grouping!r}: one of {', '.join(GROUPINGS)}")
     submitted = {node.key for node in nodes}
     wave: dict[str, int] = {}
     for node in nodes:
         wave[node.key] = 1 + max((wave[dep.key] for dep in node.inputs.values() if dep.key in submitted), default=-1)
-    groups: dict[tuple[int, StageName], list[Node]] = {}
+    lineage = _lineages(nodes, grouping) if grouping in ("row", "lineage") else {}
+    if lineage:
+        # Nodes nothing submitted here depends on (evaluations) of one stage and lineage
+        # go out together after the last of them is ready: one array instead of one per
+        # wave, and nothing waits on them.
+        feeds = {dep.key for node in nodes for dep in node.inputs.values()}
+        last: dict[tuple[StageName, tuple[str, ...]], int] = {}
+        for node in nodes:
+            if node.key not in feeds:
+                group = (node.stage, lineage[node.key])
+                last[group] = max(last.get(group, 0), wave[node.key])
+        for node in nodes:
+            if node.key not in feeds:
+                wave[node.key] = last[(node.stage, lineage[node.key])]
+    groups: dict[tuple[int, StageName, tuple[str, ...]], list[Node]] = {}
     for node in nodes:
-        groups.setdefault((wave[node.key], node.stage), []).append(node)
+        mark = (node.key,) if grouping == "node" else lineage.get(node.key, ())
+        groups.setdefault((wave[node.key], node.stage, mark), []).append(node)
     arrays: list[Array] = []
-    array_of: dict[str, int] = {}
-    for (level, stage), members in sorted(groups.items(), key=lambda item: item[0][0]):
+    task_of: dict[str, tuple[int, int]] = {}  # node key -> (array index, task index)
+    for (level, stage, _mark), members in sorted(groups.items(), key=lambda item: item[0][0]):
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
             array = Array(index=len(arrays), stage=stage, wave=level, nodes=chunk)
             inputs = [dep for node in chunk for dep in node.inputs.values()]
-            array.after = sorted({array_of[dep.key] for dep in inputs if dep.key in array_of})
+            needed: dict[int, set[int]] = {}
+            for dep in inputs:
+                if dep.key in task_of:
+                    index, task = task_of[dep.key]
+                    needed.setdefault(index, set()).add(task)
+            array.after = sorted(needed)
+            array.after_tasks = {i: sorted(tasks) for i, tasks in sorted(needed.items())}
             array.after_jobs = sorted({live_inputs[dep.key] for dep in inputs if dep.key in live_inputs})
             arrays.append(array)
-            for node in chunk:
-                array_of[node.key] = array.index
+            for task, node in enumerate(chunk):
+                task_of[node.key] = (array.index, task)
     return arrays
+
+
+def cap_selection(nodes: Sequence[Node], slots: int | None) -> list[Node]:
+    """The first `slots` of `nodes` in wave order (inputs first), so that whatever is
+    submitted can run: none of its inputs waits behind the cap. None: all of them."""
+    if slots is None or slots >= len(nodes):
+        return list(nodes)
+    submitted = {node.key for node in nodes}
+    wave: dict[str, int] = {}
+    for node in nodes:
+        wave[node.key] = 1 + max((wave[dep.key] for dep in node.inputs.values() if dep.key in submitted), default=-1)
+    return sorted(nodes, key=lambda node: wave[node.key])[:max(0, slots)]
 
 
 # --------------------------------------------------------------------------------------
@@ -282,6 +370,10 @@ def executor_parameters(
         "array_parallelism": profile.array_parallelism,
         "setup": setup,
         "stderr_to_stdout": True,
+        # SLURM requeues a job it lost to the infrastructure (NODE_FAIL, BOOT_FAIL) instead of
+        # failing it, whatever the cluster's JobRequeue default: same job id, so dependants
+        # keep waiting; NodeJob counts these restarts against `max_retries`.
+        "additional_parameters": {"requeue": True},
     }
     optional = {
         "partition": resources.partition, "account": resources.account, "qos": resources.qos,
@@ -299,8 +391,21 @@ def log_folder(profile: SlurmProfile, experiment: str) -> Path:
 
 
 def dependency_string(array: Array, arrays: Sequence[Array]) -> str | None:
-    ids = [arrays[i].job_id or f"<array {i}>" for i in array.after] + list(array.after_jobs)
-    return "afterok:" + ":".join(str(i) for i in ids) if ids else None
+    """`afterok` on the jobs this array needs: a whole array where every one of its tasks
+    is an input, else the single tasks (`<job>_<task>`), so a failure cancels only what
+    depends on it (`kill_invalid_depend`)."""
+    ids: list[str] = []
+    for i in array.after:
+        job = arrays[i].job_id or f"<array {i}>"
+        tasks = array.after_tasks.get(i)
+        if tasks is None or len(tasks) == len(arrays[i].nodes):
+            ids.append(str(job))
+        elif len(arrays[i].nodes) == 1:
+            ids.append(str(job))
+        else:
+            ids.extend(f"{job}_{task}" for task in tasks)
+    ids += list(array.after_jobs)
+    return "afterok:" + ":".join(ids) if ids else None
 
 
 def render_sbatch(array: Array, params: dict[str, Any], folder: Path) -> str:
@@ -331,7 +436,8 @@ def submit_arrays(
         jobs = []
         with executor.batch():
             for node in array.nodes:
-                jobs.append(executor.submit(NodeJob(store_url, f"{node.stage}/{node.key}", profile.max_requeues)))
+                task = NodeJob(store_url, f"{node.stage}/{node.key}", profile.max_requeues, profile.max_retries)
+                jobs.append(executor.submit(task))
         array.job_id = jobs[0].job_id.split("_")[0]
         for node, job in zip(array.nodes, jobs):
             on_submit(node, job.job_id)
