@@ -19,6 +19,7 @@ and prints side by side:
   start, the critical path, and what one failed intermediate training cancels.
 
 Usage: .venv/bin/python bench/submit.py [--seeds 72]
+       .venv/bin/python bench/submit.py --no-per-node --grouping wave|row|lineage [--seeds 14] [--repeats 3]
        .venv/bin/python bench/submit.py --simulate experiments/xtreme-r-multimodal.yaml [--profile slurm]
 """
 
@@ -165,6 +166,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=72, help="seeds of the demo grid (72: 1,013 nodes)")
     parser.add_argument("--simulate", metavar="SPEC", help="compare the dependency designs on SPEC's plan, no cluster")
     parser.add_argument("--profile", default="slurm", help="profile whose per-stage GPUs turn gpu_hours into hours")
+    parser.add_argument("--grouping", default="lineage", help="array_grouping of the profile launched on the cluster")
+    parser.add_argument("--no-per-node", action="store_true", help="skip the one-job-per-node comparison (minutes)")
+    parser.add_argument("--repeats", type=int, default=3, help="launches timed with --no-per-node")
     args = parser.parse_args()
     if args.simulate:
         simulate_main(args.simulate, args.profile)
@@ -180,7 +184,8 @@ def main() -> None:
         raw["storage"] = str(work / "store")
         raw["cluster"] = str(work / "profile.yaml")
         (work / "profile.yaml").write_text(yaml.safe_dump(
-            {"executor": "slurm", "partition": "low", "time_min": 20, "log_dir": str(work / "logs")}))
+            {"executor": "slurm", "partition": "low", "time_min": 20, "log_dir": str(work / "logs"),
+             "array_grouping": args.grouping}))
         spec = work / "grid.yaml"
         spec.write_text(yaml.safe_dump(raw))
         n_nodes = len(build_plan(validate(raw)).nodes)
@@ -200,6 +205,23 @@ def main() -> None:
         status_calls = (count(calls, "squeue") - before[0], count(calls, "sacct") - before[1])
         cluster.run("scancel", "--name", "xstilts-demo")
 
+        if args.no_per_node:
+            from statistics import median
+
+            times = [ours_s]
+            for repeat in range(1, args.repeats):  # a fresh store each time: everything is submitted again
+                again = work / f"grid-{repeat}.yaml"
+                again.write_text(yaml.safe_dump({**raw, "storage": str(work / f"store-{repeat}")}))
+                started = time.perf_counter()
+                done = subprocess.run([*XSTILTS, "launch", str(again)], env=env, capture_output=True, text=True)
+                times.append(time.perf_counter() - started)
+                assert done.returncode == 0, done.stdout + done.stderr
+                cluster.run("scancel", "--name", "xstilts-demo")
+            print(f"grid: demo spec with {args.seeds} seeds = {n_nodes} nodes; array_grouping {args.grouping}: "
+                  f"{ours_sbatch} sbatch calls; launch wall time (CLI start-up included) median {median(times):.2f} s, "
+                  f"min-max {min(times):.2f}-{max(times):.2f} s over {len(times)}; status {status_s:.2f} s with "
+                  f"{sum(status_calls)} scheduler calls")
+            return
         os.environ.update(env)
         before_sbatch = count(calls, "sbatch")
         per_node_s, per_node_jobs = per_node_submission({**raw, "storage": str(work / "store2")}, work / "per-node")

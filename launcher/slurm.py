@@ -2,11 +2,33 @@
 
 A launch groups the nodes to run into *waves*: a node's wave is one more than the
 deepest wave among its inputs that are submitted in the same launch. The nodes of one
-stage in one wave go out as one job array (split at the cluster's `MaxArraySize`), with
-`afterok` on the arrays holding their inputs, and on the job of any input that is
-still queued or running from an earlier launch. A whole grid is a handful of `sbatch`
-calls, and the launcher can exit: SLURM starts each array when its inputs are done, and
-with `DependencyParameters=kill_invalid_depend` cancels it when one of them failed.
+stage in one wave go out as job arrays (split at the cluster's `MaxArraySize`), with
+`afterok` on exactly the array tasks holding their inputs (`<job>_<task>`, or the whole
+job where every task of it is an input), and on the job of any input still queued or
+running from an earlier launch. The launcher can exit: SLURM starts each array when its
+inputs are done, and with `DependencyParameters=kill_invalid_depend` cancels it when one
+of them failed.
+
+How a wave is split into arrays (`array_grouping` in the profile) was chosen by
+measurement (bench/submit.py --simulate on the paper plan, BENCHMARKS.md "SLURM
+dependencies"): per *lineage*, one array per intermediate training node for its
+targets (and one for their evaluations). Its targets then start when that one
+training ends (the first after 2.7 h instead of 32 h behind the whole intermediate
+array, whose 20-hour cc3m-mcm gated all 540), one failed intermediate cancels its own 20
+cells instead of 1,194 nodes, and the grid is 182 sbatch calls (about 2 s) where one
+job per node is 1,299, for a critical path 1.5 h (one evaluation) longer. One array per
+intermediate *row* (68 calls) starts as early but lets one failed seed cancel the other
+seeds' cells. `aftercorr` was not taken: it needs the arrays index-aligned, which breaks
+as soon as a relaunch leaves some cells out, and it spares nothing over naming tasks.
+
+`max_jobs` caps the tasks queued at once (array tasks count one each, like
+MaxSubmitJobs): a launch submits the first that fit in wave order, so nothing submitted
+waits behind the cap, and the rest goes out as slots free up (`launch --wait` each poll,
+or the next `launch`). Jobs lost to the infrastructure (NODE_FAIL, BOOT_FAIL, a node
+gone mid-job) are requeued by SLURM itself (`--requeue`): the job id stays, so
+dependants keep waiting rather than being cancelled, with no launcher running; the job
+counts such restarts against `max_retries` (jobs/submitit_job.py), and status shows
+them as `retries`. OUT_OF_MEMORY is not retried: the same request would run out again.
 
 Each array task runs `xstilts.jobs.submitit_job.NodeJob`, which takes the node's lease, runs the
 stage, commits it, and on SLURM's USR2 (preemption, time limit) checkpoints and requeues.

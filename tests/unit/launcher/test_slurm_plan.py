@@ -84,7 +84,10 @@ def test_profile_errors_list_valid_keys(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "unknown profile key 'partion' (did you mean 'partition'?)" in message
     assert "stages.evalute" in message and "stages.prepare" in message
-    assert load_profile("slurm").resources("prepare").gpus_per_node == 0
+    shipped = load_profile("slurm")
+    assert shipped.resources("prepare").gpus_per_node == 1  # image features: CLIP ViT-L
+    evaluate = shipped.resources("evaluate")  # type: ignore[union-attr]
+    assert (evaluate.gpus_per_node, evaluate.mem_gb) == (1, 32)  # not 200 GB for one GPU
 
 
 def test_dry_run_prints_sbatch_scripts_and_submits_nothing(tmp_path: Path) -> None:
