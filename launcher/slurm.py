@@ -332,7 +332,10 @@ def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int,
                     index, task = task_of[dep.key]
                     needed.setdefault(index, set()).add(task)
             array.after = sorted(needed)
-            array.after_tasks = {i: sorted(tasks) for i, tasks in sorted(needed.items())}
+            if grouping == "wave":  # a wave waits for whole arrays: one short dependency, as before
+                array.after_tasks = {i: list(range(len(arrays[i].nodes))) for i in array.after}
+            else:
+                array.after_tasks = {i: sorted(tasks) for i, tasks in sorted(needed.items())}
             array.after_jobs = sorted({live_inputs[dep.key] for dep in inputs if dep.key in live_inputs})
             arrays.append(array)
             for task, node in enumerate(chunk):

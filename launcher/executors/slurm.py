@@ -120,7 +120,8 @@ class SlurmExecutor:
             if first:
                 out.print(f"submitted 0 nodes; {summary}")
             return None
-        experiment.materialize()
+        if not sent:  # once per launch: node.json files are read (and repaired) one by one
+            experiment.materialize()
 
         def recorded(node: Node, job_id: str) -> None:
             record_submission(experiment.store, experiment.node_dir(node), job_id, "slurm")
