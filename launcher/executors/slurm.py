@@ -128,8 +128,8 @@ class SlurmExecutor:
 
         slurm.submit_arrays(arrays, experiment.store.url, name, profile, env, experiment.spec.resources_for, recorded)
         sent.update(node.key for node in chosen)
-        out.print(f"submitted {len(chosen)} nodes in {len(arrays)} arrays "
-                  f"({', '.join(f'{a.stage}:{a.job_id}' for a in arrays)}); {summary}")
+        jobs = ", ".join(f"{a.stage}:{a.job_id}" for a in arrays[:8]) + (", ..." if len(arrays) > 8 else "")
+        out.print(f"submitted {len(chosen)} nodes in {len(arrays)} arrays ({jobs}); {summary}")
         return None
 
     def _free_slots(self, experiment: Experiment, live_nodes: int, need_cluster: bool) -> int | None:
