@@ -108,6 +108,7 @@ def test_dry_run_prints_sbatch_scripts_and_submits_nothing(tmp_path: Path) -> No
     assert "#SBATCH --array=0-99%100" in result.stdout
     assert "#SBATCH --dependency='afterok:<array 0>'" in result.stdout
     assert "#SBATCH --partition=low" in result.stdout and "echo ready" in result.stdout
+    assert result.stdout.count("#SBATCH --requeue") == scripts  # SLURM requeues what a node failure kills
     assert not (tmp_path / "store").exists() and not (tmp_path / "logs").exists()
     assert json.dumps  # plain module use
 
@@ -231,3 +232,18 @@ def test_job_gives_up_after_max_retries_restarts(monkeypatch: pytest.MonkeyPatch
     assert job._lost_restarts() == 0
     job._give_up("its job was lost 3 times")
     assert store.read_json(f"{node_dir}/state.json")["status"] == "failed"
+
+
+def test_dry_run_under_a_cap_submits_inputs_first(tmp_path: Path) -> None:
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text(yaml.safe_dump({"executor": "slurm", "partition": "low", "max_jobs": 5,
+                                       "log_dir": str(tmp_path / "logs")}))
+    raw = demo_raw()
+    raw["storage"] = str(tmp_path / "store")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    result = run_cli("launch", str(spec), "--profile", str(profile), "--dry-run", env=cli_env({"PATH": "/usr/bin:/bin"}))
+    assert result.returncode == 0, result.stderr
+    assert "56 nodes: 5 to submit in" in result.stdout and "51 waiting for free slots (max_jobs 5)" in result.stdout
+    assert "train-target" not in result.stdout.split("[dry run]")[1].split("#!/bin/bash")[0]
+    assert "--array=0-1" in result.stdout  # the model and image preparations: nothing waits behind the cap
