@@ -138,17 +138,22 @@ def squeue(name: str) -> dict[str, JobState]:
     return jobs
 
 
-def sacct(job_ids: Iterable[str]) -> dict[str, JobState] | None:
-    """Final states of `job_ids` from accounting, or None where there is none (sacct
-    fails without slurmdbd: then the store and squeue have to do)."""
+INFRASTRUCTURE_FAILURES = frozenset({"NODE_FAIL", "BOOT_FAIL"})
+"""Job states of a run the infrastructure ended: SLURM requeues such a job (`--requeue`)."""
+
+
+def sacct(job_ids: Iterable[str], retried: dict[str, int] | None = None) -> dict[str, JobState] | None:
+    """Latest states of `job_ids` from accounting, or None where there is none (sacct
+    fails without slurmdbd: then the store and squeue have to do). Every run of a requeued
+    job is a record (`-D`); the runs the infrastructure ended are counted into `retried`."""
     bases = sorted({job_id.split("_")[0] for job_id in job_ids if job_id})
     if not bases:
         return {}
-    result = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(bases), "-o", "JobID,State,ExitCode,Reason"])
+    result = _run(["sacct", "-n", "-P", "-D", "-X", "-j", ",".join(bases), "-o", "JobID,State,ExitCode,Reason"])
     if result.returncode != 0:
         return None
     jobs = {}
-    for line in result.stdout.splitlines():
+    for line in result.stdout.splitlines():  # oldest run first: the last record of a job wins
         parts = line.split("|")
         if len(parts) < 3:
             continue
@@ -156,6 +161,8 @@ def sacct(job_ids: Iterable[str]) -> dict[str, JobState] | None:
         reason = parts[3] if len(parts) > 3 and parts[3] not in ("", "None") else ""
         detail = f"exit code {exit_code}" + (f", {reason}" if reason else "")
         jobs[job_id] = JobState(job_id, state, detail)
+        if retried is not None and state in INFRASTRUCTURE_FAILURES:
+            retried[job_id] = retried.get(job_id, 0) + 1
     return jobs
 
 
@@ -184,13 +191,17 @@ def last_job_id(state: dict[str, Any]) -> str | None:
     return submissions[-1]["job_id"] if submissions else None
 
 
-def infrastructure_retries(state: dict[str, Any]) -> int:
-    """How often the node's job was restarted after it was lost without a word: attempts
-    closed as `lost` by the next one (`core.state.start_attempt`): a node failure, a job
-    killed by a requeue before it could checkpoint. Read from the store, so it is the same
-    with or without accounting."""
-    return sum(1 for attempt in state.get("attempts") or [] if isinstance(attempt, dict)
+def infrastructure_retries(state: dict[str, Any], retried: dict[str, int] | None = None) -> int:
+    """How often the node's job was restarted after the infrastructure lost it: the runs
+    accounting recorded as NODE_FAIL or BOOT_FAIL (`retried`, from `sacct`), and at least
+    the attempts the store closed as `lost` (`core.state.start_attempt`: a job that vanished
+    without a word), which is all there is without accounting. A run that got SIGTERM
+    from the failing node in time checkpoints and is recorded `preempted` in the store:
+    only accounting tells that apart from a preemption."""
+    lost = sum(1 for attempt in state.get("attempts") or [] if isinstance(attempt, dict)
                and attempt.get("outcome") == "lost")
+    jobs = {s.get("job_id") for s in state.get("submissions") or [] if s.get("executor") == "slurm"}
+    return max(lost, sum((retried or {}).get(job, 0) for job in jobs if job))
 
 
 def merge_status(

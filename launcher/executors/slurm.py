@@ -47,14 +47,17 @@ class SlurmExecutor:
             if need_cluster:
                 raise
             return stored
-        ended = [job for status, state in stored.values() if status not in ("done", "running")
-                 and (job := slurm.last_job_id(state)) and job not in live]
-        finished = slurm.sacct(ended) if ended else {}
+        submitted = [job for _, state in stored.values() if (job := slurm.last_job_id(state))]
+        retried: dict[str, int] = {}
+        history = slurm.sacct(submitted, retried) if submitted else {}
+        ended = {job for status, state in stored.values() if status not in ("done", "running")
+                 and (job := slurm.last_job_id(state)) and job not in live}
+        finished = None if history is None else {job: state for job, state in history.items() if job in ended}
         merged = {}
         for key, (status, state) in stored.items():
             new_status, reason = slurm.merge_status(status, state, live, finished)
             extra: dict[str, Any] = {"reason": reason} if reason else {}
-            retries = slurm.infrastructure_retries(state)
+            retries = slurm.infrastructure_retries(state, retried)
             if retries:
                 extra["retries"] = retries
             merged[key] = (new_status, {**state, **extra} if extra else state)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -125,10 +126,11 @@ def test_node_failure_is_retried_automatically(slurm_accounting: Any, tmp_path: 
         assert down, f"job {job} is not running"
         slurm_accounting.run("scontrol", "update", f"nodename={down}", "state=down", "reason=xstilts-test",
                              check=True)
-        # SLURM requeues the job: it leaves RUNNING and comes back
+        # SLURM ends the run NODE_FAIL (sacct -D keeps that record) and requeues the job
         wait_until(lambda: "NODE_FAIL" in slurm_accounting.run(
             "sacct", "-n", "-D", "-X", "-j", job, "-o", "State").stdout, timeout=120)
-        slurm_accounting.run("scontrol", "update", f"nodename={down}", "state=resume", check=True)
+        # ReturnToService=2 may have taken the node back already, when its slurmd registered
+        slurm_accounting.run("scontrol", "update", f"nodename={down}", "state=resume")
         down = None
         output, _ = launch.communicate(timeout=1200)
     finally:
@@ -140,5 +142,10 @@ def test_node_failure_is_retried_automatically(slurm_accounting: Any, tmp_path: 
     status = status_json(spec, env=env)
     assert status["counts"] == {"done": len(nodes)}, status
     attempts = node_states(tmp_path / "store")[inter["key"]]["attempts"]
-    assert [a.get("outcome") for a in attempts][0] == "lost" and attempts[-1]["outcome"] == "done", attempts
-    assert "(1 retried)" in output, output[-3000:]
+    # the failing node's slurmd sent SIGTERM first: the run checkpointed ("preempted"); a node
+    # gone without a word leaves an attempt the restart closes as "lost"
+    assert attempts[0]["outcome"] in ("preempted", "lost") and attempts[-1]["outcome"] == "done", attempts
+    assert len({a["job_id"] for a in attempts}) == 1  # requeued by SLURM: the same job, not a new submission
+    # shown: every job the downed node held (the training, maybe another) counts as retried
+    final = next(line for line in output.splitlines() if line.startswith(f"{len(nodes)} done"))
+    assert "retried)" in final and int(re.findall(r"\((\d+) retried\)", final)[0]) >= 1, output[-3000:]
