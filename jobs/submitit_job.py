@@ -12,6 +12,12 @@ submitit pickles this object at submission and, on SLURM's preemption/timeout si
   node runs, `xstilts.jobs.entry` owns SIGUSR2 and turns it into a stop request; when the stage
   has checkpointed and returned `EXIT_REQUEUE`, this callable hands the signal back to
   submitit's handler, which calls `checkpoint()` and requeues.
+- A job the infrastructure lost (NODE_FAIL, BOOT_FAIL, its node gone mid-job) is
+  requeued by SLURM itself (`--requeue`): the same job id, so dependants keep waiting
+  instead of being cancelled, and no launcher needs to be running. SLURM puts no bound on
+  that, so the job does: restarts SLURM made that the node did not ask for (its
+  `SLURM_RESTART_COUNT` less the checkpointed requeues in state.json) beyond
+  `max_retries` fail the node.
 - A node whose lease is held waits rather than giving up: after a requeue the previous
   attempt's lease may still look alive for a heartbeat period, and a duplicate job must
   end only when the node is done (its dependents start on this job's success). A job
@@ -41,13 +47,20 @@ class NodeFailed(RuntimeError):
 class NodeJob(submitit.helpers.Checkpointable):
     """Run one node of an experiment; on preemption, checkpoint and requeue."""
 
-    def __init__(self, store_url: str, ref: str, max_requeues: int = 3) -> None:
+    def __init__(self, store_url: str, ref: str, max_requeues: int = 3, max_retries: int = 3) -> None:
         self.store_url = store_url
         self.ref = ref
         self.max_requeues = max_requeues
+        self.max_retries = max_retries
 
     def __call__(self) -> int:
         env = submitit.JobEnvironment()
+        lost = self._lost_restarts()
+        if lost > self.max_retries:
+            reason = (f"its job was lost {lost} times (node failure or requeue before a checkpoint); "
+                      f"max_retries is {self.max_retries}")
+            self._give_up(reason)
+            raise NodeFailed(f"node {self.ref}: {reason}")
         if env.num_tasks > 1:
             # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT for torch.distributed (FSDP2)
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
@@ -62,7 +75,7 @@ class NodeJob(submitit.helpers.Checkpointable):
                 self._upload_log(env)
         if code == EXIT_REQUEUE:
             if self._requeues() > self.max_requeues:
-                self._give_up()
+                self._give_up(f"preempted {self._requeues()} times; max_requeues is {self.max_requeues}")
                 raise NodeFailed(f"node {self.ref} was preempted more than max_requeues={self.max_requeues} times")
             if callable(submitit_handler):
                 # The training state is in storage; let submitit pickle checkpoint()'s
@@ -74,7 +87,8 @@ class NodeJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """A resubmission of the same node: it resumes from the newest checkpoint in storage."""
-        return submitit.helpers.DelayedSubmission(NodeJob(self.store_url, self.ref, self.max_requeues))
+        return submitit.helpers.DelayedSubmission(NodeJob(self.store_url, self.ref, self.max_requeues,
+                                                          getattr(self, "max_retries", 3)))
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -90,14 +104,20 @@ class NodeJob(submitit.helpers.Checkpointable):
         state = store.read_json(f"{node_dir}/state.json") or {}
         return int(state.get("requeues", 0))
 
-    def _give_up(self) -> None:
+    def _lost_restarts(self) -> int:
+        """Restarts of this job that the node did not ask for: SLURM's restart count less
+        the requeues the node asked for after a checkpoint (each one is a restart too)."""
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        return max(0, restarts - self._requeues()) if restarts else 0
+
+    def _give_up(self, reason: str) -> None:
         from xstilts.core.state import update_state
 
         store, node_dir = self._node_dir()
 
         def change(state: dict[str, Any]) -> None:
             state["status"] = "failed"
-            state["last_error"] = f"preempted {state.get('requeues', 0)} times; max_requeues is {self.max_requeues}"
+            state["last_error"] = reason
 
         update_state(store, node_dir, change)
 

@@ -86,6 +86,20 @@ class SlurmProfile(SlurmResources):
     max_array_size: int | None = Field(
         None, gt=0, description="tasks per array; default: MaxArraySize - 1 from `scontrol show config`"
     )
+    array_grouping: Literal["lineage", "row", "wave"] = Field(
+        "lineage", description="how a stage's nodes are split into arrays: lineage (one per intermediate "
+        "training: its targets start when it ends, and its failure cancels only its cells), row (one per "
+        "intermediate task, all its seeds), wave (one per stage wave: fewest sbatch calls, coarsest waits)",
+    )
+    max_jobs: int | None = Field(
+        None, gt=0, description="most tasks of the experiment queued or running in SLURM at once (each array "
+        "task counts, as MaxSubmitJobs and QOS limits count them); the rest is submitted as slots free up, "
+        "by `launch --wait` while it polls or by the next `launch`. null: no cap",
+    )
+    max_retries: int = Field(
+        3, ge=0, description="times a node's job lost to the infrastructure (NODE_FAIL, BOOT_FAIL, a node lost "
+        "mid-job: SLURM requeues it) is started again before the node counts as failed",
+    )
     log_dir: OneLine = Field(
         "xstilts-slurm", description="submitit's folder (job pickles and logs) on a shared filesystem"
     )

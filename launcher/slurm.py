@@ -2,11 +2,33 @@
 
 A launch groups the nodes to run into *waves*: a node's wave is one more than the
 deepest wave among its inputs that are submitted in the same launch. The nodes of one
-stage in one wave go out as one job array (split at the cluster's `MaxArraySize`), with
-`afterok` on the arrays holding their inputs, and on the job of any input that is
-still queued or running from an earlier launch. A whole grid is a handful of `sbatch`
-calls, and the launcher can exit: SLURM starts each array when its inputs are done, and
-with `DependencyParameters=kill_invalid_depend` cancels it when one of them failed.
+stage in one wave go out as job arrays (split at the cluster's `MaxArraySize`), with
+`afterok` on exactly the array tasks holding their inputs (`<job>_<task>`, or the whole
+job where every task of it is an input), and on the job of any input still queued or
+running from an earlier launch. The launcher can exit: SLURM starts each array when its
+inputs are done, and with `DependencyParameters=kill_invalid_depend` cancels it when one
+of them failed.
+
+How a wave is split into arrays (`array_grouping` in the profile) was chosen by
+measurement (bench/submit.py --simulate on the paper plan, BENCHMARKS.md "SLURM
+dependencies"): per *lineage*, one array per intermediate training node for its
+targets (and one for their evaluations). Its targets then start when that one
+training ends (the first after 2.7 h instead of 32 h behind the whole intermediate
+array, whose 20-hour cc3m-mcm gated all 540), one failed intermediate cancels its own 20
+cells instead of 1,194 nodes, and the grid is 182 sbatch calls (about 2 s) where one
+job per node is 1,299, for a critical path 1.5 h (one evaluation) longer. One array per
+intermediate *row* (68 calls) starts as early but lets one failed seed cancel the other
+seeds' cells. `aftercorr` was not taken: it needs the arrays index-aligned, which breaks
+as soon as a relaunch leaves some cells out, and it spares nothing over naming tasks.
+
+`max_jobs` caps the tasks queued at once (array tasks count one each, like
+MaxSubmitJobs): a launch submits the first that fit in wave order, so nothing submitted
+waits behind the cap, and the rest goes out as slots free up (`launch --wait` each poll,
+or the next `launch`). Jobs lost to the infrastructure (NODE_FAIL, BOOT_FAIL, a node
+gone mid-job) are requeued by SLURM itself (`--requeue`): the job id stays, so
+dependants keep waiting rather than being cancelled, with no launcher running; the job
+counts such restarts against `max_retries` (jobs/submitit_job.py), and status shows
+them as `retries`. OUT_OF_MEMORY is not retried: the same request would run out again.
 
 Each array task runs `xstilts.jobs.submitit_job.NodeJob`, which takes the node's lease, runs the
 stage, commits it, and on SLURM's USR2 (preemption, time limit) checkpoints and requeues.
@@ -116,17 +138,22 @@ def squeue(name: str) -> dict[str, JobState]:
     return jobs
 
 
-def sacct(job_ids: Iterable[str]) -> dict[str, JobState] | None:
-    """Final states of `job_ids` from accounting, or None where there is none (sacct
-    fails without slurmdbd: then the store and squeue have to do)."""
+INFRASTRUCTURE_FAILURES = frozenset({"NODE_FAIL", "BOOT_FAIL"})
+"""Job states of a run the infrastructure ended: SLURM requeues such a job (`--requeue`)."""
+
+
+def sacct(job_ids: Iterable[str], retried: dict[str, int] | None = None) -> dict[str, JobState] | None:
+    """Latest states of `job_ids` from accounting, or None where there is none (sacct
+    fails without slurmdbd: then the store and squeue have to do). Every run of a requeued
+    job is a record (`-D`); the runs the infrastructure ended are counted into `retried`."""
     bases = sorted({job_id.split("_")[0] for job_id in job_ids if job_id})
     if not bases:
         return {}
-    result = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(bases), "-o", "JobID,State,ExitCode,Reason"])
+    result = _run(["sacct", "-n", "-P", "-D", "-X", "-j", ",".join(bases), "-o", "JobID,State,ExitCode,Reason"])
     if result.returncode != 0:
         return None
     jobs = {}
-    for line in result.stdout.splitlines():
+    for line in result.stdout.splitlines():  # oldest run first: the last record of a job wins
         parts = line.split("|")
         if len(parts) < 3:
             continue
@@ -134,6 +161,8 @@ def sacct(job_ids: Iterable[str]) -> dict[str, JobState] | None:
         reason = parts[3] if len(parts) > 3 and parts[3] not in ("", "None") else ""
         detail = f"exit code {exit_code}" + (f", {reason}" if reason else "")
         jobs[job_id] = JobState(job_id, state, detail)
+        if retried is not None and state in INFRASTRUCTURE_FAILURES:
+            retried[job_id] = retried.get(job_id, 0) + 1
     return jobs
 
 
@@ -160,6 +189,19 @@ def last_job_id(state: dict[str, Any]) -> str | None:
     """The SLURM job of the node's latest submission, if it was submitted to SLURM."""
     submissions = [s for s in state.get("submissions") or [] if s.get("executor") == "slurm"]
     return submissions[-1]["job_id"] if submissions else None
+
+
+def infrastructure_retries(state: dict[str, Any], retried: dict[str, int] | None = None) -> int:
+    """How often the node's job was restarted after the infrastructure lost it: the runs
+    accounting recorded as NODE_FAIL or BOOT_FAIL (`retried`, from `sacct`), and at least
+    the attempts the store closed as `lost` (`core.state.start_attempt`: a job that vanished
+    without a word), which is all there is without accounting. A run that got SIGTERM
+    from the failing node in time checkpoints and is recorded `preempted` in the store:
+    only accounting tells that apart from a preemption."""
+    lost = sum(1 for attempt in state.get("attempts") or [] if isinstance(attempt, dict)
+               and attempt.get("outcome") == "lost")
+    jobs = {s.get("job_id") for s in state.get("submissions") or [] if s.get("executor") == "slurm"}
+    return max(lost, sum((retried or {}).get(job, 0) for job in jobs if job))
 
 
 def merge_status(
@@ -201,7 +243,7 @@ def merge_status(
 
 @dataclass
 class Array:
-    """One sbatch call: nodes of one stage in one wave."""
+    """One sbatch call: nodes of one stage in one wave (and one lineage, see `group_of`)."""
 
     index: int
     stage: StageName
@@ -211,35 +253,117 @@ class Array:
     """Indices of arrays of this launch that hold inputs of these nodes."""
     after_jobs: list[str] = field(default_factory=list)
     """Job ids of inputs still queued or running from an earlier launch."""
+    after_tasks: dict[int, list[int]] = field(default_factory=dict)
+    """Per array of `after`: the task indices these nodes need (all of them: the whole array)."""
     job_id: str | None = None
 
 
-def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int) -> list[Array]:
+GROUPINGS = ("wave", "row", "lineage", "node")
+"""How nodes of one stage and wave are split into arrays (bench/submit.py compares them):
+`wave` one array per stage wave; `row` one per intermediate task; `lineage` one per
+intermediate training node (its targets and their evaluations); `node` one job per node."""
+
+DEFAULT_GROUPING = "lineage"
+"""Measured in bench/submit.py on the paper plan (BENCHMARKS.md, "SLURM dependencies"):
+every target starts as soon as its own intermediate model is trained, like one job per
+node, and one failed intermediate cancels exactly its own cells, in ~1/5 of the sbatch
+calls of one job per node."""
+
+
+def is_row_head(node: Node) -> bool:
+    """Nodes whose dependants form rows of their own: an intermediate training (its
+    targets and their evaluations) and the image features of a caption dataset (its
+    caption data, its intermediate trainings). They are the long, row-specific inputs;
+    model and data preparations are short and shared by everything."""
+    return node.stage == "train-intermediate" or (node.stage == "prepare" and node.kind == "images")
+
+
+def _lineages(nodes: Sequence[Node], by: str) -> dict[str, tuple[str, ...]]:
+    """Each node's lineage: the row heads upstream of it (`lineage`: the nodes; `row`: their
+    tasks), through the whole plan (inputs not submitted now included), so that a relaunch
+    groups as the first launch did. A head is not in its own lineage: the intermediate
+    trainings of a wave stay one array, their targets split by intermediate."""
+    memo: dict[str, tuple[str, ...]] = {}
+
+    def passed_on(node: Node) -> tuple[str, ...]:
+        own = ((node.key if by == "lineage" else f"{node.stage}:{node.task}"),) if is_row_head(node) else ()
+        return tuple(sorted(set(of(node) + own)))
+
+    def of(node: Node) -> tuple[str, ...]:
+        if node.key not in memo:
+            memo[node.key] = tuple(sorted({mark for dep in node.inputs.values() for mark in passed_on(dep)}))
+        return memo[node.key]
+
+    return {node.key: of(node) for node in nodes}
+
+
+def plan_arrays(nodes: Sequence[Node], live_inputs: dict[str, str], size: int,
+                grouping: str = DEFAULT_GROUPING) -> list[Array]:
     """Group `nodes` (in plan order: inputs first) into dependency-ordered arrays.
 
     `live_inputs` maps the key of a node not in `nodes` that is queued or running in
-    SLURM to its job id; inputs that are neither there nor in `nodes` must be done.
+    SLURM to its job id; inputs that are neither there nor in `nodes` must be done. An
+    array waits for exactly the tasks that hold its nodes' inputs (`afterok:<job>_<task>`),
+    or for a whole array where it needs every task of it.
     """
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping {grouping!r}: one of {', '.join(GROUPINGS)}")
     submitted = {node.key for node in nodes}
     wave: dict[str, int] = {}
     for node in nodes:
         wave[node.key] = 1 + max((wave[dep.key] for dep in node.inputs.values() if dep.key in submitted), default=-1)
-    groups: dict[tuple[int, StageName], list[Node]] = {}
+    lineage = _lineages(nodes, grouping) if grouping in ("row", "lineage") else {}
+    if lineage:
+        # Nodes nothing submitted here depends on (evaluations) of one stage and lineage
+        # go out together after the last of them is ready: one array instead of one per
+        # wave, and nothing waits on them.
+        feeds = {dep.key for node in nodes for dep in node.inputs.values()}
+        last: dict[tuple[StageName, tuple[str, ...]], int] = {}
+        for node in nodes:
+            if node.key not in feeds:
+                group = (node.stage, lineage[node.key])
+                last[group] = max(last.get(group, 0), wave[node.key])
+        for node in nodes:
+            if node.key not in feeds:
+                wave[node.key] = last[(node.stage, lineage[node.key])]
+    groups: dict[tuple[int, StageName, tuple[str, ...]], list[Node]] = {}
     for node in nodes:
-        groups.setdefault((wave[node.key], node.stage), []).append(node)
+        mark = (node.key,) if grouping == "node" else lineage.get(node.key, ())
+        groups.setdefault((wave[node.key], node.stage, mark), []).append(node)
     arrays: list[Array] = []
-    array_of: dict[str, int] = {}
-    for (level, stage), members in sorted(groups.items(), key=lambda item: item[0][0]):
+    task_of: dict[str, tuple[int, int]] = {}  # node key -> (array index, task index)
+    for (level, stage, _mark), members in sorted(groups.items(), key=lambda item: item[0][0]):
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
             array = Array(index=len(arrays), stage=stage, wave=level, nodes=chunk)
             inputs = [dep for node in chunk for dep in node.inputs.values()]
-            array.after = sorted({array_of[dep.key] for dep in inputs if dep.key in array_of})
+            needed: dict[int, set[int]] = {}
+            for dep in inputs:
+                if dep.key in task_of:
+                    index, task = task_of[dep.key]
+                    needed.setdefault(index, set()).add(task)
+            array.after = sorted(needed)
+            if grouping == "wave":  # a wave waits for whole arrays: one short dependency, as before
+                array.after_tasks = {i: list(range(len(arrays[i].nodes))) for i in array.after}
+            else:
+                array.after_tasks = {i: sorted(tasks) for i, tasks in sorted(needed.items())}
             array.after_jobs = sorted({live_inputs[dep.key] for dep in inputs if dep.key in live_inputs})
             arrays.append(array)
-            for node in chunk:
-                array_of[node.key] = array.index
+            for task, node in enumerate(chunk):
+                task_of[node.key] = (array.index, task)
     return arrays
+
+
+def cap_selection(nodes: Sequence[Node], slots: int | None) -> list[Node]:
+    """The first `slots` of `nodes` in wave order (inputs first), so that whatever is
+    submitted can run: none of its inputs waits behind the cap. None: all of them."""
+    if slots is None or slots >= len(nodes):
+        return list(nodes)
+    submitted = {node.key for node in nodes}
+    wave: dict[str, int] = {}
+    for node in nodes:
+        wave[node.key] = 1 + max((wave[dep.key] for dep in node.inputs.values() if dep.key in submitted), default=-1)
+    return sorted(nodes, key=lambda node: wave[node.key])[:max(0, slots)]
 
 
 # --------------------------------------------------------------------------------------
@@ -282,6 +406,10 @@ def executor_parameters(
         "array_parallelism": profile.array_parallelism,
         "setup": setup,
         "stderr_to_stdout": True,
+        # SLURM requeues a job it lost to the infrastructure (NODE_FAIL, BOOT_FAIL) instead of
+        # failing it, whatever the cluster's JobRequeue default: same job id, so dependants
+        # keep waiting; NodeJob counts these restarts against `max_retries`.
+        "additional_parameters": {"requeue": True},
     }
     optional = {
         "partition": resources.partition, "account": resources.account, "qos": resources.qos,
@@ -299,8 +427,21 @@ def log_folder(profile: SlurmProfile, experiment: str) -> Path:
 
 
 def dependency_string(array: Array, arrays: Sequence[Array]) -> str | None:
-    ids = [arrays[i].job_id or f"<array {i}>" for i in array.after] + list(array.after_jobs)
-    return "afterok:" + ":".join(str(i) for i in ids) if ids else None
+    """`afterok` on the jobs this array needs: a whole array where every one of its tasks
+    is an input, else the single tasks (`<job>_<task>`), so a failure cancels only what
+    depends on it (`kill_invalid_depend`)."""
+    ids: list[str] = []
+    for i in array.after:
+        job = arrays[i].job_id or f"<array {i}>"
+        tasks = array.after_tasks.get(i)
+        if tasks is None or len(tasks) == len(arrays[i].nodes):
+            ids.append(str(job))
+        elif len(arrays[i].nodes) == 1:
+            ids.append(str(job))
+        else:
+            ids.extend(f"{job}_{task}" for task in tasks)
+    ids += list(array.after_jobs)
+    return "afterok:" + ":".join(ids) if ids else None
 
 
 def render_sbatch(array: Array, params: dict[str, Any], folder: Path) -> str:
@@ -331,7 +472,8 @@ def submit_arrays(
         jobs = []
         with executor.batch():
             for node in array.nodes:
-                jobs.append(executor.submit(NodeJob(store_url, f"{node.stage}/{node.key}", profile.max_requeues)))
+                task = NodeJob(store_url, f"{node.stage}/{node.key}", profile.max_requeues, profile.max_retries)
+                jobs.append(executor.submit(task))
         array.job_id = jobs[0].job_id.split("_")[0]
         for node, job in zip(array.nodes, jobs):
             on_submit(node, job.job_id)

@@ -97,11 +97,22 @@ class NodeRow:
     """A tune node's search progress (`progress.json`) while it has not finished."""
     last_error: str | None
     log_tail: str | None
+    retries: int = 0
+    """Runs SLURM restarted after an infrastructure failure (NODE_FAIL, BOOT_FAIL)."""
+
+
+LOG_TAIL_WORKERS = 16
+"""Failed nodes' log tails read at once: on an object store each is a round trip."""
 
 
 def status_rows(experiment: Experiment) -> list[NodeRow]:
+    from concurrent.futures import ThreadPoolExecutor
+
     rows = []
     statuses = experiment.statuses()
+    failed = [node for node in experiment.plan.nodes if statuses[node.key][0] == "failed"]
+    with ThreadPoolExecutor(max_workers=LOG_TAIL_WORKERS) as pool:
+        tails = dict(zip((node.key for node in failed), pool.map(lambda node: log_tail(experiment, node), failed)))
     for node in experiment.plan.nodes:
         status, state = statuses[node.key]
         result = experiment.result(node) if status == "done" else None
@@ -114,7 +125,8 @@ def status_rows(experiment: Experiment) -> list[NodeRow]:
             headline=_search_headline(progress) if progress else _headline(node, result),
             search=progress,
             last_error=(state.get("reason") or state.get("last_error")) if status in ("failed", "cancelled") else None,
-            log_tail=log_tail(experiment, node) if status == "failed" else None,
+            log_tail=tails.get(node.key),
+            retries=int(state.get("retries") or 0),
         ))
     return rows
 

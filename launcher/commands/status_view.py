@@ -185,7 +185,8 @@ def node_table(rows: Sequence[NodeRow], tasks_of: Callable[[NodeRow], str], titl
     for row in rows:
         table.add_row(row.key[:8], row.stage if not row.kind else f"{row.stage}:{row.kind}", tasks_of(row),
                       "" if row.seed is None else str(row.seed), Text(row.status, style=COLOURS.get(row.status, "")),
-                      str(row.attempts), "" if row.elapsed_s is None else f"{row.elapsed_s:.0f}s", row.headline)
+                      f"{row.attempts} ({row.retries} retried)" if row.retries else str(row.attempts),
+                      "" if row.elapsed_s is None else f"{row.elapsed_s:.0f}s", row.headline)
     return table
 
 

@@ -40,10 +40,15 @@ class LaunchRequest:
 
     def status_hint(self) -> str:
         """`follow with: xstilts status SPEC -o ... --watch`, shell-quoted."""
+        return f"follow with: {self.command('status', '--watch')}"
+
+    def command(self, name: str, *extra: str) -> str:
+        """`xstilts NAME SPEC -o ... EXTRA`, shell-quoted: a hint the user can paste,
+        with every override they typed (they can change node keys)."""
         import shlex
 
-        words = ["xstilts", "status", self.spec_path, *(w for o in self.overrides for w in ("-o", o)), "--watch"]
-        return f"follow with: {shlex.join(words)}"
+        words = ["xstilts", name, self.spec_path, *(w for o in self.overrides for w in ("-o", o)), *extra]
+        return shlex.join(words)
 
 
 @dataclass(frozen=True)

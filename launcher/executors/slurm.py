@@ -42,42 +42,75 @@ class SlurmExecutor:
                       need_cluster: bool) -> dict[str, tuple[str, dict[str, Any]]]:
         """The store's view merged with one `squeue` (and one `sacct`, where accounting
         exists) for the whole grid; the state then carries the `reason` of a failure
-        SLURM knows about."""
+        SLURM knows about, and `retries`: how often SLURM restarted the node's job after
+        the infrastructure lost it."""
         try:
             live = slurm.squeue(slurm.job_name(experiment.spec.name))
         except slurm.SlurmUnavailable:
             if need_cluster:
                 raise
             return stored
-        ended = [job for status, state in stored.values() if status not in ("done", "running")
-                 and (job := slurm.last_job_id(state)) and job not in live]
-        finished = slurm.sacct(ended) if ended else {}
+        submitted = [job for _, state in stored.values() if (job := slurm.last_job_id(state))]
+        retried: dict[str, int] = {}
+        history = slurm.sacct(submitted, retried) if submitted else {}
+        ended = {job for status, state in stored.values() if status not in ("done", "running")
+                 and (job := slurm.last_job_id(state)) and job not in live}
+        finished = None if history is None else {job: state for job, state in history.items() if job in ended}
         merged = {}
         for key, (status, state) in stored.items():
             new_status, reason = slurm.merge_status(status, state, live, finished)
-            merged[key] = (new_status, {**state, "reason": reason} if reason else state)
+            extra: dict[str, Any] = {"reason": reason} if reason else {}
+            retries = slurm.infrastructure_retries(state, retried)
+            if retries:
+                extra["retries"] = retries
+            merged[key] = (new_status, {**state, **extra} if extra else state)
         return merged
 
     def submit(self, experiment: Experiment, statuses: NodeStatuses, request: LaunchRequest,
                out: Console) -> LaunchOutcome:
         """Submit what `select_nodes` chooses as chained job arrays (after the jobs of
-        inputs still live from earlier launches); a dry run prints their sbatch scripts."""
+        inputs still live from earlier launches), at most `max_jobs` tasks queued at once;
+        a dry run prints their sbatch scripts. With `--wait`, the rest goes out as slots
+        free up."""
+        selection = select_nodes(experiment.plan, statuses, request.retry_failed, self.live)
+        wanted = {node.key for node in selection.submit}
+        sent: set[str] = set()
+        outcome = self._submit_some(experiment, statuses, request, out, wanted, sent, first=True)
+        if outcome is not None:
+            return outcome
+        if not request.wait:
+            if len(sent) < len(wanted):
+                out.print(f"{len(wanted) - len(sent)} nodes wait for free slots (max_jobs {self.profile.max_jobs}): "
+                          f"`{request.command('launch')}` again, or with --wait, submits them")
+            out.print(request.status_hint())
+            return LaunchOutcome(ok=True, show_table=False)
+        return self._wait(experiment, out, request, wanted, sent)
+
+    def _submit_some(self, experiment: Experiment, statuses: NodeStatuses, request: LaunchRequest, out: Console,
+                     wanted: set[str], sent: set[str], first: bool = False) -> LaunchOutcome | None:
+        """Submit what is wanted, not yet sent by this launch and selectable now, within
+        the free `max_jobs` slots; adds what it submitted to `sent`. A dry run prints and
+        returns the outcome; otherwise None."""
         from xstilts.core.state import record_submission
 
         profile, name = self.profile, experiment.spec.name
         selection = select_nodes(experiment.plan, statuses, request.retry_failed, self.live)
+        candidates = [node for node in selection.submit if node.key in wanted and node.key not in sent]
         live_jobs = {node.key: slurm.last_job_id(statuses[node.key][1]) or "" for node in selection.live}
         live_jobs = {key: job for key, job in live_jobs.items() if job}
+        slots = self._free_slots(experiment, len(selection.live), need_cluster=not request.dry_run)
+        chosen = slurm.cap_selection(candidates, slots)
         size, size_source = slurm.max_array_size(profile)
-        arrays = slurm.plan_arrays(list(selection.submit), live_jobs, size)
-        summary = (f"{len(experiment.plan.nodes)} nodes: {len(selection.submit)} to submit in {len(arrays)} arrays, "
+        arrays = slurm.plan_arrays(chosen, live_jobs, size, profile.array_grouping)
+        capped = f", {len(candidates) - len(chosen)} waiting for free slots (max_jobs {profile.max_jobs})" \
+            if len(chosen) < len(candidates) else ""
+        summary = (f"{len(experiment.plan.nodes)} nodes: {len(chosen)} to submit in {len(arrays)} arrays{capped}, "
                    f"{len(selection.done)} done, {len(selection.live)} queued or running in SLURM, "
                    f"{len(selection.failed)} failed or cancelled (skipped; --retry-failed runs them), "
                    f"{len(selection.blocked)} waiting for failed inputs")
         env = self.job_env(experiment)
         if request.dry_run:
-            out.print(f"[dry run] {summary}; at most {size} tasks per array ({size_source})", soft_wrap=True,
-                      markup=False)
+            out.print(f"[dry run] {summary}; at most {size} tasks per array ({size_source})", soft_wrap=True)
             folder = slurm.log_folder(profile, name)
             for array in arrays:
                 res = slurm.stage_resources(profile, array.stage, experiment.spec.resources_for(array.stage))
@@ -91,43 +124,66 @@ class SlurmExecutor:
                 sys.stdout.write(slurm.render_sbatch(array, params, folder) + "\n")
             return LaunchOutcome(ok=True, show_table=False)
         if not arrays:
-            out.print(f"submitted 0 nodes; {summary}")
-            return self._wait(experiment, out) if request.wait else LaunchOutcome(ok=True, show_table=False)
-        experiment.materialize()
+            if first:
+                out.print(f"submitted 0 nodes; {summary}")
+            return None
+        if not sent:  # once per launch: node.json files are read (and repaired) one by one
+            experiment.materialize()
 
         def recorded(node: Node, job_id: str) -> None:
             record_submission(experiment.store, experiment.node_dir(node), job_id, "slurm")
 
         slurm.submit_arrays(arrays, experiment.store.url, name, profile, env, experiment.spec.resources_for, recorded)
-        out.print(f"submitted {len(selection.submit)} nodes in {len(arrays)} arrays "
-                  f"({', '.join(f'{a.stage}:{a.job_id}' for a in arrays)}); {summary}")
-        if not request.wait:
-            out.print(request.status_hint(), markup=False)
-            return LaunchOutcome(ok=True, show_table=False)
-        return self._wait(experiment, out)
+        sent.update(node.key for node in chosen)
+        jobs = ", ".join(f"{a.stage}:{a.job_id}" for a in arrays[:8]) + (", ..." if len(arrays) > 8 else "")
+        out.print(f"submitted {len(chosen)} nodes in {len(arrays)} arrays ({jobs}); {summary}")
+        return None
+
+    def _free_slots(self, experiment: Experiment, live_nodes: int, need_cluster: bool) -> int | None:
+        """Tasks that may still be queued under `max_jobs` (None: no cap): the cap less
+        the experiment's tasks in SLURM's queue (asked, not counted from the store: a
+        node's earlier job may still be there)."""
+        if self.profile.max_jobs is None:
+            return None
+        try:
+            queued = len(slurm.squeue(slurm.job_name(experiment.spec.name)))
+        except slurm.SlurmUnavailable:
+            if need_cluster:
+                raise
+            queued = live_nodes
+        return max(0, self.profile.max_jobs - max(queued, live_nodes))
 
     def job_env(self, experiment: Experiment) -> dict[str, str]:
         """What every job exports: the profile's env, checkpointing, and Python's safe path."""
         return {**self.profile.env, **experiment.spec.checkpointing.env(), **SAFE_PATH_ENV}
 
-    def _wait(self, experiment: Experiment, out: Console, interval: float = WAIT_INTERVAL_S) -> LaunchOutcome:
-        """Poll SLURM and the store until nothing of the experiment is queued or running:
-        a bar of ended nodes with an ETA on a terminal (a line when the counts change),
-        a time-stamped line per poll otherwise."""
+    def _wait(self, experiment: Experiment, out: Console, request: LaunchRequest, wanted: set[str], sent: set[str],
+              interval: float = WAIT_INTERVAL_S) -> LaunchOutcome:
+        """Poll SLURM and the store until nothing of the experiment is queued or running
+        and nothing wanted is left to submit; each round submits what fits in the slots
+        that freed up (`max_jobs`). A bar of ended nodes with an ETA on a terminal (a line
+        when the counts change), a time-stamped line per poll otherwise."""
         total, last = len(experiment.plan.nodes), ""
         with ProgressReport(out, f"{experiment.spec.name}: nodes ended", total) as bar:
             while True:
                 statuses = experiment.statuses()
+                before = len(sent)
+                if len(sent) < len(wanted):
+                    self._submit_some(experiment, statuses, request, out, wanted, sent)
+                    if len(sent) > before:
+                        statuses = experiment.statuses()
                 counts = Counter(status for status, _ in statuses.values())
-                if not any(status in self.live for status, _ in statuses.values()):
+                retried = sum(1 for _, state in statuses.values() if state.get("retries"))
+                line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + \
+                    (f" ({retried} retried)" if retried else "")
+                if not any(status in self.live for status, _ in statuses.values()) and len(sent) == before:
                     break
-                text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
                 bar.update(sum(counts[s] for s in ("done", "failed", "cancelled")))
-                if text != last or not bar.is_bar:
-                    bar.line(f"{time.strftime('%H:%M:%S')} {text}")
-                last = text
+                if line != last or not bar.is_bar:
+                    bar.line(f"{time.strftime('%H:%M:%S')} {line}")
+                last = line
                 time.sleep(interval)
-        out.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        out.print(line)
         return LaunchOutcome(ok=counts.get("done", 0) == len(statuses), show_table=True)
 
     def cancel(self, experiment: Experiment) -> list[str]:

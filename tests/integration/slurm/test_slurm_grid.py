@@ -87,7 +87,7 @@ def test_demo_runs_as_arrays_and_relaunch_submits_nothing(slurm: Any, tmp_path: 
     tests/unit/jobs/test_multimodal.py, and the demo's full training in `make demo`. Neither would
     cover anything more of SLURM here, only add minutes to CI."""
     env, calls = sbatch_counter(tmp_path, slurm.env)
-    profile = slurm_profile(tmp_path)
+    profile = slurm_profile(tmp_path, array_grouping="wave")  # per lineage: test_slurm_scheduling.py
     raw = demo_raw()
     raw["storage"] = str(tmp_path / "store")
     raw["intermediate"]["tasks"] = [t for t in raw["intermediate"]["tasks"] if not t.startswith("syn-shapes")]

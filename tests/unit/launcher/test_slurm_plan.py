@@ -19,7 +19,7 @@ from tests.support.grid import cli_env, run_cli
 
 def test_demo_is_one_array_per_stage_wave() -> None:
     plan = build_plan(validate(demo_raw()))
-    arrays = slurm.plan_arrays(plan.nodes, {}, size=1000)
+    arrays = slurm.plan_arrays(plan.nodes, {}, size=1000, grouping="wave")
     assert sum(len(a.nodes) for a in arrays) == len(plan.nodes) == 56
     assert [(a.wave, a.stage, len(a.nodes)) for a in arrays] == [  # the model and the image features first
         (0, "prepare", 2), (1, "prepare", 6), (2, "train-intermediate", 8), (2, "train-target", 4),
@@ -37,7 +37,7 @@ def test_arrays_split_at_the_maximum_size_and_reuse_live_jobs() -> None:
     raw["seeds"] = list(range(72))
     plan = build_plan(validate(raw))
     assert len(plan.nodes) > 1000
-    arrays = slurm.plan_arrays(plan.nodes, {}, size=100)
+    arrays = slurm.plan_arrays(plan.nodes, {}, size=100, grouping="wave")
     assert max(len(a.nodes) for a in arrays) == 100 and len(arrays) > 7
     per_stage = Counter(a.stage for a in arrays)
     assert all(n <= 10 for n in per_stage.values()), per_stage  # a few arrays per stage, not one per node
@@ -84,12 +84,16 @@ def test_profile_errors_list_valid_keys(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "unknown profile key 'partion' (did you mean 'partition'?)" in message
     assert "stages.evalute" in message and "stages.prepare" in message
-    assert load_profile("slurm").resources("prepare").gpus_per_node == 0
+    shipped = load_profile("slurm")
+    assert shipped.resources("prepare").gpus_per_node == 1  # image features: CLIP ViT-L
+    evaluate = shipped.resources("evaluate")  # type: ignore[union-attr]
+    assert (evaluate.gpus_per_node, evaluate.mem_gb) == (1, 32)  # not 200 GB for one GPU
 
 
 def test_dry_run_prints_sbatch_scripts_and_submits_nothing(tmp_path: Path) -> None:
     profile = tmp_path / "cluster.yaml"
     profile.write_text(yaml.safe_dump({"executor": "slurm", "partition": "low", "max_array_size": 100,
+                                       "array_grouping": "wave",
                                        "log_dir": str(tmp_path / "logs"), "setup": ["echo ready"]}))
     raw = demo_raw()
     raw["seeds"] = list(range(72))
@@ -104,5 +108,142 @@ def test_dry_run_prints_sbatch_scripts_and_submits_nothing(tmp_path: Path) -> No
     assert "#SBATCH --array=0-99%100" in result.stdout
     assert "#SBATCH --dependency='afterok:<array 0>'" in result.stdout
     assert "#SBATCH --partition=low" in result.stdout and "echo ready" in result.stdout
+    assert result.stdout.count("#SBATCH --requeue") == scripts  # SLURM requeues what a node failure kills
     assert not (tmp_path / "store").exists() and not (tmp_path / "logs").exists()
     assert json.dumps  # plain module use
+
+
+# ------------------------------------------------------------------ finer dependencies
+
+
+def _paper_plan():  # type: ignore[no-untyped-def]
+    from xstilts.core.spec import load_spec
+
+    return build_plan(load_spec(str(Path(__file__).resolve().parents[3] / "experiments" / "xtreme-r-multimodal.yaml")))
+
+
+def _cancelled_by(arrays: list[slurm.Array], failed: str) -> set[str]:
+    """What kill_invalid_depend cancels when the task of `failed` fails: every array whose
+    afterok names that task (or its whole array), and so on downstream."""
+    where = {node.key: (a.index, t) for a in arrays for t, node in enumerate(a.nodes)}
+    dead = {where[failed]}
+    for array in arrays:
+        for i in array.after:
+            tasks = array.after_tasks[i]
+            whole = len(tasks) == len(arrays[i].nodes) or len(arrays[i].nodes) == 1
+            if any((i, t) in dead for t in (range(len(arrays[i].nodes)) if whole else tasks)):
+                dead.update((array.index, t) for t in range(len(array.nodes)))
+                break
+    return {array.nodes[t].key for array in arrays for t in range(len(array.nodes)) if (array.index, t) in dead} - {failed}
+
+
+def test_lineage_arrays_wait_for_their_own_intermediate_and_fail_alone() -> None:
+    plan = _paper_plan()
+    arrays = slurm.plan_arrays(plan.nodes, {}, size=1000)  # the default: lineage
+    assert sum(len(a.nodes) for a in arrays) == len(plan.nodes) == 1299
+    assert len(arrays) < 200, len(arrays)  # against 1,299 jobs one per node
+    where = {node.key: (a.index, t) for a in arrays for t, node in enumerate(a.nodes)}
+    for array in arrays:
+        for node in array.nodes:  # every input is named: an earlier array's task, or the whole array
+            for dep in node.inputs.values():
+                index, task = where[dep.key]
+                assert index < array.index and task in array.after_tasks[index]
+        if array.stage == "train-target":  # targets wait for at most one intermediate training
+            inter = {dep.key for node in array.nodes for dep in node.inputs.values() if dep.stage == "train-intermediate"}
+            assert len(inter) <= 1, (array.index, len(inter))
+    for failed in (n for n in plan.nodes if n.stage == "train-intermediate"):
+        downstream = {failed.key}
+        for node in plan.nodes:
+            if any(d.key in downstream for d in node.inputs.values()):
+                downstream.add(node.key)
+        assert _cancelled_by(arrays, failed.key) == downstream - {failed.key}
+    # the arrays of one stage wave: one failed intermediate cancels nearly the whole grid
+    waves = slurm.plan_arrays(plan.nodes, {}, size=1000, grouping="wave")
+    inter = next(n.key for n in plan.nodes if n.stage == "train-intermediate")
+    assert len(_cancelled_by(waves, inter)) > 1000
+
+
+def test_dependency_names_single_tasks_or_whole_arrays() -> None:
+    plan = build_plan(validate(demo_raw()))
+    arrays = slurm.plan_arrays(plan.nodes, {}, size=1000)
+    for array, job in zip(arrays, range(100, 200)):
+        array.job_id = str(job)
+    targets = [a for a in arrays if a.stage == "train-target" and a.wave == 3]
+    assert len(targets) == 8  # one per intermediate training node: 4 rows x 2 seeds
+    for array in targets:
+        dependency = slurm.dependency_string(array, arrays)
+        assert dependency is not None and dependency.startswith("afterok:")
+        inter = [a for a in arrays if a.stage == "train-intermediate" and a.index in array.after]
+        named = [part for part in dependency[len("afterok:"):].split(":") if part.split("_")[0] == inter[0].job_id]
+        assert len(named) == 1 and "_" in named[0]  # one task of the intermediate array, not all of it
+    evaluate = [a for a in arrays if a.stage == "evaluate"]
+    assert all(len(slurm.dependency_string(a, arrays).split(":")) <= 4 for a in evaluate)  # type: ignore[union-attr]
+
+
+def test_cap_takes_inputs_first() -> None:
+    plan = build_plan(validate(demo_raw()))
+    for slots in (0, 1, 5, 17, 40, 56, 99):
+        chosen = slurm.cap_selection(plan.nodes, slots)
+        assert len(chosen) == min(slots, len(plan.nodes))
+        keys = {node.key for node in chosen}
+        assert all(dep.key in keys for node in chosen for dep in node.inputs.values())  # nothing waits behind the cap
+    assert slurm.cap_selection(plan.nodes, None) == list(plan.nodes)
+
+
+def test_scheduling_profile_keys_are_validated(tmp_path: Path) -> None:
+    from xstilts.core.errors import UserError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"executor": "slurm", "array_grouping": "per-row", "max_jobs": 0, "max_retries": -1}))
+    with pytest.raises(UserError) as caught:
+        load_profile(str(bad))
+    message = str(caught.value)
+    assert "array_grouping" in message and "'lineage'" in message and "'wave'" in message
+    assert "max_jobs" in message and "max_retries" in message
+    shipped = load_profile("slurm")
+    assert isinstance(shipped, SlurmProfile) and shipped.array_grouping == "lineage"
+    raw = demo_raw()
+    raw["storage"] = str(tmp_path / "store")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    result = run_cli("launch", str(spec), "--profile", str(bad), "--dry-run", env=cli_env({"PATH": "/usr/bin:/bin"}))
+    assert result.returncode == 2 and "array_grouping" in result.stderr, result.stderr
+
+
+def test_lost_attempts_count_as_retries() -> None:
+    state = {"attempts": [{"id": "g1", "outcome": "lost"}, {"id": "g2", "outcome": "preempted"}, {"id": "g3"}]}
+    assert slurm.infrastructure_retries(state) == 1
+    assert slurm.infrastructure_retries({}) == 0
+
+
+def test_job_gives_up_after_max_retries_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xstilts.core.store import Store
+    from xstilts.jobs.submitit_job import NodeJob
+
+    store = Store("memory://retries-test")
+    node_dir = store.node_path("train-target", "abc")
+    store.write_json(f"{node_dir}/state.json", {"status": "queued", "attempts": [], "requeues": 1})
+    job = NodeJob(store.url, "train-target/abc", max_requeues=3, max_retries=2)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "3")  # 1 asked for (a checkpointed requeue), 2 lost
+    assert job._lost_restarts() == 2
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "4")
+    assert job._lost_restarts() == 3
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
+    assert job._lost_restarts() == 0
+    job._give_up("its job was lost 3 times")
+    assert store.read_json(f"{node_dir}/state.json")["status"] == "failed"
+
+
+def test_dry_run_under_a_cap_submits_inputs_first(tmp_path: Path) -> None:
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text(yaml.safe_dump({"executor": "slurm", "partition": "low", "max_jobs": 5,
+                                       "log_dir": str(tmp_path / "logs")}))
+    raw = demo_raw()
+    raw["storage"] = str(tmp_path / "store")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    result = run_cli("launch", str(spec), "--profile", str(profile), "--dry-run", env=cli_env({"PATH": "/usr/bin:/bin"}))
+    assert result.returncode == 0, result.stderr
+    assert "56 nodes: 5 to submit in" in result.stdout and "51 waiting for free slots (max_jobs 5)" in result.stdout
+    assert "train-target" not in result.stdout.split("[dry run]")[1].split("#!/bin/bash")[0]
+    assert "--array=0-1" in result.stdout  # the model and image preparations: nothing waits behind the cap
