@@ -218,8 +218,10 @@ def test_the_readme_dry_run_without_credentials_plans_from_the_spec() -> None:
         "storage not read (cannot reach s3://my-lab-bucket/xstilts: NoCredentialsError: Unable to locate "
         "credentials): planning from the spec alone, every node counted as not done; --check-storage makes this "
         "an error"]
-    assert "[dry run] 1299 nodes: 1299 to submit in 11 arrays, 0 done" in result.stdout
-    assert result.stdout.count("#!/bin/bash") == 11 and "#SBATCH --partition=gpu" in result.stdout
+    # the example profile queues at most max_jobs 500 tasks, in lineage arrays
+    assert "[dry run] 1299 nodes: 500 to submit in 68 arrays, 799 waiting for free slots (max_jobs 500), 0 done" \
+        in result.stdout
+    assert result.stdout.count("#!/bin/bash") == 68 and "#SBATCH --partition=gpu" in result.stdout
 
 
 def test_a_dry_run_asked_to_check_storage_is_one_line_exit_2() -> None:
