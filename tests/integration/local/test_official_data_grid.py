@@ -20,13 +20,13 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
-import yaml
 
 from xstilts.core.official import official_path
 from xstilts.core.tasks import BASELINE, TASKS
 from xstilts.jobs.entry import run_node
 from xstilts.launcher.experiment import open_experiment
 from tests.support.grid import cli_env, run_cli
+from tests.support.specs import write_data_dir_spec
 from tests.support.official_tree import OfficialTree, write_official_tree
 
 TARGETS = ("xnli", "pawsx", "xcopa", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba", "mewslix",
@@ -37,25 +37,7 @@ HPARAMS: dict[str, Any] = {
 
 
 def _spec(tmp: Path, data_dir: Path) -> Path:
-    raw = {
-        "name": "official-data",
-        "model": {
-            "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "intermediate_size": 64, "max_position_embeddings": 130},
-            "tokenizer_vocab_size": 400,
-            "corpus_languages": ["en", "qaa"],
-            "corpus_sentences_per_language": 200,
-            "pretrain_steps": 0,
-        },
-        "intermediate": {"tasks": [BASELINE]},
-        "target": {"tasks": list(TARGETS), "hparams": HPARAMS},
-        "seeds": [1],
-        "storage": str(tmp / "store"),
-        "data_dir": str(data_dir),
-    }
-    path = tmp / "official-data.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    return write_data_dir_spec(tmp, "official-data", [BASELINE], list(TARGETS), data_dir, tmp / "store", HPARAMS)
 
 
 def _withheld_languages(tree: OfficialTree, task: str) -> set[str]:

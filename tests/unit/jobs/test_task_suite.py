@@ -20,11 +20,11 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
-import yaml
 
 from xstilts.jobs.entry import run_node
 from xstilts.core.tasks import BASELINE, TASKS, task_names
 from xstilts.launcher.experiment import open_experiment
+from tests.support.specs import write_data_dir_spec
 from tests.support.task_fixtures import write_fixture
 
 REAL_TARGETS = [name for name in task_names("target") if TASKS[name].source.kind not in ("synthetic", "captions")]
@@ -40,25 +40,7 @@ MIXTURE = {"nli+qa+mc": ["mnli", "squad", "hellaswag"]}
 
 def _spec(tmp: Path, name: str, intermediates: list[str], targets: list[str], data_dir: Path, store: Path,
           mixtures: dict[str, list[str]] | None = None) -> Path:
-    raw = {
-        "name": name,
-        "model": {
-            "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "intermediate_size": 64, "max_position_embeddings": 130},
-            "tokenizer_vocab_size": 400,
-            "corpus_languages": ["en", "qaa"],
-            "corpus_sentences_per_language": 200,
-            "pretrain_steps": 0,
-        },
-        "intermediate": {"tasks": intermediates, "hparams": HPARAMS, "mixtures": mixtures or {}},
-        "target": {"tasks": targets, "hparams": HPARAMS},
-        "seeds": [1],
-        "storage": str(store),
-        "data_dir": str(data_dir),
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    return write_data_dir_spec(tmp, name, intermediates, targets, data_dir, store, HPARAMS, mixtures)
 
 
 def _run_all(spec: Path, stages: set[str]) -> Any:
