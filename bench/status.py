@@ -4,7 +4,8 @@ sequential reads; and how plan and status grow with the grid.
 
 The store is generated, not trained: every finished node as a run leaves it (node.json,
 state.json with its attempt from `core.state`'s writers, result.json with per-language
-scores, metrics.jsonl, a released lease, a log, DONE last), written straight to a moto
+scores, metrics.jsonl, a released lease, a log, DONE last carrying the state and result
+as `jobs.entry` writes it), written straight to a moto
 S3 server. The commands then run in child processes (fresh connections, as a CLI) whose
 requests go through `tests/support/s3_fault_proxy.py`, which adds `--latency-ms` to each
 request and counts them:
@@ -110,6 +111,7 @@ def baseline_source(ref: str, into: Path) -> Path:
 # -- generating the store ------------------------------------------------------------------------
 def finished_files(store: Any, node: Any, when: float) -> None:
     """What a job leaves in a finished node (jobs/entry.py's order: state, result, DONE)."""
+    from xstilts.core.commit_record import done_marker
     from xstilts.core.state import finish_attempt, start_attempt
     from xstilts.core.store import DONE
     from xstilts.core.tasks import TASKS
@@ -135,7 +137,7 @@ def finished_files(store: Any, node: Any, when: float) -> None:
         store.write_text(f"{folder}/metrics.jsonl", "".join(f'{{"step": {s}, "loss": 0.5}}\n' for s in range(50)))
         result.update(final_loss=0.5, steps=5000)
     store.write_json(f"{folder}/result.json", result)
-    store.write_text(f"{folder}/{DONE}", f"{when + 3600}\n")
+    store.write_text(f"{folder}/{DONE}", done_marker(when + 3600, state, result))
     store.write_text(f"{folder}/lease/000001.released", repr(when + 3600))
 
 

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from xstilts.core.commit_record import CommitRecord, may_hold_record, parse_marker
 from xstilts.core.lease import lease_info, lease_paths
 from xstilts.core.listing import READ_WORKERS, NodeFiles, in_parallel, list_stages
 from xstilts.core.state import MISSING_DONE, MISSING_RESULT, derive_status, state_from
@@ -83,6 +84,8 @@ class Snapshot:
     """key -> result.json of every done node."""
     reads: int = 0
     """Files read (not counting listings and the index): what the index saved shows here."""
+    listed: dict[str, NodeFiles] = field(default_factory=dict)
+    """key -> the node's files as the listing found them (its logs, for `status`)."""
     records: dict[str, DoneRecord] = field(default_factory=dict)
     """The done index as this snapshot left it ('stage/key' -> record): handed to the
     next snapshot of the same process (`known`), it spares reading the index again."""
@@ -147,15 +150,33 @@ def snapshot(store: Store, experiment: str, nodes: Sequence[PlanNode], workers: 
         if record is None:
             wanted.extend(_reads_for(store, files))
     contents = dict(zip(wanted, in_parallel(lambda want: _read(store, *want), wanted, workers)))
+    # A committed node's DONE usually carries its state and result (`core.commit_record`);
+    # the files themselves are read only where it does not (an older marker) or where
+    # the listing shows them changed since.
+    markers: dict[str, CommitRecord] = {}
+    fallback: list[tuple[str, bool]] = []
+    for node, files, record in plan:
+        if record is None and files.committed and may_hold_record(files.files):
+            node_dir = store.node_path(node.stage, node.key)
+            marker = parse_marker(contents.get((f"{node_dir}/{DONE}", False)))  # type: ignore[arg-type]
+            if marker is not None and marker.matches(files.files):
+                markers[node.key] = marker
+            else:
+                fallback.extend(_file_reads(node_dir, files))
+    contents.update(zip(fallback, in_parallel(lambda want: _read(store, *want), fallback, workers)))
 
-    snap = Snapshot(statuses={}, reads=len(wanted))
+    snap = Snapshot(statuses={}, reads=len(wanted) + len(fallback),
+                    listed={node.key: files for node, files, _ in plan})
     asked = {f"{node.stage}/{node.key}" for node in nodes}
     # records of nodes not asked about (another spec of this experiment, a subset) are kept
     records = {ref: record for ref, record in index.items() if ref not in asked}
     for node, files, record in plan:
         node_dir = store.node_path(node.stage, node.key)
         indexable = True
-        if record is None:
+        if record is None and node.key in markers:  # as listed: state.json is whole
+            marker = markers[node.key]
+            record = DoneRecord(files.fingerprint(), state_from(marker.state), marker.result)
+        elif record is None:
             record = _done_record(node_dir, files, contents)
             # a torn state.json stays out of the index, so that every reader names it
             # until the next write repairs it (as a one-by-one read would)
@@ -178,15 +199,22 @@ def snapshot(store: Store, experiment: str, nodes: Sequence[PlanNode], workers: 
 def _reads_for(store: Store, files: NodeFiles) -> list[tuple[str, bool]]:
     """The files of a node not served by the index that its status needs."""
     node_dir = store.node_path(files.stage, files.key)
-    reads = [(f"{node_dir}/state.json", True)] if files.has("state.json") else []
-    if files.committed:
-        reads.append((f"{node_dir}/result.json", True))
+    with_record = files.committed and may_hold_record(files.files)
+    reads = [(f"{node_dir}/{DONE}", False)] if with_record else _file_reads(node_dir, files)
     generation = files.newest_lease()
     if generation is not None and not files.has(f"lease/{generation:06d}.released"):
         owner, _, beat = lease_paths(node_dir, generation)
         reads.append((owner, True))
         if files.has(f"lease/{generation:06d}.heartbeat"):
             reads.append((beat, False))
+    return reads
+
+
+def _file_reads(node_dir: str, files: NodeFiles) -> list[tuple[str, bool]]:
+    """state.json and (when committed) result.json, as far as the listing shows them."""
+    reads = [(f"{node_dir}/state.json", True)] if files.has("state.json") else []
+    if files.committed:
+        reads.append((f"{node_dir}/result.json", True))
     return reads
 
 

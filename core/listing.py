@@ -41,8 +41,8 @@ def fingerprint(info: dict[str, Any]) -> str:
 
 @dataclass
 class NodeFiles:
-    """The files a listing found in one node folder: top-level names and `lease/...`
-    names (checkpoints, logs and predictions are not kept), each with its fingerprint."""
+    """The files a listing found in one node folder: top-level names, `lease/...` and
+    `logs/...` names (checkpoints and predictions are not kept), each with its fingerprint."""
 
     stage: str
     key: str
@@ -60,12 +60,21 @@ class NodeFiles:
         """What a finished node's cached record depends on: DONE, result.json, state.json."""
         return "|".join(f"{name}={self.files.get(name, '-')}" for name in (DONE, "result.json", "state.json"))
 
+    def log_names(self) -> list[str]:
+        """The node's logs in the store (`logs/<name>.log`), oldest first (`xstilts logs`)."""
+        return sorted(name[len("logs/"):] for name in self.files
+                      if name.startswith("logs/") and name.endswith(".log"))
+
     def newest_lease(self) -> int | None:
         """The highest lease generation with an owner file, or None (never leased)."""
         generations = [g for g in (lease_generation(n[len("lease/"):]) for n in self.files if n.startswith("lease/"))
                        if g is not None]
         return max(generations) if generations else None
 
+
+KEPT_FOLDERS = ("lease/", "logs/")
+"""Subfolders whose files a stage listing keeps: leases (is a holder live?) and logs
+(`status` shows a failed node's log tail with one ranged read, no listing of its own)."""
 
 SHARD_ABOVE = 100
 """A stage with more nodes than this is listed in parallel shards on stores that list
@@ -85,15 +94,15 @@ def list_stage(store: Store, stage: str, prefix: str = "") -> dict[str, NodeFile
         if not name.startswith(start):
             continue
         key, _, inner = name[len(start):].partition("/")
-        if not inner or ("/" in inner and not inner.startswith("lease/")):
+        if not inner or ("/" in inner and not inner.startswith(KEPT_FOLDERS)):
             continue
         nodes.setdefault(key, NodeFiles(stage, key)).files[inner] = fingerprint(info)
     return nodes
 
 
 def _list_local_stage(folder: str, stage: str, prefix: str) -> dict[str, NodeFiles]:
-    """`list_stage` on a local disk: each node folder and its lease folder are read, not
-    walked into (checkpoints, models and Ray's state can hold thousands of files)."""
+    """`list_stage` on a local disk: each node folder and its lease and log folders are
+    read, not walked into (checkpoints, models and Ray's state can hold thousands of files)."""
     nodes: dict[str, NodeFiles] = {}
     try:
         folders = [entry for entry in os.scandir(folder) if entry.name.startswith(prefix) and entry.is_dir()]
@@ -101,7 +110,9 @@ def _list_local_stage(folder: str, stage: str, prefix: str) -> dict[str, NodeFil
         return {}
     for entry in folders:
         files = NodeFiles(stage, entry.name)
-        for inner, where in ((entry.path, ""), (os.path.join(entry.path, "lease"), "lease/")):
+        pending = [(entry.path, "")]
+        while pending:
+            inner, where = pending.pop()
             try:
                 children = list(os.scandir(inner))
             except (FileNotFoundError, NotADirectoryError):
@@ -110,6 +121,8 @@ def _list_local_stage(folder: str, stage: str, prefix: str) -> dict[str, NodeFil
                 if child.is_file():
                     stat = child.stat()
                     files.files[where + child.name] = f"{stat.st_size}:{stat.st_mtime_ns}"
+                elif not where and f"{child.name}/" in KEPT_FOLDERS:
+                    pending.append((child.path, f"{child.name}/"))
         if files.files:
             nodes[entry.name] = files
     return nodes

@@ -31,6 +31,12 @@ from xstilts.core.object_store import configure_for, holds
 
 DONE = "DONE"
 
+
+def json_bytes(obj: Any) -> bytes:
+    """The bytes `Store.write_json` writes for `obj` (a DONE marker describes them:
+    `core.commit_record`)."""
+    return (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode()
+
 _INSTALL_HINTS = {"s3": "xstilts[s3] (s3fs)", "s3a": "xstilts[s3] (s3fs)", "gs": "xstilts[gcs] (gcsfs)", "gcs": "xstilts[gcs] (gcsfs)"}
 _MEMORY_LOCK = threading.Lock()
 
@@ -201,6 +207,19 @@ class Store:
             warn(f"{self.url_of(path)} is not UTF-8 text (torn or foreign); treated as absent")
             return None
 
+    def read_tail(self, path: str, nbytes: int) -> str | None:
+        """The last `nbytes` of a file as text (undecodable bytes replaced, a line cut at
+        the start dropped), or None when it is absent: one ranged GET on object stores,
+        however long the file (a training log can be hundreds of megabytes)."""
+        try:
+            data = bytes(self.fs.cat_file(path, start=-nbytes))
+        except FileNotFoundError:
+            return None
+        text = data.decode(errors="replace")
+        if len(data) >= nbytes and "\n" in text:
+            text = text.split("\n", 1)[1]
+        return text
+
     def read_json(self, path: str) -> dict[str, Any] | None:
         """A JSON object file of the store, or None when it is absent, torn or garbage.
 
@@ -269,7 +288,7 @@ class Store:
             self.fs.pipe_file(path, data)
 
     def write_json(self, path: str, obj: Any) -> None:
-        self.write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+        self.write_bytes(path, json_bytes(obj))
 
     def create_exclusive(self, path: str, text: str) -> None:
         """Create a file only if it does not exist; raise FileExists otherwise.

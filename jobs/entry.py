@@ -35,6 +35,7 @@ from xstilts.core.lease import Lease, LeaseLost
 from xstilts.core.nodes import AnyNodeConfig, NodeRecord, NodeRecordError, parse_node_record
 from xstilts.core.stages import is_checkpointable, stage_module
 from xstilts.core.state import finish_attempt, node_done, start_attempt, update_state
+from xstilts.core.commit_record import done_marker
 from xstilts.core.store import DONE, Store, cache_root
 from xstilts.jobs.stages.base import CheckpointPolicy, Preempted, StageContext
 
@@ -208,15 +209,17 @@ def _run_leased(
     attempt: dict[str, Any] = {"id": f"g{lease.generation}" if rank == 0 else "", "job_id": job_id,
                                "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
 
-    def commit(write: Any, *args: Any) -> None:
+    def commit(write: Any, *args: Any) -> Any:
         """One write of the node's outcome, made only while this process holds the
         newest lease generation (fencing): a superseded process raises LeaseLost here."""
         lease.check()
-        write(*args)
+        return write(*args)
 
-    def finish(outcome: str, error: str | None = None) -> None:
-        if rank == 0:
-            commit(update_state, store, node_dir, lambda state: finish_attempt(state, attempt, outcome, error))
+    def finish(outcome: str, error: str | None = None) -> dict[str, Any]:
+        """The state as written (rank 0 writes it; other ranks return an empty one)."""
+        if rank != 0:
+            return {}
+        return commit(update_state, store, node_dir, lambda state: finish_attempt(state, attempt, outcome, error))
 
     if rank == 0:
         commit(update_state, store, node_dir, lambda state: start_attempt(state, attempt))
@@ -236,8 +239,9 @@ def _run_leased(
             result = {**(result or {}), "node": {"key": key, "stage": stage, "seconds": round(time.time() - started, 3)}}
             commit(store.upload_dir, scratch, node_dir)
             commit(store.write_json, f"{node_dir}/result.json", result)
-            finish("done")
-            commit(store.write_text, f"{node_dir}/{DONE}", f"{time.time()}\n")
+            state = finish("done")
+            # DONE last, carrying the state and result just written (`core.commit_record`)
+            commit(store.write_text, f"{node_dir}/{DONE}", done_marker(time.time(), state, result))
             log.info("%s done in %.1fs", ref, time.time() - started)
         return EXIT_DONE
     except BaseException as exc:  # the job must record why it stopped, whatever it was

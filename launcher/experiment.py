@@ -24,6 +24,7 @@ from xstilts.core.spec import Spec, dump_spec, load_spec
 from xstilts.launcher import launch_record
 from xstilts.launcher.launch_record import LaunchRecord
 from xstilts.core.index import DoneRecord, Snapshot, snapshot
+from xstilts.core.listing import NodeFiles
 from xstilts.core.state import node_done
 from xstilts.core.lease import lease_ttl
 from xstilts.core.object_store import probe
@@ -53,6 +54,7 @@ class Experiment:
     _results: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
     """Results of the nodes the last snapshot found done: a done node never changes."""
     _records: dict[str, DoneRecord] | None = field(default=None, init=False, repr=False)
+    _listed: dict[str, NodeFiles] = field(default_factory=dict, init=False, repr=False)
     """The done index as the last snapshot left it: a refresh need not read it again."""
 
     def node_dir(self, node: Node) -> str:
@@ -91,9 +93,15 @@ class Experiment:
         snap = snapshot(self.store, self.spec.name, self.plan.nodes, use_index=use_index,
                         known=self._records if use_index else None)
         self._results.update(snap.results)
+        self._listed = snap.listed
         if use_index:
             self._records = snap.records
         return snap
+
+    def listed_files(self, node: Node) -> NodeFiles | None:
+        """The node's files as the last snapshot listed them; None before any snapshot
+        (or for a node it did not cover): then ask the store."""
+        return self._listed.get(node.key)
 
     def is_done(self, node: Node) -> bool:
         """DONE written and result.json readable: the one meaning of done (`core.state`)."""

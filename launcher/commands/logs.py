@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -23,17 +25,44 @@ def node_logs(experiment: Experiment, node: Node) -> list[tuple[str, str]]:
     texts = [(n, experiment.store.fs.cat_file(f"{folder}/{n}").decode(errors="replace")) for n in names]
     if texts:
         return texts
-    state = experiment.store.read_json(f"{experiment.node_dir(node)}/state.json") or {}
-    for path in experiment.executor.log_sources(experiment, node, state):
-        if path.exists():
-            texts.append((path.name, path.read_text(errors="replace")))
-    return texts
+    return [(path.name, path.read_text(errors="replace")) for path in _executor_logs(experiment, node, None)]
 
 
-def log_tail(experiment: Experiment, node: Node, lines: int = 8) -> str | None:
-    """The last lines of the node's newest log, or None without a log."""
-    texts = node_logs(experiment, node)
-    return "\n".join(texts[-1][1].rstrip().splitlines()[-lines:]) if texts else None
+TAIL_BYTES = 64 * 1024
+"""Read from the end of a log for its tail: enough for any few lines, however long the log."""
+
+
+def log_tail(experiment: Experiment, node: Node, lines: int = 8, state: dict[str, Any] | None = None) -> str | None:
+    """The last lines of the node's newest log, or None without a log. Only the end of
+    the log is read (one ranged GET on object stores), and a node the experiment's last
+    snapshot listed needs no listing of its logs folder (`status` on a grid with many
+    failures). `state`: the node's state when the caller has it (spares a read)."""
+    listed = experiment.listed_files(node)
+    folder = experiment.store.node_path(node.stage, node.key, "logs")
+    names = listed.log_names() if listed is not None else [
+        n for n in experiment.store.list(folder) if n.endswith(".log")]
+    if names:
+        text = experiment.store.read_tail(f"{folder}/{names[-1]}", TAIL_BYTES)
+    else:
+        sources = _executor_logs(experiment, node, state)
+        text = _file_tail(sources[-1]) if sources else None
+    return "\n".join(text.rstrip().splitlines()[-lines:]) if text is not None else None
+
+
+def _executor_logs(experiment: Experiment, node: Node, state: dict[str, Any] | None) -> list[Path]:
+    """The log files outside the store that the node's submissions wrote, oldest first."""
+    if state is None:
+        state = experiment.store.read_json(f"{experiment.node_dir(node)}/state.json") or {}
+    return [path for path in experiment.executor.log_sources(experiment, node, state) if path.exists()]
+
+
+def _file_tail(path: Path) -> str:
+    with path.open("rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - TAIL_BYTES))
+        data = file.read()
+    text = data.decode(errors="replace")
+    return text.split("\n", 1)[1] if size > TAIL_BYTES and "\n" in text else text
 
 
 def logs(

@@ -112,7 +112,8 @@ def status_rows(experiment: Experiment) -> list[NodeRow]:
     statuses = experiment.statuses()
     failed = [node for node in experiment.plan.nodes if statuses[node.key][0] == "failed"]
     with ThreadPoolExecutor(max_workers=LOG_TAIL_WORKERS) as pool:
-        tails = dict(zip((node.key for node in failed), pool.map(lambda node: log_tail(experiment, node), failed)))
+        tails = dict(zip((node.key for node in failed),
+                         pool.map(lambda node: log_tail(experiment, node, state=statuses[node.key][1]), failed)))
     for node in experiment.plan.nodes:
         status, state = statuses[node.key]
         result = experiment.result(node) if status == "done" else None

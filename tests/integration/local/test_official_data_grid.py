@@ -21,7 +21,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
+from xstilts.core.commit_record import parse_marker
+from xstilts.core.index import snapshot
+from xstilts.core.listing import list_stage
 from xstilts.core.official import official_path
+from xstilts.core.state import node_status
+from xstilts.core.store import DONE
 from xstilts.core.tasks import BASELINE, TASKS
 from xstilts.jobs.entry import run_node
 from xstilts.launcher.experiment import open_experiment
@@ -121,3 +126,21 @@ def test_analysis_table_shows_gold_withheld_not_a_number(grid: tuple[Any, Path, 
     assert text.returncode == 0
     row = next(line for line in text.stdout.splitlines() if line.startswith("│ none"))
     assert row.count("gold withheld") == len([t for t in TARGETS if _withheld_languages(tree, t)])
+
+
+def test_every_committed_node_carries_a_done_record_of_its_files(grid: tuple[Any, Path, OfficialTree]) -> None:
+    """`jobs.entry` writes DONE last with the node's state and result (`core.commit_record`),
+    and the record describes the files as the listing finds them: a cold status reads one
+    file per finished node, and sees the same as reading state.json and result.json."""
+    experiment, _, _ = grid
+    store = experiment.store
+    for node in experiment.plan.nodes:
+        node_dir = store.node_path(node.stage, node.key)
+        record = parse_marker(store.read_text(f"{node_dir}/{DONE}"))
+        assert record is not None, node.label
+        assert record.matches(list_stage(store, node.stage, node.key)[node.key].files), node.label
+        assert record.result == store.read_json(f"{node_dir}/result.json")
+        assert record.state == store.read_json(f"{node_dir}/state.json")
+    snap = snapshot(store, "other-experiment", experiment.plan.nodes, use_index=False)
+    assert snap.reads == len(experiment.plan.nodes)
+    assert snap.statuses == {n.key: node_status(store, store.node_path(n.stage, n.key)) for n in experiment.plan.nodes}

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from xstilts.core.commit_record import done_marker, parse_marker
 from xstilts.core.index import index_path, read_index, snapshot
 from xstilts.core.lease import Lease, lease_paths
 from xstilts.core.listing import list_stage
@@ -170,13 +171,14 @@ def test_a_forged_index_record_does_not_make_a_node_done(store: Store) -> None:
     assert snapshot(store, EXPERIMENT, nodes).statuses[pending.key][0] == "pending"
 
 
-def test_a_stage_listing_keeps_node_files_and_leases_only(store: Store) -> None:
+def test_a_stage_listing_keeps_node_files_leases_and_logs_only(store: Store) -> None:
     nodes, leases = grid(store)
     for lease in leases:
         lease.release()
     listed = list_stage(store, "train")
     assert set(listed) == {n.key for n in nodes if n.stage == "train" and not n.key.endswith("011")}
-    assert set(listed["a000"].files) == {"state.json", "result.json", DONE}
+    assert set(listed["a000"].files) == {"state.json", "result.json", DONE, "logs/rank0.log"}  # no checkpoints
+    assert listed["a000"].log_names() == ["rank0.log"] and listed["a001"].log_names() == []
     assert listed["a005"].newest_lease() == 1 and listed["a005"].has("lease/000001.released")
     assert "train-target" not in {files.stage for files in listed.values()}  # the prefix ends at the stage
 
@@ -213,3 +215,40 @@ def test_a_refresh_with_the_known_records_reads_no_index_and_still_checks_the_li
     assert not store.exists(index_path(store, EXPERIMENT))  # nothing new: nothing written
     store.remove(f"{folder(store, nodes[0])}/{DONE}")
     assert snapshot(store, EXPERIMENT, nodes, known=again.records).statuses[nodes[0].key][0] == "interrupted"
+
+
+def commit(store: Store, node: N, value: float) -> None:
+    """A node committed as `jobs.entry` commits it: state, result, then DONE carrying both."""
+    path = folder(store, node)
+    state_value = {"status": "done", "attempts": [{"id": "g1", "outcome": "done"}]}
+    store.write_json(f"{path}/state.json", state_value)
+    store.write_json(f"{path}/result.json", {"value": value})
+    store.write_text(f"{path}/{DONE}", done_marker(time.time(), state_value, {"value": value}))
+
+
+def test_a_done_record_stands_in_for_the_files_until_one_changes_after_it(store: Store) -> None:
+    nodes = [N("train", f"a{i:03d}") for i in range(6)]
+    for i, node in enumerate(nodes):
+        commit(store, node, value=i)
+    snap = snapshot(store, EXPERIMENT, nodes, use_index=False)
+    assert snap.reads == len(nodes)  # one DONE per node, not a state and a result
+    assert snap.statuses == one_by_one(store, nodes) and snap.results[nodes[3].key] == {"value": 3}
+    # rewritten after the commit with other bytes of the same size: a newer file is read again
+    time.sleep(0.02)  # past the filesystem's timestamp tick
+    store.write_json(f"{folder(store, nodes[1])}/result.json", {"value": 7})
+    store.write_text(f"{folder(store, nodes[2])}/result.json", '{"value": ')  # torn after the commit
+    snap = snapshot(store, EXPERIMENT, nodes, use_index=False)
+    assert snap.results[nodes[1].key] == {"value": 7}
+    assert snap.statuses[nodes[2].key][0] == "interrupted" and nodes[2].key not in snap.results
+    assert snap.statuses == one_by_one(store, nodes)
+    assert snap.reads == len(nodes) + 4
+
+
+@pytest.mark.parametrize("marker", ["1733300000.5\n", "", "{not json", '{"version": 1}', "[1]"])
+def test_a_done_marker_without_a_record_means_reading_the_files(store: Store, marker: str) -> None:
+    node = N("train", "a000")
+    commit(store, node, value=5)
+    store.write_text(f"{folder(store, node)}/{DONE}", marker)
+    assert parse_marker(marker) is None
+    snap = snapshot(store, EXPERIMENT, [node], use_index=False)
+    assert snap.results[node.key] == {"value": 5} and snap.statuses == one_by_one(store, [node])

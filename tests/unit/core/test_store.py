@@ -129,3 +129,15 @@ def test_status_derivation(store: Store) -> None:
     assert node_status(store, node)[0] == "interrupted"  # DONE, but no result.json: not done
     store.write_json(f"{node}/result.json", {"accuracy": 1.0})
     assert node_status(store, node)[0] == "done"
+
+
+def test_read_tail_reads_only_the_end_of_a_long_file(store: Store) -> None:
+    path = store.path("nodes", "x", "logs", "1.log")
+    body = "".join(f"step {i} loss {i / 7:.6f}\n" for i in range(40_000))  # ~1 MB
+    store.write_bytes(path, body.encode() + b"\xff broken byte\nlast line\n")
+    tail = store.read_tail(path, 4096)
+    assert tail is not None and tail.endswith("\ufffd broken byte\nlast line\n")
+    assert len(tail) <= 4096 and tail.startswith("step ")  # the line cut by the range is dropped
+    assert store.read_tail(store.path("short.log"), 4096) is None  # absent
+    store.write_text(store.path("short.log"), "only line\n")
+    assert store.read_tail(store.path("short.log"), 4096) == "only line\n"
