@@ -67,7 +67,7 @@ def _frame(experiment: Experiment, no_cache: bool = False) -> pd.DataFrame:
     """The experiment's tidy results (`xstilts.analysis.collect`), read in parallel and
     cached; a bar with an ETA on stderr while nodes are read, if that is a terminal."""
     from xstilts.analysis.collect import collect_frame
-    from xstilts.launcher.progress import ProgressReport
+    from xstilts.core.progress import ProgressReport
 
     try:
         with ProgressReport(err, f"{experiment.spec.name}: reading results", total=0, transient=True) as bar:

@@ -28,6 +28,7 @@ import numpy as np
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
+from xstilts.core.progress import job_progress
 from xstilts.jobs.multimodal.vision import canonical_spec
 
 if TYPE_CHECKING:
@@ -98,8 +99,6 @@ def write_features(
 
     Returns {"images": N, "computed_chunks": k, "reused_chunks": m, "dim": D, "patches": P}.
     """
-    from tqdm.auto import tqdm
-
     ids = _checked_ids(image_ids)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -108,11 +107,10 @@ def write_features(
     done = np.asarray(_values(group, "done"), dtype=bool)
     todo = [k for k in range(len(done)) if not done[k]]
     remaining = sum(len(_chunk_ids(ids, k, chunk)) for k in todo)
-    with tqdm(total=len(ids), initial=len(ids) - remaining, unit="img", desc="image features",
-              disable=not progress) as bar:
+    with job_progress("image features", total=len(ids), completed=len(ids) - remaining, unit="img", log=log,
+                      enabled=progress) as bar:
         for k in todo:
-            count = _write_chunk(group, ids, k, chunk, load_images, encoder)
-            bar.update(count)
+            bar.advance(_write_chunk(group, ids, k, chunk, load_images, encoder))
     log.info("features at %s: %d chunks computed, %d reused", url, len(todo), len(done) - len(todo))
     return {"images": len(ids), "computed_chunks": len(todo), "reused_chunks": len(done) - len(todo),
             "dim": encoder.dim, "patches": encoder.patches}

@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from xstilts.core.nodes import PrepareDataConfig
+from xstilts.core.progress import job_progress
 from xstilts.jobs import data
 from xstilts.jobs.heads import head_for
 from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
@@ -62,17 +63,23 @@ def run(ctx: StageContext[PrepareDataConfig]) -> dict[str, Any]:
         _bind_images(ctx, head, out)
     counts: dict[str, dict[str, int]] = {}
     features: dict[str, dict[str, int]] = {}
-    for split, by_lang in examples.items():
-        for lang, rows in by_lang.items():
-            if not rows:
-                raise ValueError(f"task {task.name}: no {split} examples for language '{lang}'")
-            rows = head.expand(rows, split)
-            columns = head.encode(rows, tokenizer, max_seq_length, split)
-            data.save_split(out, split, lang, columns, rows)
-            counts.setdefault(split, {})[lang] = len(rows)
-            features.setdefault(split, {})[lang] = len(columns["input_ids"])
-            if split == "test" and lang not in withheld.get("test", []):
-                write_gold(task.name, lang, head.references(rows), ctx.out_dir / GOLD_SUBDIR)
+    total = sum(len(rows) for by_lang in examples.values() for rows in by_lang.values())
+    # tokenizing a big task (MNLI's 393k pairs, 40 PAN-X languages) takes minutes: the job's
+    # log says how far it is, one (split, language) part at a time
+    with job_progress(f"prepare {task.name}: examples tokenized", total=total, log=ctx.log) as bar:
+        for split, by_lang in examples.items():
+            for lang, rows in by_lang.items():
+                if not rows:
+                    raise ValueError(f"task {task.name}: no {split} examples for language '{lang}'")
+                given = len(rows)
+                rows = head.expand(rows, split)
+                columns = head.encode(rows, tokenizer, max_seq_length, split)
+                data.save_split(out, split, lang, columns, rows)
+                counts.setdefault(split, {})[lang] = len(rows)
+                features.setdefault(split, {})[lang] = len(columns["input_ids"])
+                if split == "test" and lang not in withheld.get("test", []):
+                    write_gold(task.name, lang, head.references(rows), ctx.out_dir / GOLD_SUBDIR)
+                bar.advance(given)
     data.write_meta(
         out,
         {

@@ -12,7 +12,6 @@ a complete store; they read it as `<input dir>/features.zarr`.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,8 +45,7 @@ def run(ctx: StageContext[PrepareImagesConfig]) -> dict[str, Any]:
         return captions.load_images(dataset, ids, data_dir)
 
     ctx.log.info("encoding %d images of %s with %s into %s", len(image_ids), dataset, encoder.describe(), url)
-    stats = write_features(url, image_ids, load, encoder, chunk_size=ctx.config.chunk_size,
-                           progress=sys.stderr.isatty())
+    stats = write_features(url, image_ids, load, encoder, chunk_size=ctx.config.chunk_size)
     ctx.log.info("image features of %s: %s in %.1fs", dataset, stats, time.perf_counter() - started)
     return {**stats, "dataset": dataset, "store": FEATURES_STORE}
 

@@ -311,7 +311,7 @@ def make_app(task_data: Callable[[], TaskData]) -> typer.Typer:
         per task found / missing (with the paths tried) / gold withheld, and the
         example counts per language. Exit code 2 if anything is missing."""
         experiment = open_spec(spec, override, profile, reads_store=False)
-        from xstilts.launcher.progress import ProgressReport
+        from xstilts.core.progress import ProgressReport
 
         with ProgressReport(err, f"{experiment.spec.name}: checking data", total=0, transient=True) as bar:
             results = check_plan(experiment.plan, task_data(), lambda checked, total: bar.update(checked, total=total))

@@ -16,7 +16,7 @@ from rich.text import Text
 from xstilts.core.plan import Node
 from xstilts.launcher.executors.base import LaunchOutcome, LaunchRequest
 from xstilts.launcher.profiles import LocalProfile
-from xstilts.launcher.progress import ProgressReport
+from xstilts.core.progress import ProgressReport
 from xstilts.launcher.selection import NodeStatuses, select_nodes
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from xstilts.core.plan import Node
 from xstilts.launcher import slurm
 from xstilts.launcher.executors.base import SAFE_PATH_ENV, LaunchOutcome, LaunchRequest
 from xstilts.launcher.profiles import SlurmProfile
-from xstilts.launcher.progress import ProgressReport
+from xstilts.core.progress import ProgressReport
 from xstilts.launcher.selection import NodeStatuses, select_nodes
 
 if TYPE_CHECKING:

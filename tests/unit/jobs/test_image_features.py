@@ -214,3 +214,19 @@ def test_prepare_images_stage_writes_into_the_node_folder_and_resumes(tmp_path: 
     features = read_features(store.node_path("prepare", "abc123", FEATURES_STORE))
     assert features.ids == ids and features.pooled.shape == (len(ids), 32)
     assert run(ctx)["computed_chunks"] == 0
+
+
+def test_a_job_log_says_how_far_the_encoding_is_with_an_eta(tmp_path: Path, encoder: VisionEncoder,
+                                                            caplog: pytest.LogCaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a batch job (stderr is a file) the progress is plain log lines with the count,
+    rate and ETA (`core.progress.job_progress`), here one per chunk, and a last one with
+    the time taken; a resumed run counts from the chunks already done."""
+    monkeypatch.setenv("XSTILTS_PROGRESS_EVERY", "0")
+    url = str(tmp_path / "features")
+    with caplog.at_level(logging.INFO, logger="xstilts.features"):
+        write_features(url, IDS, load_images, encoder, chunk_size=CHUNK)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("image features:")]
+    assert [line.split(",")[0] for line in lines] == ["image features: 3/10 img (30.0%)", "image features: 6/10 img (60.0%)",
+                                                      "image features: 9/10 img (90.0%)", "image features: 10/10 img (100.0%)"]
+    assert all(" img/s, ETA " in line for line in lines[:-1]) and " img/s, in " in lines[-1]

@@ -283,3 +283,21 @@ def test_tydiqa_per_language_train_file_gets_unique_ids(tmp_path: Path) -> None:
     train, dev = load_split("tydiqa", "train", "en", root), load_split("tydiqa", "dev", "en", root)
     ids = [e["id"] for e in train.examples + dev.examples]
     assert len(ids) == len(raw_ids) and len(set(ids)) == len(ids)
+
+
+def test_prepare_logs_its_progress_part_by_part(tmp_path: Path, workdir: Path, model_node: Any,
+                                                caplog: pytest.LogCaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's log says how far tokenizing is: a line per (split, language) part with the
+    count, rate and ETA (`XSTILTS_PROGRESS_EVERY=0`: every update), then the total time."""
+    import logging
+
+    monkeypatch.setenv("XSTILTS_PROGRESS_EVERY", "0")
+    with caplog.at_level(logging.INFO):
+        _, result = _prepare(workdir, model_node, "xcopa", xcopa_layout(tmp_path))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("prepare xcopa: examples tokenized:")]
+    parts = sum(len(by_lang) for by_lang in result["counts"].values())
+    total = sum(n for by_lang in result["counts"].values() for n in by_lang.values())
+    assert parts > 2 and len(lines) == parts  # a line per part but the last, then the closing line
+    assert all(", ETA " in line for line in lines[:-1])
+    assert lines[-1].startswith(f"prepare xcopa: examples tokenized: {total:,}/{total:,} (100.0%)") and ", in " in lines[-1]

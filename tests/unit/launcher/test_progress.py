@@ -5,15 +5,17 @@ callback of `collect_frame`."""
 from __future__ import annotations
 
 import io
+import logging
 import re
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from tests.support.results import finish_cell, open_raw, spec_raw
 from xstilts.analysis.collect import collect_frame
 from xstilts.launcher.commands.common import styled
-from xstilts.launcher.progress import ProgressReport
+from xstilts.core.progress import ProgressReport, duration
 
 EVENTS = ["12:00:01 [  1/10] done        prepare:model [e96493aa] 3s",
           "12:00:02 [  1/10] failed      train-target mnli->xnli seed=1 [f1c16ece] exit code 1"]
@@ -64,3 +66,26 @@ def test_data_check_reports_each_task_it_checks(tmp_path: Path) -> None:
     total = len(needed_tasks(experiment.plan))
     assert total > 1 and len(results) == total
     assert calls == [(i, total) for i in range(1, total + 1)]
+
+
+def test_with_a_log_and_no_terminal_progress_lines_carry_the_rate_and_eta(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("xstilts.test-progress")
+    buffer = io.StringIO()
+    with caplog.at_level(logging.INFO, logger=log.name):
+        with ProgressReport(Console(file=buffer, force_terminal=False), "encode", total=8, log=log, log_every_s=0,
+                            unit="img") as bar:
+            bar.advance(2)
+            bar.update(6)
+        with ProgressReport(Console(file=buffer, force_terminal=False), "quiet", total=8, log=log,
+                            log_every_s=3600) as bar:
+            bar.advance(8)  # nothing in between: only the closing line
+    lines = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(r"encode: 2/8 img \(25\.0%\), [\d,.]+ img/s, ETA \d+(s|m\d\ds|h\d\dm)", lines[0]), lines
+    assert lines[1].startswith("encode: 6/8 img (75.0%)") and "ETA" in lines[1]
+    assert lines[2].startswith("encode: 6/8 img (75.0%)") and lines[2].endswith(("s", "m")) and ", in " in lines[2]
+    assert len(lines) == 4 and lines[3].startswith("quiet: 8/8 (100.0%)") and ", in " in lines[3]
+    assert buffer.getvalue() == ""  # the lines go to the log, not the console
+
+
+def test_durations_read_as_a_person_writes_them() -> None:
+    assert [duration(s) for s in (0.4, 45, 185, 7620)] == ["0s", "45s", "3m05s", "2h07m"]
