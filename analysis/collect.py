@@ -298,9 +298,10 @@ def missing_cells(experiment: Experiment, statuses: dict[str, tuple[str, dict[st
     status, stage, key). The status is the most telling one among the evaluate node and
     its unfinished inputs (`_BLOCKING_ORDER`); `stage` and `key` name that node, so a
     cell waiting on a failed intermediate training says so. `statuses` (from
-    `experiment.statuses()`) may be passed when the caller already has them."""
+    `experiment.statuses()`) may be passed when the caller already has them; else the
+    store's view of the experiment's last snapshot is used (`collect_frame` just took one)."""
     if statuses is None:
-        statuses = experiment.statuses(need_cluster=False)
+        statuses = experiment.statuses(need_cluster=False, fresh=False)
     rows = []
     for node in experiment.plan.evaluations():
         if statuses[node.key][0] == "done":

@@ -55,6 +55,7 @@ class Experiment:
     """Results of the nodes the last snapshot found done: a done node never changes."""
     _records: dict[str, DoneRecord] | None = field(default=None, init=False, repr=False)
     _listed: dict[str, NodeFiles] = field(default_factory=dict, init=False, repr=False)
+    _last: Snapshot | None = field(default=None, init=False, repr=False)
     """The done index as the last snapshot left it: a refresh need not read it again."""
 
     def node_dir(self, node: Node) -> str:
@@ -65,17 +66,22 @@ class Experiment:
         """How this experiment's nodes run, from its profile."""
         return executor_for(self.profile)
 
-    def statuses(self, need_cluster: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
+    def statuses(self, need_cluster: bool = True, fresh: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
         """key -> (status, state) for every node of the plan: the store's view, merged by
         the executor with what it knows (SLURM: one `squeue` and `sacct` for the grid;
         the state then carries the `reason` of a failure). With `need_cluster=False`
         (dry runs off the cluster) an unreachable cluster leaves the store's view as it is;
         with `cluster_optional` too, and a warning line says so. Without storage access
         (`storage_unread`) every node is pending: a dry run from the spec alone.
+        With `fresh=False` the store's view of this process's last snapshot is used if
+        there is one (`analysis collect` has just read the store: one listing, not two).
         """
         if self.storage_unread is not None:
             return {node.key: ("pending", {}) for node in self.plan.nodes}
-        stored = self.snapshot().statuses
+        if not fresh and self._last is not None:
+            stored = {key: (status, dict(state)) for key, (status, state) in self._last.statuses.items()}
+        else:
+            stored = self.snapshot().statuses
         if need_cluster and self.cluster_optional:
             try:
                 return self.executor.live_statuses(self, stored, need_cluster=True)
@@ -94,6 +100,7 @@ class Experiment:
                         known=self._records if use_index else None)
         self._results.update(snap.results)
         self._listed = snap.listed
+        self._last = snap
         if use_index:
             self._records = snap.records
         return snap

@@ -60,7 +60,7 @@ def test_cpu_units_and_retrieval_and_xcopa_chains(tmp_path: Path) -> None:
     assert stages[("tatoeba", "syn-rate")] == [] and stages[("tatoeba", "none")] == []
 
 
-def test_half_finished_experiment_lists_missing_cells(tmp_path: Path) -> None:
+def test_half_finished_experiment_lists_missing_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store")))
     store, evaluations = experiment.store, experiment.plan.evaluations()
     done, failed_eval, failed_train, queued = evaluations[:-3], evaluations[-3], evaluations[-2], evaluations[-1]
@@ -72,11 +72,17 @@ def test_half_finished_experiment_lists_missing_cells(tmp_path: Path) -> None:
     set_status(store, train_chain(failed_train)[0], "failed")
     set_status(store, train_chain(queued)[0], "queued")
 
+    import xstilts.core.index as index
+
+    listings: list[int] = []
+    real_list_stages = index.list_stages
+    monkeypatch.setattr(index, "list_stages", lambda *a, **k: listings.append(1) or real_list_stages(*a, **k))
     frame = collect_frame(experiment, workers=4)
     assert set(frame["key"]) == {n.key for n in done}
     assert_same_rows(frame, expected_rows(experiment, done, (1, 1), "cpu"))
 
     missing = missing_cells(experiment)
+    assert len(listings) == 1  # `analysis collect` lists the store once for the frame and the missing cells
     assert list(missing.columns[:4]) == ["intermediate", "target", "seed", "status"]
     got = {(r.intermediate, r.target, r.seed): (r.status, r.stage) for r in missing.itertuples()}
     assert got == {
