@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from xstilts.core.errors import UserError, unknown_choice
+from xstilts.core.errors import UserError, unknown_choice, warn
+from xstilts.core.provenance import mixed_code_warning
 from xstilts.launcher.commands.common import (
     OUTPUT_FLAGS, FollowProfileOpt, JsonOpt, OverrideOpt, SpecArg, choice_option, err, open_spec, out,
 )
@@ -151,6 +152,19 @@ def analysis_table(
         _print_rich_table(experiment, table)
     if note:
         err.print(note, style="yellow")
+    mixed = mixed_code_warning(done_code_versions(experiment))
+    if mixed:
+        warn(mixed)
+
+
+def done_code_versions(experiment: Experiment) -> dict[str, int]:
+    """Code version -> done nodes of the grid, from the snapshot the table was built from
+    (`core.provenance.code_versions`): results of several code versions in one table are
+    worth a warning."""
+    from xstilts.core.provenance import code_versions
+
+    statuses = experiment.statuses(need_cluster=False, fresh=False)
+    return code_versions(state for status, state in statuses.values() if status == "done")
 
 
 def results_table(experiment: Experiment, no_cache: bool = False) -> tuple[PaperTable, str]:

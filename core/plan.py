@@ -11,6 +11,7 @@ revision the spec pins (`core.data_files`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import json
@@ -47,6 +48,9 @@ class Node:
     task: str | None = None
     intermediate: str | None = None  # the intermediate row this node belongs to
     seed: int | None = None
+    code: str | None = None
+    """The launcher's code version, for stages the spec keys by code (`rerun_on_code_change`);
+    None (the default) leaves the key as it always was."""
 
     @cached_property
     def key(self) -> str:
@@ -101,6 +105,8 @@ def _key_of(node: Node) -> str:
         "config": node.config.as_json(),
         "inputs": {name: dep.key for name, dep in sorted(node.inputs.items())},
     }
+    if node.code is not None:
+        payload["code"] = node.code
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:KEY_LENGTH]
 
 
@@ -153,12 +159,18 @@ class Plan:
 
 
 class _Builder:
-    """Collects nodes, deduplicating by key and keeping dependency order."""
+    """Collects nodes, deduplicating by key and keeping dependency order; stamps the code
+    version on nodes of code-keyed stages (their users' keys then change with it, as
+    keys chain)."""
 
-    def __init__(self) -> None:
+    def __init__(self, code_keyed: frozenset[str] = frozenset(), code: str | None = None) -> None:
         self.nodes: dict[str, Node] = {}
+        self.code_keyed = code_keyed
+        self.code = code
 
     def add(self, node: Node) -> Node:
+        if node.stage in self.code_keyed:
+            node = dataclasses.replace(node, code=self.code)
         return self.nodes.setdefault(node.key, node)
 
 
@@ -175,9 +187,18 @@ def _model_languages(spec: Spec) -> list[str]:
     return languages
 
 
-def build_plan(spec: Spec) -> Plan:
-    """Expand intermediate x target x seed into prepare/train/evaluate nodes."""
-    builder = _Builder()
+def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
+    """Expand intermediate x target x seed into prepare/train/evaluate nodes.
+
+    With `rerun_on_code_change`, the chosen stages' keys include `code_version`: the
+    launch's (a command following a launch passes the one it recorded), by default the
+    running code's (`core.provenance.code_version`)."""
+    code_keyed = spec.code_keyed_stages()
+    if code_keyed and code_version is None:
+        from xstilts.core.provenance import code_version as running_code
+
+        code_version = running_code()
+    builder = _Builder(code_keyed, code_version)
     model = builder.add(Node(stage="prepare", kind="model", config=PrepareModelConfig(
         model=ModelSection.from_spec(spec.model, _model_languages(spec)), seed=0)))
 

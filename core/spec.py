@@ -286,6 +286,35 @@ class Spec(_Strict):
         "`xstilts plan` multiplies them by the node counts. Not part of keys.",
     )
 
+    rerun_on_code_change: bool | list[str] = Field(
+        default=False,
+        description="true, or a list of stages: those stages' node keys (and so everything downstream) include "
+        "the launching xstilts code version (git commit, or commit+dirty hash), so a code change reruns them; "
+        "false (default): keys ignore the code",
+    )
+
+    @field_validator("rerun_on_code_change", mode="before")
+    @classmethod
+    def _code_keyed_stages(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value is None:
+            return bool(value)
+        if not isinstance(value, list):
+            raise ValueError(f"give true, false or a list of stages (valid stages: {', '.join(STAGES)}); "
+                             f"got {value!r}")
+        for stage in value:
+            if stage not in STAGES:
+                raise ValueError(unknown_choice("stage", str(stage), STAGES))
+        if len(set(value)) != len(value):
+            raise ValueError("lists a stage twice")
+        return value
+
+    def code_keyed_stages(self) -> frozenset[str]:
+        """The stages whose keys fold in the code version (`rerun_on_code_change`)."""
+        option = self.rerun_on_code_change
+        if option is True:
+            return frozenset(STAGES)
+        return frozenset(option) if isinstance(option, list) else frozenset()
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:

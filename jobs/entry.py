@@ -33,6 +33,7 @@ from typing import Any
 from xstilts.core.allocation import process_rank
 from xstilts.core.lease import Lease, LeaseLost
 from xstilts.core.nodes import AnyNodeConfig, NodeRecord, NodeRecordError, parse_node_record
+from xstilts.core.provenance import run_provenance
 from xstilts.core.stages import is_checkpointable, stage_module
 from xstilts.core.state import finish_attempt, node_done, start_attempt, update_state
 from xstilts.core.commit_record import done_marker
@@ -208,6 +209,8 @@ def _run_leased(
     ref = node.ref
     attempt: dict[str, Any] = {"id": f"g{lease.generation}" if rank == 0 else "", "job_id": job_id,
                                "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    if rank == 0:  # only rank 0 writes the attempt; the others need not ask git or CUDA
+        attempt["provenance"] = {**run_provenance(world_size), "data": data_provenance_ref(node)}
 
     def commit(write: Any, *args: Any) -> Any:
         """One write of the node's outcome, made only while this process holds the
@@ -263,6 +266,16 @@ def _run_leased(
             from xstilts.jobs.distributed import destroy  # the group was created by _agree
 
             destroy()
+
+
+def data_provenance_ref(node: NodeRecord[AnyNodeConfig]) -> dict[str, Any] | None:
+    """Where the data this attempt read is described, by reference (the descriptions
+    can be long: one entry per hub split): a prepare-data node's own `result.json`
+    (`jobs.stages.prepare_data._provenance`), or the prepare-data nodes among its inputs."""
+    if node.stage == "prepare" and node.kind == "data":
+        return {"result": "result.json", "keys": ["hub", "data_revision", "data_files"]}
+    inputs = {name: ref for name, ref in node.inputs.items() if name == "data" or name.startswith("data.")}
+    return {"inputs": inputs} if inputs else None
 
 
 def _no_fence() -> None:

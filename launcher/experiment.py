@@ -122,6 +122,9 @@ class Experiment:
     def materialize(self) -> None:
         """Write spec.yaml, plan.json and every node.json; the files are replaced atomically.
 
+        spec.yaml and plan.json are the *latest* launch's: every launch's resolved spec is
+        kept in its launch record (`launcher.launch_record`, `xstilts history`).
+
         node.json content is a pure function of the key, so one that holds what the plan
         says is left alone; one that does not (torn by a crash, edited, written by an
         older version) is written again: a node whose node.json cannot be read fails on
@@ -193,7 +196,10 @@ def open_experiment(spec_path: str, overrides: list[str] | None = None, profile:
                 notes.append(f"following {launch.describe()}")
             chosen, source = launch.resolved_profile(), launch.profile_source
     check_environment(chosen)
-    return Experiment(spec=spec, profile=chosen, store=store, plan=build_plan(spec), spec_path=spec_path,
+    # A command following a launch plans with that launch's code version: stages keyed by
+    # code (`rerun_on_code_change`) then show the nodes that launch submitted.
+    code = launch.code if launch is not None and records == "follow" else None
+    return Experiment(spec=spec, profile=chosen, store=store, plan=build_plan(spec, code), spec_path=spec_path,
                       overrides=launch.overrides if launch is not None and records == "follow" else typed or [],
                       profile_source=source, launch=launch if records == "follow" else None,
                       storage_unread=unread, notes=notes)

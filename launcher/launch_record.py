@@ -10,7 +10,9 @@ log folder).
 Layout: `<root>/<experiment>/launches/<UTC time>-<id>.json`, one file per launch,
 created exclusively (never overwritten) and whole (atomic). Names sort by time, so the
 newest launch is the last name. Every launch is kept: a relaunch with other overrides
-does not erase how the earlier grid was launched.
+does not erase how the earlier grid was launched. Each record holds the resolved spec
+it planned from, so the records are the experiment's spec history (`xstilts history`);
+`spec.yaml` beside them is only the latest launch's copy.
 
 The rules for the commands that follow (applied by `launcher.experiment.open_experiment`):
 - without `-o` they reapply the overrides of the newest launch (they may change node
@@ -77,6 +79,10 @@ class LaunchRecord(BaseModel):
     version: str
     user: str
     host: str
+    code: str | None = None
+    """The launcher's code version (`core.provenance.code_version`); None in records of
+    older versions. Stages the spec keys by code (`rerun_on_code_change`) were planned
+    with it, so the commands that follow this launch plan with it too."""
 
     def resolved_profile(self) -> LocalProfile | SlurmProfile:
         return profile_from_json(json.dumps(self.profile))
@@ -110,6 +116,7 @@ def new_record(*, experiment: str, storage: str, profile: LocalProfile | SlurmPr
                overrides: list[str], spec_path: str, spec_text: str, argv: list[str] | None = None) -> LaunchRecord:
     """A record of a launch happening now (not written yet: `write_record`)."""
     import xstilts
+    from xstilts.core.provenance import code_version
 
     now = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{now % 1:.6f}"[1:] + "Z"
@@ -118,7 +125,7 @@ def new_record(*, experiment: str, storage: str, profile: LocalProfile | SlurmPr
         profile=profile.model_dump(mode="json"), profile_source=profile_source, overrides=list(overrides),
         spec_path=spec_path, spec_sha256=spec_digest(spec_text), spec=spec_text,
         command=[mask_credentials(a) for a in (sys.argv if argv is None else argv)],
-        version=xstilts.__version__, user=_user(), host=socket.gethostname(),
+        version=xstilts.__version__, user=_user(), host=socket.gethostname(), code=code_version(),
     )
 
 

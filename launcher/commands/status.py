@@ -19,8 +19,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from xstilts.core.errors import UserError
+from xstilts.core.errors import UserError, warn
 from xstilts.core.plan import Node
+from xstilts.core.provenance import attempt_code, count_codes, mixed_code_warning
 from xstilts.launcher.commands.common import FollowProfileOpt, JsonOpt, OverrideOpt, SpecArg, choice_option, node_tasks, open_spec, out
 from xstilts.launcher.commands.logs import log_tail
 from xstilts.launcher.commands.status_view import LIVE, Filters, Stage, State, fit, full_view, plain_progress
@@ -99,6 +100,8 @@ class NodeRow:
     log_tail: str | None
     retries: int = 0
     """Runs SLURM restarted after an infrastructure failure (NODE_FAIL, BOOT_FAIL)."""
+    code: str | None = None
+    """A done node: the code version its completed attempt ran (`core.provenance`)."""
 
 
 LOG_TAIL_WORKERS = 16
@@ -128,6 +131,7 @@ def status_rows(experiment: Experiment) -> list[NodeRow]:
             last_error=(state.get("reason") or state.get("last_error")) if status in ("failed", "cancelled") else None,
             log_tail=tails.get(node.key),
             retries=int(state.get("retries") or 0),
+            code=attempt_code(state) if status == "done" else None,
         ))
     return rows
 
@@ -172,12 +176,16 @@ def status(
         shown = [row for row in status_rows(experiment) if filters.matches(row)]
         counts = Counter(row.status for row in shown)
         print(json.dumps({"experiment": experiment.spec.name, "counts": dict(counts),
-                          "nodes": [asdict(row) for row in shown]}, indent=1))
+                          "code_versions": row_code_versions(shown), "nodes": [asdict(row) for row in shown]},
+                         indent=1))
         return
     if not watch:
         rows = status_rows(experiment)
         for part in full_view(title, rows, [row for row in rows if filters.matches(row)], filters, tasks_of):
             out.print(part)
+        mixed = mixed_code_warning(row_code_versions(rows))
+        if mixed:
+            warn(mixed)
         return
     try:
         if out.is_terminal:
@@ -186,6 +194,11 @@ def status(
             _watch_plain(experiment, filters, interval)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def row_code_versions(rows: list[NodeRow]) -> dict[str, int]:
+    """Code version -> done nodes among `rows` (`core.provenance.code_versions`)."""
+    return count_codes(row.code for row in rows if row.status == "done" and row.code is not None)
 
 
 def _still_live(rows: list[NodeRow]) -> bool:
