@@ -13,9 +13,9 @@ The schema of `run_provenance()` (read by the report of the analysis layer):
      "packages": {"python", "torch", "transformers", "datasets", "tokenizers": str | None},
      "host": str, "gpu": {"model": str | None, "count": int}, "world_size": int, "code": str}
 
-Everything here is computed once per process and never raises: a missing git binary, a
-tree that is no checkout or a broken torch leave a field None, never a failed job.
-Torch is imported only by `device_facts`, which only the job process calls.
+Everything here is computed once per process and never raises: a missing git binary or
+a tree that is no checkout leave a field None, never a failed job. The GPU facts are
+torch's, so the jobs layer passes them in (`jobs.device_facts`).
 """
 
 from __future__ import annotations
@@ -169,19 +169,6 @@ def gpu_summary(facts: DeviceFacts) -> dict[str, Any]:
     return {"model": " + ".join(names) if names else None, "count": facts.count}
 
 
-def device_facts() -> DeviceFacts:
-    """The GPUs torch sees; none when torch is missing or CUDA is not usable."""
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return DeviceFacts(False, 0, ())
-        count = torch.cuda.device_count()
-        return DeviceFacts(True, count, tuple(torch.cuda.get_device_name(i) for i in range(count)))
-    except Exception:  # noqa: BLE001 (a broken driver is no reason to fail the job)
-        return DeviceFacts(False, 0, ())
-
-
 @functools.cache
 def _static_provenance() -> dict[str, Any]:
     git = current_git()
@@ -191,15 +178,17 @@ def _static_provenance() -> dict[str, Any]:
         "git": None if git is None else asdict(git),
         "packages": {"python": platform.python_version(), **{name: _package_version(name) for name in PACKAGES}},
         "host": socket.gethostname(),
-        "gpu": gpu_summary(device_facts()),
         "code": code_string(git, xstilts_version),
     }
 
 
-def run_provenance(world_size: int) -> dict[str, Any]:
-    """This process's provenance (schema above); computed once, a fresh dict each call."""
+def run_provenance(world_size: int, devices: DeviceFacts) -> dict[str, Any]:
+    """This process's provenance (schema above): the code and package facts computed once
+    per process, a fresh dict each call. `devices` comes from the jobs layer
+    (`jobs.device_facts`: core never imports torch)."""
     static = _static_provenance()
-    return {**{k: v for k, v in static.items() if k != "code"}, "world_size": world_size, "code": static["code"]}
+    return {"xstilts": static["xstilts"], "git": static["git"], "packages": static["packages"],
+            "host": static["host"], "gpu": gpu_summary(devices), "world_size": world_size, "code": static["code"]}
 
 
 def attempt_code(state: Mapping[str, Any]) -> str:

@@ -34,6 +34,7 @@ from xstilts.core.allocation import process_rank
 from xstilts.core.lease import Lease, LeaseLost
 from xstilts.core.nodes import AnyNodeConfig, NodeRecord, NodeRecordError, parse_node_record
 from xstilts.core.provenance import run_provenance
+from xstilts.jobs.device_facts import device_facts
 from xstilts.core.stages import is_checkpointable, stage_module
 from xstilts.core.state import finish_attempt, node_done, start_attempt, update_state
 from xstilts.core.commit_record import done_marker
@@ -210,7 +211,7 @@ def _run_leased(
     attempt: dict[str, Any] = {"id": f"g{lease.generation}" if rank == 0 else "", "job_id": job_id,
                                "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
     if rank == 0:  # only rank 0 writes the attempt; the others need not ask git or CUDA
-        attempt["provenance"] = {**run_provenance(world_size), "data": data_provenance_ref(node)}
+        attempt["provenance"] = {**run_provenance(world_size, device_facts()), "data": data_provenance_ref(node)}
 
     def commit(write: Any, *args: Any) -> Any:
         """One write of the node's outcome, made only while this process holds the

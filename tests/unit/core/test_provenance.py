@@ -73,13 +73,14 @@ def test_gpu_selection_from_device_facts() -> None:
 
 
 def test_run_provenance_has_the_schema_the_report_reads() -> None:
-    record = run_provenance(world_size=3)
+    record = run_provenance(world_size=3, devices=DeviceFacts(True, 2, ("NVIDIA H200", "NVIDIA H200")))
     assert set(record) == {"xstilts", "git", "packages", "host", "gpu", "world_size", "code"}
     assert record["world_size"] == 3
     assert set(record["packages"]) == {"python", "torch", "transformers", "datasets", "tokenizers"}
-    assert set(record["gpu"]) == {"model", "count"}
+    assert record["gpu"] == {"model": "NVIDIA H200", "count": 2}
     assert isinstance(record["code"], str) and record["code"]
-    assert run_provenance(world_size=1)["world_size"] == 1  # cached facts, fresh dict
+    again = run_provenance(world_size=1, devices=DeviceFacts(False, 0, ()))  # cached code facts, fresh dict
+    assert again["world_size"] == 1 and again["gpu"] == {"model": None, "count": 0} and record["world_size"] == 3
 
 
 def done_state(code: str | None) -> dict[str, object]:
