@@ -9,6 +9,7 @@ Existing files are never overwritten: an edited spec is the researcher's work.
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -54,8 +55,8 @@ def _shipped(package: str, name: str) -> str:
 def starter_spec(profile_path: Path) -> str:
     """The paper grid with a header saying what to edit, its `cluster:` naming `profile_path`."""
     text = _shipped("xstilts.experiments", SPEC_SOURCE)
-    text, replaced = re.subn(r"^cluster: .*$", f"cluster: {profile_path}   # the profile `xstilts init` wrote",
-                             text, count=1, flags=re.MULTILINE)
+    line = f"cluster: {json.dumps(str(profile_path))}   # the profile `xstilts init` wrote"  # quoted: any path
+    text, replaced = re.subn(r"^cluster: .*$", lambda _: line, text, count=1, flags=re.MULTILINE)
     if replaced != 1:  # the shipped spec lost its `cluster:` line: a bug, not the user's problem
         raise RuntimeError(f"experiments/{SPEC_SOURCE} has no top-level `cluster:` line")
     return SPEC_HEADER.format(source=SPEC_SOURCE, spec=SPEC_NAME) + text

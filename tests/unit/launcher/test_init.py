@@ -18,7 +18,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_init_writes_a_spec_and_profile_that_plan(tmp_path: Path) -> None:
-    folder = tmp_path / "mygrid"
+    folder = tmp_path / "my grid #1"  # the profile's path is quoted in the spec
     written = run_cli("init", str(folder))
     assert written.returncode == 0, written.stderr
     spec, profile = folder / "experiment.yaml", folder / "cluster.yaml"
