@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import yaml
 
 from xstilts.launcher.commands.history import SpecChange, spec_changes
+from tests.support.grid import run_cli, write_small_grid
 
 
 def dump(raw: dict[str, object]) -> str:
@@ -27,3 +31,12 @@ def test_changed_added_and_removed_keys() -> None:
 def test_an_unchanged_spec_has_no_changes() -> None:
     text = dump({"name": "x", "seeds": [1]})
     assert spec_changes(text, text) == []
+
+
+def test_an_experiment_never_launched_has_an_empty_history(tmp_path: Path) -> None:
+    spec = write_small_grid(tmp_path)
+    shown = run_cli("history", str(spec))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "" and "'small' was never launched at" in shown.stderr
+    as_json = json.loads(run_cli("history", str(spec), "--json").stdout)
+    assert as_json["experiment"] == "small" and as_json["launches"] == []
