@@ -134,3 +134,19 @@ def test_tracking_policy_from_env() -> None:
         "XSTILTS_WANDB_ENTITY": "", "XSTILTS_WANDB_MODE": "offline"})
     assert policy == tracking.TrackingPolicy(False, 5.0, tracking.WandbPolicy("p", None, "offline"))
     assert tracking.TrackingPolicy.from_env({"XSTILTS_WANDB_PROJECT": ""}).wandb is None
+
+
+def test_a_resumed_run_replaces_the_points_after_its_checkpoint(tmp_path: Path) -> None:
+    """The first attempt logged steps 5..15 and was killed; its checkpoint was at step 10.
+    The second attempt starts at 10 with purge_step=10: TensorBoard keeps 5 from the first
+    attempt and 10, 15 from the second, no doubled tail."""
+    log = logging.getLogger("test")
+    first = tracking.TensorBoardSink(tmp_path, None, log)
+    for step in (5, 10, 15):
+        first.log(step, {"dev/accuracy": 1.0}, evaluation=True)
+    first.close()
+    second = tracking.TensorBoardSink(tmp_path, None, log, purge_step=10)
+    for step in (10, 15):
+        second.log(step, {"dev/accuracy": 2.0}, evaluation=True)
+    second.close()
+    assert read_events(tmp_path)["dev/accuracy"] == [(5, 1.0), (10, 2.0), (15, 2.0)]
