@@ -255,6 +255,37 @@ class Checkpointing(_Strict):
         }
 
 
+class WandbTracking(_Strict):
+    """One W&B run per training node (and per tune trial). Needs `pip install xstilts[wandb]`."""
+
+    project: str = Field(min_length=1)
+    entity: str | None = Field(default=None, min_length=1)
+    mode: Literal["online", "offline"] = Field(
+        default="online", description="offline: runs are kept in the node folder's wandb/ for `wandb sync`")
+
+
+class Tracking(_Strict):
+    """Live training curves (`xstilts.jobs.tracking`). Not part of node keys: what is
+    watched never changes a result."""
+
+    tensorboard: bool = Field(default=True, description="event files in each training/tune node's tensorboard/")
+    upload_every_s: float = Field(
+        default=30, gt=0, description="object stores: copy the event files to the node folder at most this often")
+    wandb: WandbTracking | None = None
+
+    def env(self) -> dict[str, str]:
+        """The variables through which jobs read this policy (xstilts.jobs.tracking.TrackingPolicy)."""
+        wandb = self.wandb
+        return {
+            "XSTILTS_TENSORBOARD": "1" if self.tensorboard else "0",
+            "XSTILTS_TENSORBOARD_UPLOAD_S": str(self.upload_every_s),
+            # set even when empty: the spec, not a variable left in the shell, decides
+            "XSTILTS_WANDB_PROJECT": wandb.project if wandb else "",
+            "XSTILTS_WANDB_ENTITY": (wandb.entity or "") if wandb else "",
+            "XSTILTS_WANDB_MODE": wandb.mode if wandb else "",
+        }
+
+
 class Spec(_Strict):
     """A whole experiment: intermediate x target x seed on one model and one storage root."""
 
@@ -277,6 +308,7 @@ class Spec(_Strict):
     vision: VisionSpec | None = Field(default=None, description="vision encoder of image-caption intermediate tasks")
     cluster: str = "local"
     checkpointing: Checkpointing = Checkpointing()
+    tracking: Tracking = Tracking()
     resources: dict[StageName, Resources] = Field(
         default_factory=dict
     )
@@ -443,6 +475,10 @@ class Spec(_Strict):
         if isinstance(hours, dict):
             return hours.get(task or "", hours.get("default"))
         return hours
+
+    def job_env(self) -> dict[str, str]:
+        """What every job exports from the spec: the checkpointing and tracking policies."""
+        return {**self.checkpointing.env(), **self.tracking.env()}
 
     def resources_for(self, stage: StageName) -> Resources:
         return self.resources.get(stage, Resources())

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -55,6 +55,12 @@ if TYPE_CHECKING:
 
 
 MIN_EVAL_BATCH_SIZE = 64
+
+
+class MetricsSink(Protocol):
+    """Where the records of metrics.jsonl also go, as they are written (`jobs.tracking.Tracker`)."""
+
+    def record(self, record: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,7 @@ class Trainer:
         dev_examples: Sequence[dict[str, Any]] | dict[str, Sequence[dict[str, Any]]] = (),
         head: TaskHead | None = None,
         on_eval: Callable[[int, float, dict[str, float]], None] | None = None,
+        tracker: MetricsSink | None = None,
     ) -> None:
         if config.batch_size % dist.world_size:
             raise ValueError(
@@ -181,6 +188,9 @@ class Trainer:
         self.on_eval = on_eval
         """Called after every dev evaluation with (step, primary value, scores): a
         hyperparameter search reports there, so its scheduler can stop bad trials early."""
+        self.tracker = tracker
+        """Receives every metrics.jsonl record as it is written (rank 0 only): the live
+        curves (`xstilts.jobs.tracking`). Settable after a resume, which knows the step."""
         self.dev_examples = dev_examples
         self.config = config
         self.device = device
@@ -494,3 +504,5 @@ class Trainer:
             return
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.tracker is not None:
+            self.tracker.record(record)

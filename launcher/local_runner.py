@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = LocalRunner(store, plan, profile, args.retry_failed, report,
-                              extra_env=spec.checkpointing.env()).run()
+                              extra_env=spec.job_env()).run()
     finally:
         store.remove(marker)
     print(json.dumps({"done": len(summary.done), "failed": len(summary.failed), "blocked": len(summary.blocked)}))

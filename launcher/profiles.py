@@ -33,8 +33,13 @@ SPEC_OWNED_ENV = {
     "XSTILTS_CHECKPOINT_EVERY": "checkpointing.every_steps",
     "XSTILTS_CHECKPOINT_KEEP": "checkpointing.keep",
     "XSTILTS_CHECKPOINT_ASYNC": "checkpointing.async_save",
+    "XSTILTS_TENSORBOARD": "tracking.tensorboard",
+    "XSTILTS_TENSORBOARD_UPLOAD_S": "tracking.upload_every_s",
+    "XSTILTS_WANDB_PROJECT": "tracking.wandb.project",
+    "XSTILTS_WANDB_ENTITY": "tracking.wandb.entity",
+    "XSTILTS_WANDB_MODE": "tracking.wandb.mode",
 }
-"""Variables the launcher sets for every job from the spec (`Checkpointing.env`). A
+"""Variables the launcher sets for every job from the spec (`Spec.job_env`). A
 profile's `env` may not set them: the local runner let the profile's value win over the
 spec's, SLURM the spec's over the profile's, and `XSTILTS_CHECKPOINT_EVERY: often`
 failed every node at its start instead of once, here."""

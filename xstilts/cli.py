@@ -15,7 +15,7 @@ import typer
 import xstilts
 from xstilts.analysis import cli as analysis_cli
 from xstilts.core.errors import EXIT_USER_ERROR, UserError, mask_credentials
-from xstilts.launcher.commands import cancel, data, history, init, launch, logs, plan, status, tasks
+from xstilts.launcher.commands import cancel, data, history, init, launch, logs, plan, status, tasks, tensorboard
 from xstilts.launcher.commands.common import err
 
 app = typer.Typer(
@@ -60,6 +60,7 @@ app.command()(cancel.cancel)
 app.command()(logs.logs)
 app.command()(history.history)
 app.command()(init.init)
+app.command()(tensorboard.tensorboard)
 app.command()(analysis_cli.score)
 app.add_typer(analysis_cli.app, name="analysis")
 app.add_typer(data.make_app(task_data), name="data")

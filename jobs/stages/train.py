@@ -17,18 +17,22 @@ and raises `Preempted`. Several processes (RANK / WORLD_SIZE / MASTER_* set, or 
 multi-task SLURM step) each call `run(ctx)`: the model is sharded with FSDP2, the process
 group is created here unless the caller made it (and then destroyed here too), and only
 rank 0 writes `metrics.jsonl` and the model export.
+
+Live curves: rank 0 also writes TensorBoard event files into `<node folder>/tensorboard/`
+as it trains (and a W&B run if the spec's `tracking` asks), see `xstilts.jobs.tracking`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from xstilts.core.nodes import TrainIntermediateConfig, TrainingConfig, TrainTargetConfig
 from xstilts.core.spec import Hyperparameters
-from xstilts.jobs import data
+from xstilts.jobs import data, tracking
 from xstilts.jobs.checkpoint import CheckpointManager
 from xstilts.jobs.device import select_device
 from xstilts.jobs.distributed import DistInfo, destroy, init_distributed
@@ -118,8 +122,10 @@ def _train(ctx: StageContext[TrainingConfig], info: DistInfo) -> dict[str, Any]:
         dist=info, checkpoints=checkpoints, checkpoint_every=ctx.checkpoint.every_steps, stop=ctx.stop,
         dev_examples=dev_examples, head=head,
     )
-    trainer.resume_latest()
-    state = trainer.fit()
+    resumed = trainer.resume_latest()
+    with _tracker(ctx, info, resumed, tuned) as tracker:
+        trainer.tracker = tracker
+        state = trainer.fit()
 
     weights = trainer.full_state_dict() if info.is_distributed else {}  # collective under FSDP2
     if info.is_main:
@@ -145,6 +151,18 @@ def _train(ctx: StageContext[TrainingConfig], info: DistInfo) -> dict[str, Any]:
     if tuned:
         result["tuned"] = tuned
     return result
+
+
+def _tracker(ctx: StageContext[TrainingConfig], info: DistInfo, resumed: int | None,
+             tuned: dict[str, Any]) -> tracking.Tracker:
+    """The live curves of this node (`xstilts.jobs.tracking`), on rank 0 only: event files
+    in `<node>/tensorboard/`, and a W&B run when the spec asks for one."""
+    if not info.is_main:
+        return tracking.Tracker([], ctx.log)
+    policy = tracking.TrackingPolicy.from_env(os.environ)
+    run = tracking.node_run(ctx.node, extra_config={"tuned": tuned} if tuned else None)
+    return tracking.open_tracker(policy, run, ctx.node_url(tracking.TENSORBOARD_DIR), ctx.out_dir, ctx.log,
+                                 purge_step=resumed)
 
 
 def _tuned(ctx: StageContext[TrainingConfig]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ Where things run and live:
   (not rerun), unfinished ones start again, errored ones are retried. On SLURM's
   preemption signal the search stops gracefully, saves that state and raises
   `Preempted`, so the job is requeued like a training job.
+- Live curves (`xstilts.jobs.tracking`): each trial writes its TensorBoard run to the node's
+  `tensorboard/<trial id>/` (and a W&B run per trial, grouped by the node, if asked).
 - `progress.json` in the node folder (`xstilts.jobs.tune_progress`) is rewritten as trials start, report and end;
   `xstilts status` shows it while the search runs.
 
@@ -40,10 +42,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xstilts.core.nodes import TuneConfig
+from xstilts.core.nodes import NodeRecord, TuneConfig
 from xstilts.core.spec import INTEGER_SEARCHABLE, Dimension, Hyperparameters, Search
 from xstilts.core.store import Store
 from xstilts.core.tasks import Task, get_task
@@ -51,6 +54,7 @@ from xstilts.jobs import data
 from xstilts.jobs.modeling import MODEL_SUBDIR, quiet_progress_bars
 from xstilts.jobs.ray_cluster import allocation_gpus, ray_in_allocation
 from xstilts.jobs.stages.base import Preempted, StageContext
+from xstilts.jobs.tracking import TENSORBOARD_DIR, Tracker, TrackingPolicy, node_run, open_tracker
 from xstilts.jobs.tune_progress import SearchProgress
 
 RAY_DIR = "ray"
@@ -161,7 +165,9 @@ def _search(ctx: StageContext[TuneConfig]) -> dict[str, Any]:
     evaluations = max(1, budget // cfg.hparams.eval_interval)
     inputs = ctx.node.inputs
     encoder_input = "init" if "init" in inputs else "model"
-    spec = TrialSpec(ctx.store_url, inputs[encoder_input], inputs["data"], task, budget, cfg)
+    spec = TrialSpec(ctx.store_url, inputs[encoder_input], inputs["data"], task, budget, cfg,
+                     tracking=TrialTracking(TrackingPolicy.from_env(os.environ), ctx.node,
+                                            ctx.node_url(TENSORBOARD_DIR)))
 
     def trial(config: dict[str, Any]) -> None:
         spec.run(config)
@@ -246,12 +252,30 @@ def _trial_row(result: Any, names: list[str], evaluations: int) -> dict[str, Any
     }
 
 
+@dataclass(frozen=True)
+class TrialTracking:
+    """The live curves of a search's trials: one TensorBoard run per trial under the
+    tune node's `tensorboard/<trial id>/`, and a W&B run per trial grouped by the node."""
+
+    policy: TrackingPolicy
+    node: NodeRecord[TuneConfig]
+    events_url: str | None
+    """The node's `tensorboard/` folder in the store."""
+
+    def open(self, trial_id: str, values: dict[str, Any], scratch: Path) -> Tracker:
+        run = node_run(self.node, trial=trial_id, extra_config={"trial": values})
+        url = f"{self.events_url}/{trial_id}" if self.events_url else None
+        # a restarted trial trains from step 0 again: purge its earlier attempt's points
+        return open_tracker(self.policy, run, url, scratch, logging.getLogger("xstilts.tune"), purge_step=0)
+
+
 class TrialSpec:
     """What a trial needs, picklable for Ray: store URL and input refs, not local paths,
     since the trial may run on another host of the allocation."""
 
     def __init__(self, store_url: str, encoder_ref: str, data_ref: str, task: Task, budget: int,
-                 node_config: TuneConfig) -> None:
+                 node_config: TuneConfig, tracking: TrialTracking | None = None) -> None:
+        self.tracking = tracking
         self.store_url = store_url
         self.encoder_ref = encoder_ref
         self.data_ref = data_ref
@@ -297,4 +321,10 @@ class TrialSpec:
             model, self.task, train_data, dev_data, train_config, select_device(), metrics_path,
             logging.getLogger("xstilts.tune"), dev_examples=dev_examples, head=head, on_eval=report,
         )
-        trainer.fit()
+        if self.tracking is None:
+            trainer.fit()
+            return
+        trial_id = tune.get_context().get_trial_id() or f"trial-{os.getpid()}"
+        with self.tracking.open(trial_id, chosen_values(config, list(config)), metrics_path.parent) as tracker:
+            trainer.tracker = tracker
+            trainer.fit()

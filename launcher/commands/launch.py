@@ -15,6 +15,7 @@ from the spec alone and says so in one line; `--check-storage` makes that an err
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,7 @@ from typing import Annotated
 import typer
 
 from xstilts.core.errors import UserError
-from xstilts.core.spec import dump_spec
+from xstilts.core.spec import Tracking, dump_spec
 from xstilts.launcher import launch_record
 from xstilts.launcher.commands.common import OverrideOpt, ProfileOpt, SpecArg, err, open_spec, out
 from xstilts.launcher.commands.data import TaskData, check_before_launch
@@ -30,6 +31,14 @@ from xstilts.launcher.executors import LaunchRequest
 from xstilts.launcher.experiment import Experiment
 
 ResultsPrinter = Callable[[Experiment], None]
+
+
+def check_tracking_installed(tracking: Tracking) -> None:
+    """Refuse a spec whose `tracking.wandb` needs a package that is not installed: one
+    message here, rather than every training node logging the same warning later."""
+    if tracking.wandb is not None and importlib.util.find_spec("wandb") is None:
+        raise UserError("tracking.wandb: the wandb package is not installed; `pip install 'xstilts[wandb]'` "
+                        "(or remove tracking.wandb from the spec)")
 
 
 def command(print_results: ResultsPrinter, task_data: Callable[[], TaskData] | None = None) -> Callable[..., None]:
@@ -51,6 +60,7 @@ def command(print_results: ResultsPrinter, task_data: Callable[[], TaskData] | N
         """Submit every node that is not done yet; skip the rest."""
         experiment = open_spec(spec, override, profile, records="launch",
                                storage_optional=dry_run and not check_storage)
+        check_tracking_installed(experiment.spec.tracking)
         if task_data is not None:
             check_before_launch(experiment.plan, experiment.spec.data_dir, task_data())
         if experiment.store.url.startswith("memory://"):

@@ -79,7 +79,7 @@ class LocalExecutor:
                                    f" {node.label} [{node.key[:8]}] {detail}"))
 
         runner = local_runner.LocalRunner(experiment.store, experiment.plan, self.profile, request.retry_failed,
-                                          report, extra_env=experiment.spec.checkpointing.env())
+                                          report, extra_env=experiment.spec.job_env())
         with bar:
             result = runner.run()
         out.print(f"finished in {time.time() - started:.0f}s: {len(result.done)} done, {len(result.failed)} failed, "

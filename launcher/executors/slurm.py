@@ -155,7 +155,7 @@ class SlurmExecutor:
 
     def job_env(self, experiment: Experiment) -> dict[str, str]:
         """What every job exports: the profile's env, checkpointing, and Python's safe path."""
-        return {**self.profile.env, **experiment.spec.checkpointing.env(), **SAFE_PATH_ENV}
+        return {**self.profile.env, **experiment.spec.job_env(), **SAFE_PATH_ENV}
 
     def _wait(self, experiment: Experiment, out: Console, request: LaunchRequest, wanted: set[str], sent: set[str],
               interval: float = WAIT_INTERVAL_S) -> LaunchOutcome:
