@@ -106,12 +106,18 @@ def test_planted_difference_is_found_and_interval_excludes_zero(planted: Compari
 
 def test_sentence_states_better_and_excludes(planted: Comparison) -> None:
     sentence = planted.sentence()
-    assert sentence.startswith(f"Multimodal intermediate tasks change the XTREME-R score by {planted.multimodal:+.2f}")
+    names = ", ".join(sorted(TARGETS))
+    assert sentence.startswith(f"Multimodal intermediate tasks change the mean score over 8 targets ({names}) by "
+                               f"{planted.multimodal:+.2f}")  # 8 of XTREME-R's 10 tasks: not "the XTREME-R score"
+    assert "XTREME" not in sentence
     assert f"text-only ones by {planted.text:+.2f}" in sentence
     assert f"multimodal is better by {planted.difference:.2f} points (95% CI [" in sentence
-    assert sentence.endswith("the interval excludes zero.")
+    assert f"d_z {planted.d_z:+.2f})" in sentence
+    assert sentence.endswith("the interval excludes zero.")  # 24 cells, 8 targets: no small-sample caveat
+    assert planted.small_sample is False
     text = planted.render_text()
     assert text.splitlines()[0] == sentence
+    assert text.splitlines()[1] == "sample: 8 targets x 3 seeds x 4 languages, 24 paired (target, seed) cells"
     for target in TARGETS:
         assert target in text
     assert "mm-itm vs mm-itm-shuffled" in text and "largest:" in text and "smallest:" in text
@@ -237,8 +243,15 @@ def test_json_and_markdown(planted: Comparison) -> None:
     assert len(data["targets"]) == 8 and len(data["controls"]) == 2 and len(data["languages"]) == 4
     assert data["sentence"] == planted.sentence()
     markdown = planted.render_markdown()
-    assert "| target | seeds | difference | 95% CI | p | note |" in markdown
-    assert "| mm-itm | mm-itm-shuffled | 24 |" in markdown
+    assert "| target | seeds | languages | difference | 95% CI | d_z | p | p (Holm) | note |" in markdown
+    assert "| mm-itm | mm-itm-shuffled | 8 | 3 | 24 |" in markdown
+    assert data["sample"] == {"n_targets": 8, "n_seeds": 3, "n_languages": 4, "n_pairs": 24}
+    assert data["small_sample"] is False and data["suite"].startswith("mean score over 8 targets (")
+    by_target = {t["target"]: t for t in data["targets"]}
+    for row in planted.targets:
+        assert by_target[row.target]["p_holm"] == pytest.approx(row.p_holm, rel=1e-3)
+        assert by_target[row.target]["d_z"] == pytest.approx(row.d_z, abs=1e-4)
+        assert by_target[row.target]["significant"] is (row.p_holm < 0.05)
 
 
 def test_ten_thousand_resamples_are_fast(monkeypatch: pytest.MonkeyPatch) -> None:
