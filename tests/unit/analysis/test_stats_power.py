@@ -126,7 +126,7 @@ def test_a_true_effect_is_found_at_adequate_n() -> None:
 
 
 def test_per_target_holm_tests_find_a_true_effect_with_enough_seeds() -> None:
-    """With MIN_PAIRED_OBSERVATIONS seeds per target and an effect of about 1.4 SD of the
+    """With MIN_PAIRED_OBSERVATIONS seeds per target and an effect of about 1.2 SD of the
     per-seed differences, the Holm-corrected tests still find most targets' effect."""
     rng = np.random.default_rng(20)
     n_grids, n_targets = 200, 6
