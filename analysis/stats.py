@@ -18,8 +18,9 @@ went into it, warns below `MIN_PAIRED_OBSERVATIONS` / `MIN_TARGETS` (see their d
 for the power argument), reports Cohen's d_z beside each interval, and the per-target tests
 are corrected across targets with Holm's step-down method (`holm_adjust`), because with 10
 targets an uncorrected 5% test flags at least one target in ~40% of grids with no effect.
-The headline is named after the targets actually compared (`suite_label`): "XTREME-R"
-only when the targets are exactly XTREME-R's tasks.
+The headline is named after the targets actually compared, i.e. the spec's targets that
+have finished cells (`suite_label`): "XTREME-R" only when they are exactly XTREME-R's
+tasks, so neither synthetic targets nor a half-finished grid pass for the benchmark.
 
 Everything here is torch-free and reads only the tidy frame (`xstilts.analysis.frame.COLUMNS`);
 missing groups are reported in `Comparison.problems` instead of raised, so a partially
@@ -364,6 +365,7 @@ def compare_by_modality(frame: pd.DataFrame, n_boot: int = 10000, seed: int = 0)
     if mm.empty or tx.empty:
         missing = "multimodal" if mm.empty else "text-only"
         result.problems.append(f"no {missing} intermediate rows with a baseline: no multimodal - text difference")
+        result.warnings = _breakdown_warnings(result)  # the controls may still rest on too little
         return result
     result.n_targets = int(pd.concat([mm, tx])["target"].nunique())
     result.difference, result.ci = group_difference(mm, tx, n_boot, seed)

@@ -190,6 +190,11 @@ def test_missing_groups_are_problems_not_exceptions() -> None:
     no_text = compare_by_modality(make_frame(modalities=("multimodal", "text control")), n_boot=200)
     assert no_text.difference is None and any("no text-only" in p for p in no_text.problems)
     assert no_text.controls  # the control comparison does not need text-only tasks
+    assert no_text.sample is None and not no_text.small_sample and no_text.warnings == []  # 24 pairs per control
+    few = compare_by_modality(make_frame(modalities=("multimodal", "text control"), targets=["xnli"]), n_boot=200)
+    assert few.controls and few.warnings == [
+        "small sample for the control comparisons (mm-itm, mm-mcm): 3 paired cells at the fewest (< 10: 18% power "
+        "to detect an effect of d_z = 1, 80% needs 10); treat the interval and p as descriptive."]
     frame = make_frame()
     no_base = compare_by_modality(frame[frame["intermediate"] != "none"], n_boot=200)
     assert any("baseline" in p for p in no_base.problems)
