@@ -254,10 +254,15 @@ class Comparison:
         if not ranked:
             return []
 
-        def item(lang: LanguageDifference) -> str:
-            return f"{lang.language} {_fmt(lang.difference)} {_fmt_ci(lang.ci)} d_z {_fmt_dz(lang.d_z)}"
+        sizes = {(lang.n_targets, lang.n_cells) for lang in ranked}
+        uniform = len(sizes) == 1
 
-        lines = ["", f"per language ({len(ranked)} languages; multimodal - text):"]
+        def item(lang: LanguageDifference) -> str:
+            size = "" if uniform else f" ({_count(lang.n_targets, 'target')}, {lang.n_cells} cells)"
+            return f"{lang.language} {_fmt(lang.difference)} {_fmt_ci(lang.ci)} d_z {_fmt_dz(lang.d_z)}{size}"
+
+        each = f"; each over {_count(ranked[0].n_targets, 'target')}, {ranked[0].n_cells} cells" if uniform else ""
+        lines = ["", f"per language ({len(ranked)} languages; multimodal - text{each}):"]
         lines.append("  largest:  " + "; ".join(item(lang) for lang in ranked[:k]))
         rest = ranked[max(k, len(ranked) - k):]  # never repeat a language listed as largest
         if rest:
@@ -452,14 +457,20 @@ def small_sample_warning(what: str, n_pairs: int, n_targets: int | None = None,
 
 
 def _breakdown_warnings(result: Comparison) -> list[str]:
-    """One warning per kind of breakdown that rests on too little: the per-target tests
-    (together), the controls (together)."""
+    """One warning per kind of breakdown that rests on too little: the per-target tests,
+    the per-language differences, the controls (each kind together, by its fewest)."""
     out = []
     thin = [row for row in result.targets if row.n_seeds < MIN_PAIRED_OBSERVATIONS]
     if thin:
         fewest = min(row.n_seeds for row in thin)
         out.append(str(small_sample_warning(f"the per-target tests ({len(thin)} of {len(result.targets)} targets)",
                                             fewest, unit="seeds at the fewest")))
+    thin_languages = [lang for lang in result.languages if lang.n_cells < MIN_PAIRED_OBSERVATIONS]
+    if thin_languages:
+        fewest = min(lang.n_cells for lang in thin_languages)
+        out.append(str(small_sample_warning(
+            f"the per-language differences ({len(thin_languages)} of {len(result.languages)} languages)", fewest,
+            unit="paired cells at the fewest")))
     thin_controls = [c for c in result.controls if c.n_pairs < MIN_PAIRED_OBSERVATIONS]
     if thin_controls:
         fewest = min(c.n_pairs for c in thin_controls)

@@ -175,6 +175,14 @@ def test_per_language_breakdown_finds_planted_language() -> None:
     assert "largest:  sw" in result.render_text()
 
 
+def test_languages_with_different_counts_state_each() -> None:
+    frame = make_frame()
+    frame = frame[~((frame["language"] == "sw") & (frame["target"].isin(["xnli", "panx"])))]
+    text = compare_by_modality(frame, n_boot=300).render_text()
+    assert "per language (4 languages; multimodal - text):" in text
+    assert "(6 targets, 18 cells)" in text and "(8 targets, 24 cells)" in text
+
+
 def test_language_with_a_single_value_has_no_interval() -> None:
     frame = make_frame(targets=["xnli"], seeds=[1])
     result = compare_by_modality(frame, n_boot=500)

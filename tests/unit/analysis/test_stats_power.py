@@ -156,11 +156,14 @@ def test_too_small_a_grid_warns_even_when_its_interval_excludes_zero() -> None:
     assert f"(< {MIN_PAIRED_OBSERVATIONS}: 29% power" in main and f"2 targets (< {MIN_TARGETS}" in main
     assert any(w.startswith("small sample for the per-target tests (2 of 2 targets): 2 seeds at the fewest")
                for w in result.warnings)
+    assert any(w.startswith("small sample for the per-language differences (4 of 4 languages): 4 paired cells")
+               for w in result.warnings)
     assert result.sentence().endswith("the interval excludes zero but the sample is too small to trust it "
                                       "(see the warning).")
     assert "mean score over 2 targets (syn-pos, syn-sent)" in result.sentence()
     text = result.render_text()
     assert f"warning: {main}" in text and "sample: 2 targets x 2 seeds x 4 languages, 4 paired" in text
+    assert "per language (4 languages; multimodal - text; each over 2 targets, 4 cells):" in text
     assert f"**Warning:** {main}" in result.render_markdown()
     data = result.to_json()
     assert data["small_sample"] is True and data["warnings"] == result.warnings
