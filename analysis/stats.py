@@ -377,7 +377,7 @@ def compare_by_modality(frame: pd.DataFrame, n_boot: int = 10000, seed: int = 0)
     pairs = paired_differences(mm, tx)
     result.d_z = cohens_dz(pairs.to_numpy())
     compared = sorted(pairs.index.get_level_values("target").unique())
-    result.suite = suite_label(compared)
+    result.suite = suite_label(compared or sorted(set(mm["target"]) | set(tx["target"])))  # unpaired: name all
     result.sample = Sample(len(compared), int(pairs.index.get_level_values("seed").nunique()),
                            _n_languages(frame, compared), int(pairs.size))
     result.targets = _target_differences(mm, tx, n_boot, seed, frame)
