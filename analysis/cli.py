@@ -202,7 +202,8 @@ def analysis_compare(
 ) -> None:
     """The research question: mean delta of multimodal against text-only intermediate
     tasks (and each multimodal task against its control), 95% bootstrap intervals over
-    targets and seeds, a paired test per target, and a per-language breakdown."""
+    targets and seeds with Cohen's d_z, a Holm-corrected paired test per target, and a
+    per-language breakdown; the counts behind each and a warning where they are too few."""
     if boot < 1:
         raise UserError(f"--bootstrap: {boot} resamples; give at least 1 (default 10000)")
     from xstilts.analysis.stats import compare_by_modality  # scipy: after the cheap checks

@@ -13,6 +13,15 @@ one target as independent evidence and give far too narrow intervals. Group mean
 row-weighted (the mean delta of every multimodal row), so each resample recomputes them
 as ratios of sums over the drawn (target, seed) cells, which vectorises over resamples.
 
+Honesty about the sample: every comparison states how many targets, seeds and languages
+went into it, warns below `MIN_PAIRED_OBSERVATIONS` / `MIN_TARGETS` (see their docstrings
+for the power argument), reports Cohen's d_z beside each interval, and the per-target tests
+are corrected across targets with Holm's step-down method (`holm_adjust`), because with 10
+targets an uncorrected 5% test flags at least one target in ~40% of grids with no effect.
+The headline is named after the targets actually compared, i.e. the spec's targets that
+have finished cells (`suite_label`): "XTREME-R" only when they are exactly XTREME-R's
+tasks, so neither synthetic targets nor a half-finished grid pass for the benchmark.
+
 Everything here is torch-free and reads only the tidy frame (`xstilts.analysis.frame.COLUMNS`);
 missing groups are reported in `Comparison.problems` instead of raised, so a partially
 finished grid still gets a report.
@@ -21,7 +30,8 @@ finished grid still gets a report.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,19 +39,86 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from xstilts.analysis.frame import cell_scores, deltas, withheld_note
-from xstilts.core.tasks import BASELINE
+from xstilts.core.tasks import BASELINE, TASKS
+
 MULTIMODAL = "multimodal"
 TEXT = "text"
 LEVEL = 0.95
+ALPHA = 0.05
+"""Family-wise error rate of the per-target tests (Holm) and the level of `significant`."""
 _CHUNK = 2000  # resamples per vectorised block: bounds memory for large grids
+
+MIN_PAIRED_OBSERVATIONS = 10
+"""Below this many paired observations a comparison gets a small-sample warning.
+
+Power argument: a two-sided paired t-test at alpha = 0.05 has 80% power for a
+standardised effect of d_z = 1 (a mean difference as large as the SD of the paired
+differences) at n = 10 pairs; at n = 4 (the demo's 2 targets x 2 seeds) it has 29%,
+at n = 3 (one target's 3 seeds) 18%, at n = 2 9%. Below 10, a true effect of one SD is
+more likely missed than found, and an interval that excludes zero is mostly the luck of
+a few draws, so we say so instead of letting "excludes zero" stand alone. The pairs are
+(target, seed) cells for the main and the control comparisons, and seeds for a target's
+own test.
+"""
+
+MIN_TARGETS = 5
+"""Below this many targets the main comparison gets a small-sample warning.
+
+The bootstrap's top level resamples targets, so the question "does this hold for
+XTREME-R's tasks" has as many independent observations as there are targets, however many
+seeds each has. With k targets there are only C(2k-1, k) distinct target draws (3 for
+k = 2, 35 for k = 4, 126 for k = 5) and the percentile interval is too narrow by about
+sqrt((k-1)/k) (29% at k = 2, 11% at k = 5); below 5 the interval's coverage is not worth
+the name. (At 10 targets, as XTREME-R has, the power argument of
+`MIN_PAIRED_OBSERVATIONS` holds at the target level too.)
+"""
 
 
 # ----------------------------------------------------------------------------- results
 
 
 @dataclass(frozen=True)
+class Sample:
+    """How much evidence went into one comparison: stated beside every number, because an
+    interval means little without the count it rests on."""
+
+    n_targets: int
+    n_seeds: int
+    n_languages: int
+    n_pairs: int
+    """Paired observations the test rests on: (target, seed) cells, or a target's seeds."""
+
+    def describe(self) -> str:
+        return (f"{_count(self.n_targets, 'target')} x {_count(self.n_seeds, 'seed')} x "
+                f"{_count(self.n_languages, 'language')}, {self.n_pairs} paired")
+
+    def to_json(self) -> dict[str, int]:
+        return {"n_targets": self.n_targets, "n_seeds": self.n_seeds, "n_languages": self.n_languages,
+                "n_pairs": self.n_pairs}
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A one-sample t-test of paired differences against 0, with Cohen's d_z.
+
+    d_z = mean / SD of the paired differences: the standardised effect the paired test's
+    power depends on (t = d_z * sqrt(n)), so it reads on the same scale as the
+    small-sample threshold (`MIN_PAIRED_OBSERVATIONS` is set for d_z = 1). The raw mean
+    difference in points stays beside it: points are what a reader of XTREME tables knows.
+    """
+
+    n: int
+    mean: float | None
+    d_z: float | None
+    t: float | None
+    p: float | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class TargetDifference:
-    """Multimodal minus text on one target; `p` from a paired t-test across seeds."""
+    """Multimodal minus text on one target; `p` from a paired t-test across seeds,
+    `p_holm` the same p adjusted across all targets (Holm), `d_z` its effect size."""
 
     target: str
     difference: float | None
@@ -50,6 +127,14 @@ class TargetDifference:
     t: float | None = None
     p: float | None = None
     note: str | None = None
+    d_z: float | None = None
+    p_holm: float | None = None
+    n_languages: int = 0
+
+    @property
+    def significant(self) -> bool | None:
+        """Holm-corrected significance at `ALPHA` (None without a test)."""
+        return None if self.p_holm is None else self.p_holm < ALPHA
 
 
 @dataclass(frozen=True)
@@ -62,6 +147,9 @@ class ControlDifference:
     ci: tuple[float, float] | None
     n_pairs: int
     note: str | None = None
+    d_z: float | None = None
+    n_targets: int = 0
+    n_seeds: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,6 +161,7 @@ class LanguageDifference:
     ci: tuple[float, float] | None
     n_targets: int
     n_cells: int
+    d_z: float | None = None
 
 
 @dataclass
@@ -94,10 +183,19 @@ class Comparison:
     problems: list[str] = field(default_factory=list)
     n_boot: int = 10000
     seed: int = 0
+    sample: Sample | None = None
+    d_z: float | None = None
+    suite: str = "score"
+    warnings: list[str] = field(default_factory=list)
+    """Small-sample warnings (`MIN_PAIRED_OBSERVATIONS`, `MIN_TARGETS`), in text and JSON:
+    the main difference's first, then the per-target tests' and the controls'."""
+    small_sample: bool = False
+    """The main multimodal - text difference rests on too few pairs or targets."""
 
     @property
     def excludes_zero(self) -> bool | None:
         return _excludes_zero(self.ci)
+
 
     def sentence(self) -> str:
         """The plain answer to the research question, or what stops it being given."""
@@ -105,35 +203,50 @@ class Comparison:
             return "No modality comparison: " + "; ".join(self.problems or ["no data"]) + "."
         direction = "better" if self.difference >= 0 else "worse"
         head = (
-            f"Multimodal intermediate tasks change the XTREME-R score by {self.multimodal:+.2f} points on average, "
+            f"Multimodal intermediate tasks change the {self.suite} by {self.multimodal:+.2f} points on average, "
             f"text-only ones by {self.text:+.2f}: multimodal is {direction} by {abs(self.difference):.2f} points"
         )
         if self.ci is None:
             return head + " (no confidence interval: a single target and seed)."
         verdict = "excludes" if self.excludes_zero else "includes"
-        return head + f" (95% CI {_fmt_ci(self.ci)}); the interval {verdict} zero."
+        caveat = " but the sample is too small to trust it (see the warning)" if self.small_sample else ""
+        return head + f" (95% CI {_fmt_ci(self.ci)}, d_z {_fmt_dz(self.d_z)}); the interval {verdict} zero{caveat}."
+
+    def _head_lines(self) -> list[str]:
+        lines = [self.sentence()]
+        if self.sample is not None:
+            lines.append(f"sample: {self.sample.describe()} (target, seed) cells")
+        lines += [f"warning: {warning}" for warning in self.warnings]
+        return lines
 
     def render_text(self) -> str:
         """A few plain lines: the sentence, per-target table, controls, languages."""
-        lines = [self.sentence()]
+        lines = self._head_lines()
         lines += [f"note: {problem}" for problem in self.problems]
         if self.targets:
-            lines += ["", "per target (multimodal - text; paired t-test across seeds):"]
-            lines += [f"  {'target':<14} {'seeds':>5} {'diff':>7}  {'95% CI':<18} {'p':>8}"]
+            lines += ["", f"per target (multimodal - text; paired t-test across seeds, p Holm-corrected across "
+                          f"{_count(self._n_tested(), 'target')}):"]
+            lines += [f"  {'target':<14} {'seeds':>5} {'langs':>5} {'diff':>7}  {'95% CI':<18} {'d_z':>6} "
+                      f"{'p':>8} {'p Holm':>8}"]
             for row in self.targets:
                 lines.append(
-                    f"  {row.target:<14} {row.n_seeds:>5} {_fmt(row.difference):>7}  "
-                    f"{_fmt_ci(row.ci):<18} {_fmt_p(row.p):>8}" + (f"  ({row.note})" if row.note else "")
+                    f"  {row.target:<14} {row.n_seeds:>5} {row.n_languages:>5} {_fmt(row.difference):>7}  "
+                    f"{_fmt_ci(row.ci):<18} {_fmt_dz(row.d_z):>6} {_fmt_p(row.p):>8} {_fmt_p(row.p_holm):>8}"
+                    + (f"  ({row.note})" if row.note else "")
                 )
         if self.controls:
             lines += ["", "multimodal task vs its control (paired on target and seed):"]
             for c in self.controls:
                 lines.append(
                     f"  {c.task} vs {', '.join(c.controls)}: {_fmt(c.difference)} points "
-                    f"(95% CI {_fmt_ci(c.ci)}, {c.n_pairs} pairs)" + (f" ({c.note})" if c.note else "")
+                    f"(95% CI {_fmt_ci(c.ci)}, d_z {_fmt_dz(c.d_z)}; {_count(c.n_targets, 'target')} x "
+                    f"{_count(c.n_seeds, 'seed')}, {c.n_pairs} pairs)" + (f" ({c.note})" if c.note else "")
                 )
         lines += self._language_lines()
         return "\n".join(lines)
+
+    def _n_tested(self) -> int:
+        return sum(row.p is not None for row in self.targets)
 
     def _language_lines(self, k: int = 3) -> list[str]:
         ranked = sorted((lang for lang in self.languages if lang.difference is not None),
@@ -141,10 +254,15 @@ class Comparison:
         if not ranked:
             return []
 
-        def item(lang: LanguageDifference) -> str:
-            return f"{lang.language} {_fmt(lang.difference)} {_fmt_ci(lang.ci)}"
+        sizes = {(lang.n_targets, lang.n_cells) for lang in ranked}
+        uniform = len(sizes) == 1
 
-        lines = ["", f"per language ({len(ranked)} languages; multimodal - text):"]
+        def item(lang: LanguageDifference) -> str:
+            size = "" if uniform else f" ({_count(lang.n_targets, 'target')}, {lang.n_cells} cells)"
+            return f"{lang.language} {_fmt(lang.difference)} {_fmt_ci(lang.ci)} d_z {_fmt_dz(lang.d_z)}{size}"
+
+        each = f"; each over {_count(ranked[0].n_targets, 'target')}, {ranked[0].n_cells} cells" if uniform else ""
+        lines = ["", f"per language ({len(ranked)} languages; multimodal - text{each}):"]
         lines.append("  largest:  " + "; ".join(item(lang) for lang in ranked[:k]))
         rest = ranked[max(k, len(ranked) - k):]  # never repeat a language listed as largest
         if rest:
@@ -154,24 +272,32 @@ class Comparison:
     def render_markdown(self) -> str:
         """The same content as Markdown tables, for the report."""
         parts = [self.sentence()]
+        if self.sample is not None:
+            parts.append(f"Sample: {self.sample.describe()} (target, seed) cells.")
+        if self.warnings:
+            parts.append("\n".join(f"> **Warning:** {warning}" for warning in self.warnings))
         if self.problems:
             parts.append("\n".join(f"- {problem}" for problem in self.problems))
         if self.targets:
-            rows = [[t.target, str(t.n_seeds), _fmt(t.difference), _fmt_ci(t.ci), _fmt_p(t.p), t.note or ""]
-                    for t in self.targets]
-            parts.append("**Per target** (multimodal - text delta; paired t-test across seeds)\n\n"
-                         + _md_table(["target", "seeds", "difference", "95% CI", "p", "note"], rows))
+            rows = [[t.target, str(t.n_seeds), str(t.n_languages), _fmt(t.difference), _fmt_ci(t.ci), _fmt_dz(t.d_z),
+                     _fmt_p(t.p), _fmt_p(t.p_holm), t.note or ""] for t in self.targets]
+            parts.append(f"**Per target** (multimodal - text delta; paired t-test across seeds, p Holm-corrected "
+                         f"across {_count(self._n_tested(), 'target')})\n\n"
+                         + _md_table(["target", "seeds", "languages", "difference", "95% CI", "d_z", "p", "p (Holm)",
+                                      "note"], rows))
         if self.controls:
-            rows = [[c.task, ", ".join(c.controls), str(c.n_pairs), _fmt(c.difference), _fmt_ci(c.ci)]
-                    for c in self.controls]
+            rows = [[c.task, ", ".join(c.controls), str(c.n_targets), str(c.n_seeds), str(c.n_pairs),
+                     _fmt(c.difference), _fmt_ci(c.ci), _fmt_dz(c.d_z)] for c in self.controls]
             parts.append("**Multimodal task vs control** (paired on target and seed)\n\n"
-                         + _md_table(["task", "control", "pairs", "difference", "95% CI"], rows))
+                         + _md_table(["task", "control", "targets", "seeds", "pairs", "difference", "95% CI", "d_z"],
+                                     rows))
         if self.languages:
             ranked = sorted(self.languages, key=lambda lang: -math.inf if lang.difference is None else lang.difference,
                             reverse=True)
-            rows = [[lang.language, str(lang.n_targets), _fmt(lang.difference), _fmt_ci(lang.ci)] for lang in ranked]
+            rows = [[lang.language, str(lang.n_targets), str(lang.n_cells), _fmt(lang.difference), _fmt_ci(lang.ci),
+                     _fmt_dz(lang.d_z)] for lang in ranked]
             parts.append("**Per language** (multimodal - text delta of the language's headline score)\n\n"
-                         + _md_table(["language", "targets", "difference", "95% CI"], rows))
+                         + _md_table(["language", "targets", "cells", "difference", "95% CI", "d_z"], rows))
         return "\n\n".join(parts) + "\n"
 
     def to_json(self) -> dict[str, Any]:
@@ -181,7 +307,14 @@ class Comparison:
             "text": _r(self.text),
             "difference": _r(self.difference),
             "ci": _r_ci(self.ci),
+            "d_z": _r(self.d_z),
             "excludes_zero": self.excludes_zero,
+            "suite": self.suite,
+            "sample": None if self.sample is None else self.sample.to_json(),
+            "small_sample": self.small_sample,
+            "warnings": list(self.warnings),
+            "thresholds": {"min_paired_observations": MIN_PAIRED_OBSERVATIONS, "min_targets": MIN_TARGETS,
+                           "alpha": ALPHA},
             "n_multimodal": self.n_multimodal,
             "n_text": self.n_text,
             "n_targets": self.n_targets,
@@ -189,17 +322,19 @@ class Comparison:
             "text_tasks": list(self.text_tasks),
             "targets": [
                 {"target": t.target, "difference": _r(t.difference), "ci": _r_ci(t.ci), "n_seeds": t.n_seeds,
-                 "t": _r(t.t), "p": _r_p(t.p), "note": t.note}
+                 "n_languages": t.n_languages, "d_z": _r(t.d_z), "t": _r(t.t), "p": _r_p(t.p),
+                 "p_holm": _r_p(t.p_holm), "significant": t.significant, "note": t.note}
                 for t in self.targets
             ],
             "controls": [
                 {"task": c.task, "controls": list(c.controls), "difference": _r(c.difference), "ci": _r_ci(c.ci),
-                 "n_pairs": c.n_pairs, "note": c.note}
+                 "d_z": _r(c.d_z), "n_targets": c.n_targets, "n_seeds": c.n_seeds, "n_pairs": c.n_pairs,
+                 "note": c.note}
                 for c in self.controls
             ],
             "languages": [
                 {"language": lang.language, "difference": _r(lang.difference), "ci": _r_ci(lang.ci),
-                 "n_targets": lang.n_targets, "n_cells": lang.n_cells}
+                 "d_z": _r(lang.d_z), "n_targets": lang.n_targets, "n_cells": lang.n_cells}
                 for lang in self.languages
             ],
             "problems": list(self.problems),
@@ -235,11 +370,21 @@ def compare_by_modality(frame: pd.DataFrame, n_boot: int = 10000, seed: int = 0)
     if mm.empty or tx.empty:
         missing = "multimodal" if mm.empty else "text-only"
         result.problems.append(f"no {missing} intermediate rows with a baseline: no multimodal - text difference")
+        result.warnings = _breakdown_warnings(result)  # the controls may still rest on too little
         return result
     result.n_targets = int(pd.concat([mm, tx])["target"].nunique())
     result.difference, result.ci = group_difference(mm, tx, n_boot, seed)
-    result.targets = _target_differences(mm, tx, n_boot, seed)
+    pairs = paired_differences(mm, tx)
+    result.d_z = cohens_dz(pairs.to_numpy())
+    compared = sorted(pairs.index.get_level_values("target").unique())
+    result.suite = suite_label(compared or sorted(set(mm["target"]) | set(tx["target"])))  # unpaired: name all
+    result.sample = Sample(len(compared), int(pairs.index.get_level_values("seed").nunique()),
+                           _n_languages(frame, compared), int(pairs.size))
+    result.targets = _target_differences(mm, tx, n_boot, seed, frame)
     result.languages = _language_differences(frame, n_boot, seed)
+    main = small_sample_warning("the multimodal - text difference", result.sample.n_pairs, result.sample.n_targets)
+    result.small_sample = main is not None
+    result.warnings = ([main] if main else []) + _breakdown_warnings(result)
     return result
 
 
@@ -261,6 +406,147 @@ def _cell_deltas(frame: pd.DataFrame, problems: list[str]) -> pd.DataFrame | Non
         problems.append(f"no intermediate task shares a (target, seed) with the baseline ({BASELINE!r})")
         return None
     return cells
+
+
+def _n_languages(frame: pd.DataFrame, targets: Sequence[str]) -> int:
+    return int(frame.loc[frame["target"].isin(list(targets)), "language"].nunique())
+
+
+# ----------------------------------------------------------------------------- honesty about the sample
+
+
+def suite_label(targets: Sequence[str]) -> str:
+    """What the mean over `targets` may be called: "XTREME-R score" only when the targets are
+    exactly XTREME-R's tasks (`Task.suites`), "XTREME score" likewise; anything else (a subset,
+    synthetic targets) is "mean score over <n> targets (<names>)", so a demo or a partial
+    grid never passes for the benchmark."""
+    names = sorted(set(targets))
+    for suite, label in (("xtreme-r", "XTREME-R"), ("xtreme", "XTREME")):
+        members = sorted(name for name, task in TASKS.items() if suite in task.suites)
+        if names == members:
+            return f"{label} score (mean over its {len(members)} tasks)"
+    return f"mean score over {_count(len(names), 'target')} ({', '.join(names)})"
+
+
+def power_at_dz1(n: int, alpha: float = ALPHA) -> float | None:
+    """Power of a two-sided paired t-test with `n` pairs against a true d_z of 1 (None below 2 pairs)."""
+    if n < 2:
+        return None
+    df, shift = n - 1, math.sqrt(n)
+    critical = scipy_stats.t.ppf(1 - alpha / 2, df)
+    power = scipy_stats.nct.sf(critical, df, shift) + scipy_stats.nct.cdf(-critical, df, shift)
+    return float(power) if math.isfinite(power) else None
+
+
+def small_sample_warning(what: str, n_pairs: int, n_targets: int | None = None,
+                         unit: str = "paired observations") -> str | None:
+    """The warning for one comparison below `MIN_PAIRED_OBSERVATIONS` pairs or `MIN_TARGETS`
+    targets (when `n_targets` is given), or None when the sample is adequate."""
+    reasons = []
+    if n_pairs < MIN_PAIRED_OBSERVATIONS:
+        power = power_at_dz1(n_pairs)
+        chance = "no test at all" if power is None else f"{power:.0%} power to detect an effect of d_z = 1"
+        reasons.append(f"{n_pairs} {unit} (< {MIN_PAIRED_OBSERVATIONS}: {chance}, "
+                       f"80% needs {MIN_PAIRED_OBSERVATIONS})")
+    if n_targets is not None and n_targets < MIN_TARGETS:
+        reasons.append(f"{_count(n_targets, 'target')} (< {MIN_TARGETS}: too few to resample the population of "
+                       f"tasks)")
+    if not reasons:
+        return None
+    return f"small sample for {what}: " + "; ".join(reasons) + "; treat the interval and p as descriptive."
+
+
+def _breakdown_warnings(result: Comparison) -> list[str]:
+    """One warning per kind of breakdown that rests on too little: the per-target tests,
+    the per-language differences, the controls (each kind together, by its fewest)."""
+    out = []
+    thin = [row for row in result.targets if row.n_seeds < MIN_PAIRED_OBSERVATIONS]
+    if thin:
+        fewest = min(row.n_seeds for row in thin)
+        out.append(str(small_sample_warning(f"the per-target tests ({len(thin)} of {len(result.targets)} targets)",
+                                            fewest, unit="seeds at the fewest")))
+    thin_languages = [lang for lang in result.languages if lang.n_cells < MIN_PAIRED_OBSERVATIONS]
+    if thin_languages:
+        fewest = min(lang.n_cells for lang in thin_languages)
+        out.append(str(small_sample_warning(
+            f"the per-language differences ({len(thin_languages)} of {len(result.languages)} languages)", fewest,
+            unit="paired cells at the fewest")))
+    thin_controls = [c for c in result.controls if c.n_pairs < MIN_PAIRED_OBSERVATIONS]
+    if thin_controls:
+        fewest = min(c.n_pairs for c in thin_controls)
+        out.append(str(small_sample_warning(f"the control comparisons ({', '.join(c.task for c in thin_controls)})",
+                                            fewest, unit="paired cells at the fewest")))
+    return out
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values, in the order given; None entries (no test) stay None
+    and do not count towards the family.
+
+    Sort the m p-values ascending; the i-th smallest (i from 1) is multiplied by m - i + 1,
+    a running maximum keeps the adjusted values monotone, and each is capped at 1. Rejecting
+    where the adjusted p < alpha controls the family-wise error rate at alpha under any
+    dependence between the tests (Holm 1979), and is uniformly more powerful than Bonferroni.
+    """
+    tested = [(p, i) for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    m, running = len(tested), 0.0
+    for rank, (p, i) in enumerate(sorted(tested)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired_differences(a: pd.DataFrame, b: pd.DataFrame, by: Sequence[str] = ("target", "seed"),
+                       value: str = "delta") -> pd.Series:
+    """mean(a) - mean(b) per `by` key where both groups have rows: the paired observations.
+
+    Both groups of one (target, seed) share that seed's baseline run, so differencing there
+    removes the seed's fine-tuning luck before anything is averaged or tested.
+    """
+    keys = list(by)
+    paired = a.groupby(keys)[value].mean() - b.groupby(keys)[value].mean()
+    return paired.dropna()
+
+
+def cohens_dz(differences: np.ndarray) -> float | None:
+    """Cohen's d_z: mean / SD (n - 1) of paired differences; None below 2 or with SD 0."""
+    differences = np.asarray(differences, dtype=float)
+    if differences.size < 2:
+        return None
+    sd = float(differences.std(ddof=1))
+    if not math.isfinite(sd) or sd <= 1e-12 * max(1.0, float(np.abs(differences).max())):
+        return None
+    return float(differences.mean()) / sd
+
+
+def paired_test(differences: np.ndarray) -> PairedTest:
+    """One-sample t-test of paired differences against 0, with d_z; a note instead of a test
+    when there are fewer than 2 differences or they are all equal."""
+    return paired_tests(np.asarray(differences, dtype=float)[None, :])[0]
+
+
+def paired_tests(differences: np.ndarray) -> list[PairedTest]:
+    """`paired_test` of each row of a 2-D array (rows of equal length), vectorised: the
+    same t = d_z * sqrt(n) and two-sided p as `scipy.stats.ttest_1samp`, one scipy call for
+    all rows, so simulations of thousands of grids stay fast."""
+    differences = np.asarray(differences, dtype=float)
+    n = differences.shape[1]
+    if n < 2:
+        return [PairedTest(n, float(row.mean()) if n else None, None, None, None,
+                           f"{n} seed(s) with both groups: no paired test") for row in differences]
+    mean = differences.mean(axis=1)
+    sd = differences.std(axis=1, ddof=1)
+    constant = np.isclose(differences, differences[:, :1]).all(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d_z = np.where(constant, np.nan, mean / sd)
+        t = d_z * math.sqrt(n)
+    p = 2.0 * scipy_stats.t.sf(np.abs(t), n - 1)
+    return [
+        PairedTest(n, float(mean[i]), None, None, None, "identical differences across seeds: t-test undefined")
+        if constant[i] else PairedTest(n, float(mean[i]), float(d_z[i]), float(t[i]), float(p[i]))
+        for i in range(differences.shape[0])
+    ]
 
 
 # ----------------------------------------------------------------------------- the bootstrap
@@ -367,8 +653,10 @@ def group_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int,
 # ----------------------------------------------------------------------------- breakdowns
 
 
-def _target_differences(mm: pd.DataFrame, tx: pd.DataFrame, n_boot: int, seed: int) -> list[TargetDifference]:
-    """Per target: difference, seed-resampling CI, and a paired t-test across seeds.
+def _target_differences(mm: pd.DataFrame, tx: pd.DataFrame, n_boot: int, seed: int,
+                        frame: pd.DataFrame) -> list[TargetDifference]:
+    """Per target: difference, seed-resampling CI, a paired t-test across seeds with d_z,
+    and the p-values Holm-adjusted across the targets that have a test.
 
     The test pairs, for each seed, the mean multimodal and mean text delta of that seed:
     both share the seed's baseline run, so the pairing removes the seed's luck.
@@ -377,22 +665,14 @@ def _target_differences(mm: pd.DataFrame, tx: pd.DataFrame, n_boot: int, seed: i
     for target in sorted(set(mm["target"]) | set(tx["target"])):
         a, b = mm[mm["target"] == target], tx[tx["target"] == target]
         difference, ci = group_difference(a, b, n_boot, seed)
-        paired = (a.groupby("seed")["delta"].mean() - b.groupby("seed")["delta"].mean()).dropna()
-        t, p, note = _paired_test(paired.to_numpy(), a.empty, b.empty)
-        rows.append(TargetDifference(target, difference, ci, int(paired.size), t, p, note))
-    return rows
-
-
-def _paired_test(paired: np.ndarray, no_a: bool, no_b: bool) -> tuple[float | None, float | None, str | None]:
-    """One-sample t-test of per-seed differences against 0, or why there is none."""
-    if no_a or no_b:
-        return None, None, f"no {'multimodal' if no_a else 'text-only'} rows"
-    if paired.size < 2:
-        return None, None, f"{paired.size} seed(s) with both groups: no paired test"
-    if np.allclose(paired, paired[0]):
-        return None, None, "identical differences across seeds: t-test undefined"
-    test = scipy_stats.ttest_1samp(paired, 0.0)
-    return float(test.statistic), float(test.pvalue), None
+        if a.empty or b.empty:
+            test = PairedTest(0, None, None, None, None, f"no {'multimodal' if a.empty else 'text-only'} rows")
+        else:
+            test = paired_test(paired_differences(a, b, by=("seed",)).to_numpy())
+        rows.append(TargetDifference(target, difference, ci, test.n, test.t, test.p, test.note, test.d_z,
+                                     n_languages=_n_languages(frame, [target])))
+    adjusted = holm_adjust([row.p for row in rows])
+    return [replace(row, p_holm=p_holm) for row, p_holm in zip(rows, adjusted)]
 
 
 def _control_differences(cells: pd.DataFrame, n_boot: int, seed: int) -> list[ControlDifference]:
@@ -416,7 +696,11 @@ def _control_differences(cells: pd.DataFrame, n_boot: int, seed: int) -> list[Co
             out.append(ControlDifference(task, names, None, None, 0, "no (target, seed) with both"))
             continue
         difference, ci = group_difference(a, b, n_boot, seed)
-        out.append(ControlDifference(task, names, difference, ci, n_pairs))
+        shared = shared.drop_duplicates()
+        out.append(ControlDifference(task, names, difference, ci, n_pairs,
+                                     d_z=cohens_dz(paired_differences(a, b).to_numpy()),
+                                     n_targets=int(shared["target"].nunique()),
+                                     n_seeds=int(shared["seed"].nunique())))
     return out
 
 
@@ -449,7 +733,8 @@ def _language_differences(frame: pd.DataFrame, n_boot: int, seed: int) -> list[L
             continue
         difference, ci = group_difference(a, b, n_boot, seed)
         n_cells = int(pd.concat([a, b])[["target", "seed"]].drop_duplicates().shape[0])
-        out.append(LanguageDifference(str(language), difference, ci, int(rows["target"].nunique()), n_cells))
+        out.append(LanguageDifference(str(language), difference, ci, int(rows["target"].nunique()), n_cells,
+                                      cohens_dz(paired_differences(a, b).to_numpy())))
     return out
 
 
@@ -466,6 +751,14 @@ def _excludes_zero(ci: tuple[float, float] | None) -> bool | None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
+
+
+def _fmt_dz(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _fmt_ci(ci: tuple[float, float] | None) -> str:

@@ -106,12 +106,18 @@ def test_planted_difference_is_found_and_interval_excludes_zero(planted: Compari
 
 def test_sentence_states_better_and_excludes(planted: Comparison) -> None:
     sentence = planted.sentence()
-    assert sentence.startswith(f"Multimodal intermediate tasks change the XTREME-R score by {planted.multimodal:+.2f}")
+    names = ", ".join(sorted(TARGETS))
+    assert sentence.startswith(f"Multimodal intermediate tasks change the mean score over 8 targets ({names}) by "
+                               f"{planted.multimodal:+.2f}")  # 8 of XTREME-R's 10 tasks: not "the XTREME-R score"
+    assert "XTREME" not in sentence
     assert f"text-only ones by {planted.text:+.2f}" in sentence
     assert f"multimodal is better by {planted.difference:.2f} points (95% CI [" in sentence
-    assert sentence.endswith("the interval excludes zero.")
+    assert f"d_z {planted.d_z:+.2f})" in sentence
+    assert sentence.endswith("the interval excludes zero.")  # 24 cells, 8 targets: no small-sample caveat
+    assert planted.small_sample is False
     text = planted.render_text()
     assert text.splitlines()[0] == sentence
+    assert text.splitlines()[1] == "sample: 8 targets x 3 seeds x 4 languages, 24 paired (target, seed) cells"
     for target in TARGETS:
         assert target in text
     assert "mm-itm vs mm-itm-shuffled" in text and "largest:" in text and "smallest:" in text
@@ -169,6 +175,14 @@ def test_per_language_breakdown_finds_planted_language() -> None:
     assert "largest:  sw" in result.render_text()
 
 
+def test_languages_with_different_counts_state_each() -> None:
+    frame = make_frame()
+    frame = frame[~((frame["language"] == "sw") & (frame["target"].isin(["xnli", "panx"])))]
+    text = compare_by_modality(frame, n_boot=300).render_text()
+    assert "per language (4 languages; multimodal - text):" in text
+    assert "(6 targets, 18 cells)" in text and "(8 targets, 24 cells)" in text
+
+
 def test_language_with_a_single_value_has_no_interval() -> None:
     frame = make_frame(targets=["xnli"], seeds=[1])
     result = compare_by_modality(frame, n_boot=500)
@@ -184,6 +198,11 @@ def test_missing_groups_are_problems_not_exceptions() -> None:
     no_text = compare_by_modality(make_frame(modalities=("multimodal", "text control")), n_boot=200)
     assert no_text.difference is None and any("no text-only" in p for p in no_text.problems)
     assert no_text.controls  # the control comparison does not need text-only tasks
+    assert no_text.sample is None and not no_text.small_sample and no_text.warnings == []  # 24 pairs per control
+    few = compare_by_modality(make_frame(modalities=("multimodal", "text control"), targets=["xnli"]), n_boot=200)
+    assert few.controls and few.warnings == [
+        "small sample for the control comparisons (mm-itm, mm-mcm): 3 paired cells at the fewest (< 10: 18% power "
+        "to detect an effect of d_z = 1, 80% needs 10); treat the interval and p as descriptive."]
     frame = make_frame()
     no_base = compare_by_modality(frame[frame["intermediate"] != "none"], n_boot=200)
     assert any("baseline" in p for p in no_base.problems)
@@ -237,8 +256,15 @@ def test_json_and_markdown(planted: Comparison) -> None:
     assert len(data["targets"]) == 8 and len(data["controls"]) == 2 and len(data["languages"]) == 4
     assert data["sentence"] == planted.sentence()
     markdown = planted.render_markdown()
-    assert "| target | seeds | difference | 95% CI | p | note |" in markdown
-    assert "| mm-itm | mm-itm-shuffled | 24 |" in markdown
+    assert "| target | seeds | languages | difference | 95% CI | d_z | p | p (Holm) | note |" in markdown
+    assert "| mm-itm | mm-itm-shuffled | 8 | 3 | 24 |" in markdown
+    assert data["sample"] == {"n_targets": 8, "n_seeds": 3, "n_languages": 4, "n_pairs": 24}
+    assert data["small_sample"] is False and data["suite"].startswith("mean score over 8 targets (")
+    by_target = {t["target"]: t for t in data["targets"]}
+    for row in planted.targets:
+        assert by_target[row.target]["p_holm"] == pytest.approx(row.p_holm, rel=1e-3)
+        assert by_target[row.target]["d_z"] == pytest.approx(row.d_z, abs=1e-4)
+        assert by_target[row.target]["significant"] is (row.p_holm < 0.05)
 
 
 def test_ten_thousand_resamples_are_fast(monkeypatch: pytest.MonkeyPatch) -> None:
