@@ -199,11 +199,18 @@ def default_target(frame: pd.DataFrame, targets: Sequence[str] | None = None) ->
 def plot_languages(data: pd.DataFrame, target: str, metric: str, out_dir: Path,
                    modality: Mapping[str, str] | None = None, colors: Mapping[str, Any] | None = None,
                    spread: pd.DataFrame | None = None) -> list[Path]:
+    """`languages_figure` as PNG and SVG; nothing without data."""
+    if data.empty or data.isna().all().all():
+        return []
+    return _save(languages_figure(data, target, metric, modality, colors, spread), out_dir,
+                 f"languages_{_slug(target)}")
+
+
+def languages_figure(data: pd.DataFrame, target: str, metric: str, modality: Mapping[str, str] | None = None,
+                     colors: Mapping[str, Any] | None = None, spread: pd.DataFrame | None = None) -> Figure:
     """Grouped bars: one group per language, one bar per intermediate task, so the drop
     with language distance and the gains of each intermediate read side by side; error
     bars are `spread` (± 1 sd over seeds), none where a cell has one seed."""
-    if data.empty or data.isna().all().all():
-        return []
     modality = modality or {}
     n_rows, n_languages = data.shape
     width = 0.8 / n_rows
@@ -228,7 +235,7 @@ def plot_languages(data: pd.DataFrame, target: str, metric: str, out_dir: Path,
         ax.text(0.0, -0.16, "error bars: ± 1 sd over seeds", transform=ax.transAxes, fontsize=8, va="top")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(language_title(target, metric))
-    return _save(fig, out_dir, f"languages_{_slug(target)}")
+    return fig
 
 
 def language_title(target: str, metric: str) -> str:
