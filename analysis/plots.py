@@ -41,6 +41,9 @@ CURVES_TITLE = "English dev metric during training"
 LR_TITLE = "Learning-rate sensitivity (tune nodes)"
 MAX_CURVES_PER_PANEL = 12
 """More lines than this in one panel are unreadable; the rest are left out (and logged)."""
+MAX_BANDS_PER_PANEL = 3
+"""Seed bands of more lines than this overlap into one smear: a panel with more lines shows
+each line's seed spread as an error bar at its last evaluation instead."""
 
 
 
@@ -142,7 +145,7 @@ def plot_heatmap(data: pd.DataFrame, out_dir: Path, modality: Mapping[str, str] 
         text = "n/a" if math.isnan(value) else f"{value:+.1f}"
         dark = not math.isnan(value) and abs(value) > 0.6 * limit
         ax.text(column, row, text, ha="center", va="center", color="white" if dark else "black", fontsize=9)
-    fig.colorbar(image, ax=ax, label="delta (points)")
+    fig.colorbar(image, ax=ax, label="delta in points (mean over seeds)")
     ax.set_title(HEATMAP_TITLE)
     return _save(fig, out_dir, stem)
 
@@ -231,7 +234,7 @@ def languages_figure(data: pd.DataFrame, target: str, metric: str, modality: Map
     ax.set_xticks(positions, list(data.columns))
     ax.set_xlabel("language")
     ax.set_ylabel(f"{metric} (mean over seeds)")
-    if spread is not None:
+    if spread is not None and spread.notna().any().any():
         ax.text(0.0, -0.16, "error bars: ± 1 sd over seeds", transform=ax.transAxes, fontsize=8, va="top")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(language_title(target, metric))
@@ -324,7 +327,8 @@ def seed_mean(line: pd.DataFrame) -> pd.DataFrame:
 def curves_figure(data: pd.DataFrame, modality: Mapping[str, str] | None = None,
                   colors: Mapping[str, Any] | None = None) -> Figure:
     """One panel per kind of training and metric, one line per node label: the mean over
-    its seeds with a ± 1 sd band, coloured by intermediate task as in the bars (text
+    its seeds with a ± 1 sd band (more than MAX_BANDS_PER_PANEL lines: an error bar at the
+    last evaluation), coloured by intermediate task as in the bars (text
     controls dashed); legends below the axes so that they never hide a line."""
     modality = modality or {}
     colors = colors or intermediate_colors(data["intermediate"])
@@ -336,7 +340,8 @@ def curves_figure(data: pd.DataFrame, modality: Mapping[str, str] | None = None,
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, (panel, metric) in zip(axes, panels):
         lines = data[(data["panel"] == panel) & (data["metric"] == metric)]
-        for label in dict.fromkeys(lines["label"]):
+        banded = lines["label"].nunique() <= MAX_BANDS_PER_PANEL
+        for index, label in enumerate(dict.fromkeys(lines["label"])):
             line = lines[lines["label"] == label]
             intermediate = line["intermediate"].iloc[0]
             seeds = sorted(int(s) for s in line["seed"].dropna().unique())
@@ -345,13 +350,21 @@ def curves_figure(data: pd.DataFrame, modality: Mapping[str, str] | None = None,
             color = colors.get(intermediate)
             named = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else \
                 (f"seed {seeds[0]}" if seeds else "")
-            ax.plot(stats.index, stats["mean"], marker=".", linestyle=style, color=color,
-                    label=f"{label} ({named})" if named else label)
-            if len(seeds) > 1:
+            ax.plot(stats.index, stats["mean"], marker="." if len(stats) <= 12 else None, linestyle=style,
+                    color=color, label=f"{label} ({named})" if named else label)
+            if len(seeds) < 2:
+                continue
+            if banded:
                 ax.fill_between(stats.index, stats["mean"] - stats["sd"], stats["mean"] + stats["sd"],
-                                color=color, alpha=0.18, linewidth=0)
-        ax.set_title(f"{panel}: {metric}", fontsize=10)
-        ax.set_xlabel("optimizer step")
+                                color=color, alpha=0.15, linewidth=0)
+            else:  # overlapping bands would hide each other: the spread where the run ended,
+                # each line's bar set a little right of the last step so that no two coincide
+                last = stats.iloc[-1]
+                dodge = (index + 1) * 0.015 * max(1, int(lines["step"].max()) - int(lines["step"].min()))
+                ax.errorbar([stats.index[-1] + dodge], [last["mean"]], yerr=[last["sd"]], color=color, capsize=3,
+                            linewidth=1.0)
+        ax.set_xlabel("optimizer step" if banded else "optimizer step (bars at right: ± 1 sd over seeds, last step)")
+        ax.set_title(f"{panel} ({metric})", fontsize=10)
         ax.set_ylabel(f"English dev {metric}")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     for ax in axes[len(panels):]:
@@ -370,7 +383,8 @@ def plot_curves(data: pd.DataFrame, out_dir: Path, modality: Mapping[str, str] |
 
 CURVES_CAPTION = ("English dev metric during training, one panel per kind of training and metric. "
                   "Lines: mean over the seeds named in the legend; shaded band: ± 1 standard deviation "
-                  "over those seeds (no band with one seed); dashed lines: text-only controls.")
+                  f"over those seeds (panels of more than {MAX_BANDS_PER_PANEL} lines: an error bar at each "
+                  "line's last evaluation instead; nothing with one seed); dashed lines: text-only controls.")
 
 
 def training_runs(experiment: Experiment, target: str | None = None) -> list[Run]:
@@ -383,7 +397,7 @@ def training_runs(experiment: Experiment, target: str | None = None) -> list[Run
     spec, store = experiment.spec, experiment.store
     target = target or (spec.target.tasks[0] if spec.target.tasks else None)
     panels = {"train-intermediate": "intermediate training",
-              "train-target": f"target training: {target}"}
+              "train-target": f"target training on {target}"}
     runs: dict[str, list[Run]] = {panel: [] for panel in panels.values()}
     for node in experiment.plan.nodes:
         if node.stage not in panels:
@@ -428,30 +442,45 @@ def lr_data(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def plot_lr(data: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Best dev per trial against its learning rate (log scale), a line through the mean
-    at each rate per tuned task; trials ASHA stopped early are drawn as crosses, since
-    their best dev comes from fewer evaluations."""
+    """`lr_figure` as PNG and SVG; nothing without trials."""
     if data.empty:
         return []
-    fig = Figure(figsize=(7.5, 4.5))
-    ax = fig.add_subplot()
+    return _save(lr_figure(data), out_dir, "lr_sensitivity")
+
+
+def lr_figure(data: pd.DataFrame) -> Figure:
+    """Best dev per trial against its learning rate (log scale), one panel per metric (an
+    accuracy and an F1 are not on one scale), a line through the mean at each rate per
+    tuned task; trials ASHA stopped early are drawn as crosses, since their best dev
+    comes from fewer evaluations; the trial the tune node chose (its best) is ringed."""
+    metrics = list(dict.fromkeys(data["metric"]))
+    fig = Figure(figsize=(5.5 * len(metrics) + 2.0, 4.5), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     colors = colormaps["tab10"]
-    for index, label in enumerate(dict.fromkeys(data["label"])):
-        trials = data[data["label"] == label]
-        color = colors(index % 10)
-        mean = trials.groupby("learning_rate")["best_dev"].mean().sort_index()
-        ax.plot(mean.index, mean.to_numpy(), color=color, label=f"{label} ({trials['metric'].iloc[0]})")
-        full, early = trials[~trials["stopped_early"]], trials[trials["stopped_early"]]
-        ax.scatter(full["learning_rate"], full["best_dev"], color=color, marker="o")
-        ax.scatter(early["learning_rate"], early["best_dev"], color=color, marker="x", s=60)
-    if data["stopped_early"].any():
-        ax.scatter([], [], color="gray", marker="x", label="stopped early")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("best dev metric")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title(LR_TITLE)
-    return _save(fig, out_dir, "lr_sensitivity")
+    labels = list(dict.fromkeys(data["label"]))
+    for ax, metric in zip(axes, metrics):
+        panel = data[data["metric"] == metric]
+        for label in dict.fromkeys(panel["label"]):
+            trials = panel[panel["label"] == label]
+            color = colors(labels.index(label) % 10)
+            mean = trials.groupby("learning_rate")["best_dev"].mean().sort_index()
+            ax.plot(mean.index, mean.to_numpy(), color=color, label=label)
+            full, early = trials[~trials["stopped_early"]], trials[trials["stopped_early"]]
+            ax.scatter(full["learning_rate"], full["best_dev"], color=color, marker="o")
+            ax.scatter(early["learning_rate"], early["best_dev"], color=color, marker="x", s=60)
+            best = trials.loc[trials["best_dev"].idxmax()]
+            ax.scatter([best["learning_rate"]], [best["best_dev"]], facecolors="none", edgecolors=color, s=220,
+                       linewidths=1.5)
+        if panel["stopped_early"].any():
+            ax.scatter([], [], color="gray", marker="x", label="stopped early")
+        ax.scatter([], [], facecolors="none", edgecolors="gray", s=120, label="chosen (best trial)")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(f"best English dev {metric}" if metric else "best English dev metric")
+        ax.set_title(metric or "dev metric", fontsize=10)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(LR_TITLE)
+    return fig
 
 
 def tune_results(experiment: Experiment) -> dict[str, dict[str, Any]]:
@@ -486,8 +515,9 @@ def lr_skip_reason(experiment: Experiment) -> str:
 HEATMAP_CAPTION = ("Each cell: the mean over seeds of the paired delta (the cell's XTREME-R-style average over "
                    "languages minus that of `none` with the same target and seed), in points; blue gains, "
                    "red losses, grey n/a where no pair exists.")
-LR_CAPTION = ("Best English dev metric of each tune trial against its learning rate (log scale); the line joins "
-              "the mean per rate of one tuned task (or cell); crosses: trials ASHA stopped early.")
+LR_CAPTION = ("Best English dev metric of each tune trial against its learning rate (log scale), one panel per "
+              "metric; the line joins the mean per rate of one tuned task (or cell); crosses: trials ASHA stopped "
+              "early; ringed: the trial the tune node chose.")
 
 
 def render_figures(experiment: Experiment, frame: pd.DataFrame, out_dir: Path, target: str | None = None) -> Figures:

@@ -157,6 +157,7 @@ def hyperparameters_section(info: RunInfo) -> str:
             value = _value(getattr(stage.hparams, name))
             cells.append(f"searched (spec default {value}; tuned values below)" if name in stage.searched else value)
         lines.append(_md_row([name, *cells]))
+    lines.append("")
     for stage in stages:
         for task, overrides in stage.per_task.items():
             lines.append(f"- {stage.stage} `{task}` overrides: "
@@ -173,7 +174,7 @@ def hyperparameters_section(info: RunInfo) -> str:
             dev = f" (best English dev {choice.metric} {choice.best_metric:.2f})" if choice.best_metric is not None \
                 else ""
             lines.append(f"  - tuned for {choice.label}: {chosen}{dev}")
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip()
 
 
 def _dimension(dim: Any) -> str:

@@ -115,11 +115,24 @@ class DataSource:
     prepared: bool
 
 
+def _origin(task: str) -> str:
+    """Where a task without `data_dir` reads its examples (`core.tasks.DataSource.kind`)."""
+    from xstilts.core.captions import is_generated
+    from xstilts.core.tasks import TASKS
+
+    source = TASKS[task].source if task in TASKS else None
+    if source is None:
+        return "unknown task"
+    if source.kind == "synthetic" or (source.kind == "captions" and is_generated(source.name)):
+        return "generated"
+    if source.kind == "captions":
+        return f"caption dataset `{source.name}`"
+    return "Hugging Face hub" if source.kind == "hf" else source.kind
+
+
 def data_sources(experiment: Experiment) -> list[DataSource]:
     """One entry per prepare-data node: the spec's pin, and what the node recorded having
     loaded (`jobs.stages.prepare_data._provenance`) once it is done."""
-    from xstilts.core.tasks import TASKS
-
     sources = []
     for node in experiment.plan.nodes:
         if node.stage != "prepare" or node.kind != "data" or node.task is None:
@@ -127,8 +140,7 @@ def data_sources(experiment: Experiment) -> list[DataSource]:
         config = node.config
         result = experiment.result(node)
         data_dir = getattr(config, "data_dir", None)
-        source_kind = TASKS[node.task].source.kind if node.task in TASKS else ""
-        origin = "data_dir" if data_dir else ("generated" if source_kind == "synthetic" else "hub")
+        origin = f"data_dir `{data_dir}`" if data_dir else _origin(node.task)
         resolved = []
         for load in (result or {}).get("hub") or []:
             name = str(load.get("dataset"))
@@ -139,7 +151,7 @@ def data_sources(experiment: Experiment) -> list[DataSource]:
             if entry not in resolved:
                 resolved.append(entry)
         sources.append(DataSource(
-            task=node.task, origin=f"data_dir `{data_dir}`" if data_dir else origin,
+            task=node.task, origin=origin,
             requested_revision=getattr(config, "data_revision", None), resolved=resolved,
             files_signature=(result or {}).get("data_files") or getattr(config, "data_files", None),
             prepared=result is not None))

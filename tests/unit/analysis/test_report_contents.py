@@ -30,6 +30,7 @@ from tests.support.results import T0, evaluate_result, open_raw, spec_raw
 HOUR = 3600.0
 CODE_A, CODE_B = "xstilts 0.3.0 git aaaaaaaaaaaa", "xstilts 0.3.1 git bbbbbbbbbbbb dirty"
 TUNED = {"syn-sent": 3e-4, "syn-pos": 1e-3}
+HEADLINE = {"syn-sent": "accuracy", "syn-pos": "seqeval_f1"}
 HUB_LOAD = {"dataset": "example/pos", "config": "en", "split": "train", "revision": "v1.0",
             "resolved_revision": "c" * 40, "fingerprint": "f", "version": "1.0.0", "rows": 10}
 
@@ -89,9 +90,10 @@ def store_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Experiment, Pa
             result = {"task": node.task, **({"hub": [HUB_LOAD]} if node.task == "syn-pos" else {})}
         elif node.stage == "tune":
             assert node.task is not None
-            result = {"task": node.task, "metric": "accuracy", "best": {"learning_rate": TUNED[node.task]},
-                      "best_metric": 77.5, "trials": [{"config": {"learning_rate": rate}, "best_dev": 70 + 1e3 * rate,
-                                                       "stopped_early": False} for rate in (1e-4, 3e-4, 1e-3)]}
+            result = {"task": node.task, "metric": HEADLINE[node.task], "best": {"learning_rate": TUNED[node.task]},
+                      "best_metric": 77.5,
+                      "trials": [{"config": {"learning_rate": rate}, "best_dev": 77.5 - 1e4 * abs(rate - TUNED[node.task]),
+                                  "stopped_early": False} for rate in (1e-4, 3e-4, 1e-3)]}
         elif node.stage == "train-intermediate":
             metrics = dev_log({"syn-chunk": "f1", "syn-rate": "accuracy"}.get(str(node.task), "token_accuracy"),
                               40.0, node.seed)
@@ -140,7 +142,7 @@ def test_report_says_date_model_seeds_and_hyperparameters_with_tuned_values(repo
     assert "- target search (per_task, asha, 1 trial(s), 200 steps each): learning_rate grid {0.0001, 0.0003, " \
            "0.001}; 2 of 2 tune nodes finished" in report_text
     for task, rate in TUNED.items():
-        assert f"  - tuned for {task}: learning_rate={rate:g} (best English dev accuracy 77.50)" in report_text
+        assert f"  - tuned for {task}: learning_rate={rate:g} (best English dev {HEADLINE[task]} 77.50)" in report_text
 
 
 def test_report_lists_data_sources_and_revisions(report_text: str) -> None:
@@ -238,14 +240,20 @@ def test_curves_have_one_panel_per_metric_and_every_seed(store_grid: tuple[Exper
     fig = plots.curves_figure(data)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     titles = sorted(ax.get_title() for ax in axes)
-    assert titles == sorted(["intermediate training: accuracy", "intermediate training: seqeval_f1",
-                             "intermediate training: token_accuracy", "target training: syn-sent: accuracy"])
+    assert titles == sorted(["intermediate training (accuracy)", "intermediate training (seqeval_f1)",
+                             "intermediate training (token_accuracy)", "target training on syn-sent (accuracy)"])
     for ax in axes:
-        metric = ax.get_title().rsplit(": ", 1)[1]
+        metric = ax.get_title().rsplit(" (", 1)[1].rstrip(")")
         assert ax.get_ylabel() == f"English dev {metric}"
         legend = [t.get_text() for t in ax.get_legend().get_texts()]
         assert legend and all(text.endswith("(seeds 1, 2)") for text in legend), legend
-        assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == len(legend)  # a band each
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        if len(legend) <= plots.MAX_BANDS_PER_PANEL:
+            assert len(bands) == len(legend)  # a band each
+        else:  # one error bar per line at its last step, no bands
+            assert not bands and len(ax.containers) == len(legend)
+            ends = [float(c.lines[0].get_xdata()[0]) for c in ax.containers]
+            assert len(set(ends)) == len(ends) and min(ends) > 90.0  # right of the last step, apart
     target = next(ax for ax in axes if ax.get_title().startswith("target"))
     line = next(l for l in target.get_lines() if l.get_label().startswith("syn-rate -> syn-sent"))
     # mean over the two seeds: start + step/10 + 2 * seed, seeds 1 and 2
@@ -270,3 +278,13 @@ def test_language_bars_carry_the_seed_sd(store_grid: tuple[Experiment, Path]) ->
             assert half == pytest.approx(statistics.stdev(values.tolist())), (intermediate, language)
             assert (segment[1][1] + segment[0][1]) / 2 == pytest.approx(statistics.fmean(values.tolist()))
     assert "± sd" in ax.get_title() and "mean over seeds" in ax.get_ylabel()
+
+
+def test_lr_figure_has_one_panel_per_metric_and_rings_the_chosen_trial(store_grid: tuple[Experiment, Path]) -> None:
+    experiment, _ = store_grid
+    fig = plots.lr_figure(plots.lr_data(plots.tune_results(experiment)))
+    assert sorted(ax.get_ylabel() for ax in fig.axes) == ["best English dev accuracy", "best English dev seqeval_f1"]
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert len([label for label in labels if label in TUNED]) == 1, labels  # one task per metric here
+        assert "chosen (best trial)" in labels
