@@ -475,6 +475,10 @@ def lr_figure(data: pd.DataFrame) -> Figure:
             ax.scatter([], [], color="gray", marker="x", label="stopped early")
         ax.scatter([], [], facecolors="none", edgecolors="gray", s=120, label="chosen (best trial)")
         ax.set_xscale("log")
+        rates = sorted(panel["learning_rate"].unique())
+        if len(rates) <= 8:  # label the rates tried, not only the decades between them
+            ax.set_xticks(rates, [f"{rate:g}" for rate in rates])
+            ax.minorticks_off()
         ax.set_xlabel("learning rate")
         ax.set_ylabel(f"best English dev {metric}" if metric else "best English dev metric")
         ax.set_title(metric or "dev metric", fontsize=10)

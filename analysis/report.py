@@ -155,6 +155,8 @@ def hyperparameters_section(info: RunInfo) -> str:
         cells = []
         for stage in stages:
             value = _value(getattr(stage.hparams, name))
+            if name == "epochs" and stage.hparams.max_steps is not None:
+                value += " (unused: max_steps set)"
             cells.append(f"searched (spec default {value}; tuned values below)" if name in stage.searched else value)
         lines.append(_md_row([name, *cells]))
     lines.append("")

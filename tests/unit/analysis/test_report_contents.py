@@ -227,6 +227,8 @@ def test_report_command_lists_skipped_figures_and_picks_the_format(tmp_path: Pat
     bad = run_cli("analysis", "report", str(spec), "-O", str(tmp_path / "report.txt"), env=env)
     assert bad.returncode == 2 and "name one of md, html" in bad.stderr and "Traceback" not in bad.stderr
     assert [f.value for f in ReportFormat] == list(FORMATS)
+    plotted = run_cli("analysis", "plot", str(spec), "-O", str(tmp_path / "figs"), env=env)
+    assert plotted.returncode == 0 and plotted.stderr.count("figure not drawn: ") == 4, plotted.stderr
     assert experiment.spec.name == "demo"
 
 
