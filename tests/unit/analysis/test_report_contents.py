@@ -19,6 +19,7 @@ from matplotlib.collections import PolyCollection
 from xstilts.analysis import plots
 from xstilts.analysis.cli import ReportFormat
 from xstilts.analysis.collect import collect_frame
+from xstilts.analysis.frame import COLUMNS
 from xstilts.analysis.report import FORMATS, write_report
 from xstilts.analysis.runinfo import UNKNOWN_CODE, code_of
 from xstilts.core.plan import Node
@@ -204,7 +205,7 @@ def test_html_report_is_one_file_with_embedded_images(store_grid: tuple[Experime
 
 def test_lr_figure_skip_reason_says_the_spec_does_not_search(tmp_path: Path) -> None:
     experiment = open_raw(tmp_path, spec_raw(str(tmp_path / "store")))
-    figures = plots.render_figures(experiment, pd.DataFrame(columns=["target"]), tmp_path / "figs")
+    figures = plots.render_figures(experiment, pd.DataFrame(columns=list(COLUMNS)), tmp_path / "figs")
     assert figures.skipped["lr_sensitivity"] == "no learning-rate search in this spec"
     raw = spec_raw(str(tmp_path / "store2"))
     raw["target"]["search"] = {"space": {"weight_decay": {"grid": [0.0, 0.1]}}}
@@ -290,3 +291,21 @@ def test_lr_figure_has_one_panel_per_metric_and_rings_the_chosen_trial(store_gri
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         assert len([label for label in labels if label in TUNED]) == 1, labels  # one task per metric here
         assert "chosen (best trial)" in labels
+
+
+def test_report_gives_the_pinned_revision_of_a_hub_task(tmp_path: Path) -> None:
+    """A hub task pinned by `data_revision`: asked for before it is prepared, and what
+    was loaded once its prepare node recorded it."""
+    raw = {"name": "pinned", "model": {"name": "xlm-roberta-base"}, "intermediate": {"tasks": ["none", "mnli"]},
+           "target": {"tasks": ["xnli"]}, "seeds": [3], "storage": str(tmp_path / "store"),
+           "data_revision": {"xnli": "v1.1"}}
+    experiment = open_raw(tmp_path, raw)
+    prepare = next(n for n in experiment.plan.nodes if n.kind == "data" and n.task == "xnli")
+    load = {**HUB_LOAD, "dataset": "facebook/xnli", "config": "all_languages", "revision": "v1.1",
+            "resolved_revision": "e" * 40}
+    finish_node(experiment.store, prepare, 0.1, None, {"task": "xnli", "hub": [load, load],
+                                                       "data_revision": "v1.1"})
+    text = write_report(experiment, pd.DataFrame(columns=list(COLUMNS)), tmp_path / "r.md").path.read_text()
+    assert "- model: `xlm-roberta-base`" in text and "- seeds: 3" in text
+    assert _row(text, "xnli")[:4] == ["xnli", "Hugging Face hub", "v1.1", f"facebook/xnli/all_languages @ {'e' * 40}"]
+    assert _row(text, "mnli")[:4] == ["mnli", "Hugging Face hub", "-", "not prepared yet"]
