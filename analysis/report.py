@@ -207,6 +207,9 @@ def code_section(info: RunInfo) -> str:
         lines += [f"**Warning: stale code.** The done nodes come from {len(info.code.known)} code versions: "
                   "results made by different code may not be comparable. The versions and the nodes "
                   "each finished are listed below.", ""]
+    unknown = sum(v.total for v in versions if v.code == UNKNOWN_CODE)
+    if unknown and info.code.known:
+        lines += [f"{unknown} done nodes predate provenance: whether their code matches cannot be told.", ""]
     for version in versions:
         stages = ", ".join(f"{stage} {count}" for stage, count in version.nodes.items())
         detail = describe_provenance(version.example)

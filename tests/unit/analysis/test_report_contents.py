@@ -20,8 +20,8 @@ from xstilts.analysis import plots
 from xstilts.analysis.cli import ReportFormat
 from xstilts.analysis.collect import collect_frame
 from xstilts.analysis.frame import COLUMNS
-from xstilts.analysis.report import FORMATS, write_report
-from xstilts.analysis.runinfo import UNKNOWN_CODE, code_of
+from xstilts.analysis.report import FORMATS, code_section, write_report
+from xstilts.analysis.runinfo import UNKNOWN_CODE, CodeVersion, CodeVersions, RunInfo, code_of
 from xstilts.core.plan import Node
 from xstilts.core.store import DONE, Store
 from xstilts.launcher.experiment import Experiment
@@ -165,6 +165,14 @@ def test_report_warns_of_stale_code_and_lists_versions(report_text: str, store_g
 
 
 def test_one_code_version_gives_no_warning() -> None:
+    """The finishing attempt names the code; nodes before provenance never make a warning alone."""
+    one = CodeVersions([CodeVersion(CODE_A, {"evaluate": 3}), CodeVersion(UNKNOWN_CODE, {"prepare": 1})])
+    two = CodeVersions([CodeVersion(CODE_A, {"evaluate": 3}), CodeVersion(CODE_B, {"evaluate": 1})])
+    assert not one.stale and two.stale
+    info = RunInfo("now", "m", [1], [], [], one)
+    text = code_section(info)
+    assert "stale code" not in text and "1 done nodes predate provenance" in text
+    assert "**Warning: stale code.**" in code_section(RunInfo("now", "m", [1], [], [], two))
     assert code_of({"attempts": [{"provenance": provenance(CODE_A, 1), "outcome": "preempted"},
                                  {"provenance": provenance(CODE_B, 1), "outcome": "done"}]}) == CODE_B
     assert code_of({"attempts": [{"started": 1.0}]}) == UNKNOWN_CODE
