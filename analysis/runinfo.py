@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from xstilts.core.spec import Hyperparameters, Search, Spec, StageSpec
+from xstilts.core.stages import StageName
 
 if TYPE_CHECKING:
     from xstilts.launcher.experiment import Experiment
@@ -257,10 +258,10 @@ class StageCompute:
     from_spec: int = 0  # attempts whose device count came from the spec's resources (no provenance)
 
 
-def attempt_devices(attempt: Mapping[str, Any], spec: Spec, stage: str) -> tuple[int, str, bool]:
+def attempt_devices(attempt: Mapping[str, Any], spec: Spec, stage: StageName) -> tuple[int, str, bool]:
     """(devices, "gpu" or "cpu", measured): the attempt's own GPU count when its
     provenance has one, else the spec's resources for the stage; CPU cores when no GPU."""
-    resources = spec.resources_for(stage)  # type: ignore[arg-type]  # a plan stage is a StageName
+    resources = spec.resources_for(stage)
     provenance = attempt_provenance(attempt)
     gpu = (provenance or {}).get("gpu")
     if isinstance(gpu, dict) and isinstance(gpu.get("count"), int):
