@@ -27,6 +27,7 @@ from xstilts.launcher.experiment import Experiment
 if TYPE_CHECKING:
     import pandas as pd
 
+    from xstilts.analysis.plots import Figures
     from xstilts.analysis.table import PaperTable
 
 app = typer.Typer(help="Turn results into tidy data, tables, statistics, plots and a report.", no_args_is_help=True,
@@ -49,6 +50,13 @@ class TableFormat(str, Enum):
     csv = "csv"
     latex = "latex"
     json = "json"
+
+
+class ReportFormat(str, Enum):
+    """`report --format`: `xstilts.analysis.report.FORMATS` (a test holds them equal)."""
+
+    md = "md"
+    html = "html"
 
 
 class Grouping(str, Enum):
@@ -241,13 +249,14 @@ def analysis_plot(
     experiment = open_spec(spec, override, profile)
     if target is not None and target not in experiment.spec.target.tasks:
         raise UserError(f"--target: {unknown_choice('target', target, experiment.spec.target.tasks)}")
-    from xstilts.analysis.plots import plot_all  # matplotlib: after the checks
+    from xstilts.analysis.plots import render_figures  # matplotlib: after the checks
     _, note = _missing_note(experiment)
     frame = _frame(experiment, no_cache)
     with _writing_to(output):
-        written = plot_all(experiment, frame, output, target=target)
-    for path in written:
+        figures = render_figures(experiment, frame, output, target=target)
+    for path in figures.paths:
         out.print(str(path))
+    _print_skipped(figures)
     if note:
         err.print(note, style="yellow")
 
@@ -255,20 +264,37 @@ def analysis_plot(
 @app.command("report")
 def analysis_report(
     spec: SpecArg, override: OverrideOpt = None, profile: FollowProfileOpt = None,
-    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="the Markdown file to write")] = Path("report.md"),
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="the report file to write (.md or .html)")]
+    = Path("report.md"),
+    format_: Annotated[Optional[ReportFormat], choice_option(
+        ReportFormat, "--format", what="format",
+        help="md (figures linked) or html (one file, figures embedded); default: from --output's suffix")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="target of the per-language bars")] = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
-    """A Markdown report: the table, the modality comparison and the figures."""
-    from xstilts.analysis.report import write_report
+    """A report: how it was run (date, model, hyperparameters, seeds, data, code versions,
+    compute), the table, the modality comparison and the figures. Figures that are not
+    drawn are listed on stderr with the reason."""
+    from xstilts.analysis.report import report_format, write_report
 
+    try:
+        fmt = report_format(output, None if format_ is None else format_.value)
+    except ValueError as exc:
+        raise UserError(f"--output {output}: {exc}") from None
     experiment = open_spec(spec, override, profile)
+    if target is not None and target not in experiment.spec.target.tasks:
+        raise UserError(f"--target: {unknown_choice('target', target, experiment.spec.target.tasks)}")
     frame = _frame(experiment, no_cache)
     with _writing_to(output):
-        path = write_report(experiment, frame, output)
-    out.print(str(path))
+        report = write_report(experiment, frame, output, target=target, fmt=fmt)
+    out.print(str(report.path))
+    _print_skipped(report.figures)
 
 
-
+def _print_skipped(figures: Figures) -> None:
+    """One stderr line per figure not drawn, with the reason (`plots.Figures.skipped`)."""
+    for name, reason in figures.skipped.items():
+        err.print(f"figure not drawn: {figures.titles.get(name, name)}: {reason}", style="yellow")
 
 
 def score(

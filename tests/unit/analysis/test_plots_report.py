@@ -304,7 +304,7 @@ def test_report_table_marks_modality_best_per_column_and_why_cells_are_missing()
 def test_report_has_runs_table_comparison_and_figure_links(grid: tuple[Experiment, pd.DataFrame],
                                                           tmp_path: Path) -> None:
     experiment, frame = grid
-    out = write_report(experiment, frame, tmp_path / "out" / "report.md")
+    out = write_report(experiment, frame, tmp_path / "out" / "report.md").path
     text = out.read_text()
     assert text.startswith("# xstilts report: demo")
     assert "cells evaluated: 5 of 20" in text
@@ -323,9 +323,9 @@ def test_report_has_runs_table_comparison_and_figure_links(grid: tuple[Experimen
 def test_report_states_why_a_comparison_or_figure_is_missing(tmp_path: Path) -> None:
     experiment = _experiment(tmp_path)
     only_text = make_frame([(i, "syn-sent", 1) for i in ("none", "syn-rate")])
-    out = write_report(experiment, only_text, tmp_path / "report.md", figures_dir=tmp_path / "figs")
+    out = write_report(experiment, only_text, tmp_path / "report.md", figures_dir=tmp_path / "figs").path
     text = out.read_text()
     assert "No modality comparison:" in text and "multimodal" in text
-    assert "Not drawn (no data yet):" in text and plots.LR_TITLE in text
+    assert "Not drawn:" in text and f"{plots.LR_TITLE}: no tune node has finished" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == ["figs/delta_heatmap.png", "figs/languages_syn-sent.png"]
