@@ -182,10 +182,23 @@ def probe(fs: Any, path: str) -> None:
         log.disabled = was_disabled
 
 
+NO_GCS_CREDENTIALS = ("no Google credentials found; set GOOGLE_APPLICATION_CREDENTIALS to a service account's "
+                      "key file, run 'gcloud auth application-default login', or run on a Google VM with a "
+                      "service account")
+
+
 def _probe_gcs_bucket(fs: Any, path: str) -> None:
-    """Look up the bucket of `path` (one GET): gcsfs answers a lookup of a path in a
-    bucket that does not exist with False, as for a missing object, so without this a
-    misspelt bucket would first show as an error of the first write."""
+    """Check that gcsfs found credentials for Google's own endpoint, then look up the
+    bucket of `path` (one GET).
+
+    Why: where the credential chain finds nothing, gcsfs falls back to anonymous access
+    without a word, and Google answers each request with 401, which gcsfs retries for
+    half a minute; nobody can write a store anonymously. And gcsfs answers a lookup of a
+    path in a bucket that does not exist with False, as for a missing object, so a
+    misspelt bucket would first show as the failure of the first write."""
+    credentials = getattr(fs, "credentials", None)
+    if getattr(fs, "on_google", False) and getattr(credentials, "method", None) == "anon":
+        raise PermissionError(NO_GCS_CREDENTIALS)
     bucket = fs.split_path(path)[0]
     try:
         fs.info(bucket)

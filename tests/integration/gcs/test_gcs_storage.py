@@ -56,6 +56,17 @@ def test_atomic_writes_and_exclusive_create_on_gcs(gcs_store: Store, tmp_path: P
     assert gcs_store.read_json(gcs_store.path("absent.json")) is None
 
 
+def test_an_emulator_is_reached_anonymously(gcs_store: Store) -> None:
+    """With STORAGE_EMULATOR_HOST set, gcsfs neither walks Google's credential chain (it
+    ends at the GCE metadata server) nor asks the gRPC control API for bucket layouts:
+    anonymous access through the JSON API, to the emulator on loopback only."""
+    from gcsfs.core import GCSFileSystem
+
+    assert type(gcs_store.fs) is GCSFileSystem
+    assert gcs_store.fs.credentials.method == "anon"
+    assert gcs_store.fs._location.startswith("http://127.0.0.1:")
+
+
 def test_exclusive_create_has_one_winner_among_racing_writers(gcs_store: Store) -> None:
     """Writers released at once on the same name: exactly one creates it, every other
     gets FileExists (the upload carries ifGenerationMatch=0; a plain upload would let
@@ -166,3 +177,18 @@ def test_a_missing_bucket_is_one_line(gcs: dict[str, str], tmp_path: Path) -> No
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == ["error: storage: cannot reach gs://no-such-bucket-xstilts/grid: FileNotFoundError: "
                      "bucket 'no-such-bucket-xstilts' does not exist (or these credentials cannot see it)"], lines
+
+
+def test_no_google_credentials_is_one_line(tmp_path: Path) -> None:
+    """Google's own endpoint (no emulator) and no credentials anywhere (no key file, no
+    gcloud configuration, not on GCE): one line before any request, not gcsfs's silent
+    anonymous access retried against 401s."""
+    spec = write_small_grid(tmp_path, storage="gs://some-bucket/grid")
+    env = {name: value for name, value in cli_env().items()
+           if name not in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG")}
+    env.update(HOME=str(tmp_path / "home"), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), NO_GCE_CHECK="true")
+    result = run_cli("status", str(spec), env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: storage: cannot reach gs://some-bucket/grid: PermissionError: no Google credentials found;"), lines
