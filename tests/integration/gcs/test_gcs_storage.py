@@ -17,6 +17,7 @@ from xstilts.core.listing import SHARD_ABOVE, list_stage, list_stages
 from xstilts.core.state import node_status
 from xstilts.core.store import FileExists, Store
 from tests.integration.s3.test_bulk_store import STAGES, write_grid
+from tests.support.s3_fault_proxy import DROP_AFTER, fault_proxy
 from tests.support.grid import cli_env, run_cli, status_json, write_small_grid
 
 
@@ -94,6 +95,26 @@ def test_exclusive_create_has_one_winner_among_racing_writers(gcs_store: Store) 
         winners = [i for i, outcome in outcomes.items() if outcome == "created"]
         assert len(outcomes) == writers and len(winners) == 1, outcomes
         assert gcs_store.read_text(path) == f"writer {winners[0]}"
+
+
+def test_a_conditional_create_whose_reply_was_lost_is_still_ours(gcs: dict[str, str]) -> None:
+    """The emulator applies the conditional upload but the reply is lost (connection
+    reset): gcsfs sends it again, and GCS refuses it (412) since the object exists. The
+    creator reads the object back and recognises its own content: created, not FileExists.
+    Someone else's object behind the same lost reply stays FileExists."""
+    prefix = f"gs://xstilts-test/lost-{uuid.uuid4().hex[:8]}"
+    with fault_proxy(gcs["STORAGE_EMULATOR_HOST"]) as proxy:
+        store = Store(prefix, {"endpoint_url": proxy.url})
+        path = store.path("lease", "000001.json")
+        proxy.force(DROP_AFTER, where="ifGenerationMatch=0")
+        store.create_exclusive(path, "mine, token 1")
+        assert proxy.dropped_after == 1
+        assert store.read_text(path) == "mine, token 1"
+        proxy.force(DROP_AFTER, where="ifGenerationMatch=0")
+        with pytest.raises(FileExists):
+            store.create_exclusive(path, "someone else, token 2")
+        assert proxy.dropped_after == 2  # its retry met the object: 412, not ours
+        assert store.read_text(path) == "mine, token 1"
 
 
 def test_lease_is_exclusive_on_gcs(gcs_store: Store) -> None:
