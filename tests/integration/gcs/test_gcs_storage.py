@@ -17,7 +17,7 @@ from xstilts.core.listing import SHARD_ABOVE, list_stage, list_stages
 from xstilts.core.state import node_status
 from xstilts.core.store import FileExists, Store
 from tests.integration.s3.test_bulk_store import STAGES, write_grid
-from tests.support.s3_fault_proxy import DROP_AFTER, fault_proxy
+from tests.support.s3_fault_proxy import DROP_AFTER, DROP_BEFORE, ERROR, fault_proxy
 from tests.support.grid import cli_env, run_cli, status_json, write_small_grid
 
 
@@ -172,6 +172,20 @@ def test_the_stage_listing_on_gcs(gcs: dict[str, str]) -> None:
     assert snap.reads == len(STAGES) * (SHARD_ABOVE + 20) // 2 + queued  # one read per done node: its DONE
 
 
+def test_the_bulk_view_rides_out_faults_on_gcs(gcs: dict[str, str]) -> None:
+    """503s and dropped connections (before and after the emulator acted) on listings,
+    reads and the index write are retried by gcsfs: the same statuses."""
+    prefix = f"gs://xstilts-test/bulk-{uuid.uuid4().hex[:8]}"
+    nodes = write_grid(prefix, 12)
+    clean = snapshot(Store(prefix), "exp-clean", nodes, use_index=False).statuses
+    with fault_proxy(gcs["STORAGE_EMULATOR_HOST"], drop_rate=0.1, error_rate=0.1, seed=3) as proxy:
+        proxy.force(ERROR, DROP_BEFORE, where="/o?")  # the first listing
+        store = Store(prefix, {"endpoint_url": proxy.url})
+        assert snapshot(store, "exp", nodes).statuses == clean
+        assert snapshot(store, "exp", nodes).statuses == clean  # from the index written through faults
+        assert proxy.faults > 2
+
+
 def test_grid_runs_and_relaunches_on_gcs_storage(gcs: dict[str, str], tmp_path: Path) -> None:
     prefix = f"gs://xstilts-test/grid-{uuid.uuid4().hex[:8]}"
     spec = write_small_grid(tmp_path, storage=prefix)
@@ -186,7 +200,10 @@ def test_grid_runs_and_relaunches_on_gcs_storage(gcs: dict[str, str], tmp_path: 
     evaluate = next(n for n in status["nodes"] if n["stage"] == "evaluate")
     result = store.read_json(store.node_path("evaluate", evaluate["key"], "result.json"))
     assert result is not None and set(result["languages"]) == {"en", "qaa", "qab", "qac"}
-    assert store.list(store.node_path("evaluate", evaluate["key"], "logs"))  # logs uploaded
+    logs = store.find(store.node_path("evaluate", evaluate["key"], "logs"))
+    assert logs  # logs uploaded
+    for log in logs:  # the node processes, too, reached the emulator through the JSON API only
+        assert "bucket type" not in (store.read_text(log) or "")
     again = run_cli("launch", str(spec), "--wait", env=env)
     assert again.returncode == 0 and "submitted 0 nodes" in again.stdout
 
