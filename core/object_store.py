@@ -192,8 +192,8 @@ def _probe_gcs_bucket(fs: Any, path: str) -> None:
     bucket of `path` (one GET).
 
     Why: where the credential chain finds nothing, gcsfs falls back to anonymous access
-    without a word, and Google answers each request with 401, which gcsfs retries for
-    half a minute; nobody can write a store anonymously. And gcsfs answers a lookup of a
+    without a word, and Google refuses each request (401 or 403) with a message that
+    names no cause; nobody can write a store anonymously. And gcsfs answers a lookup of a
     path in a bucket that does not exist with False, as for a missing object, so a
     misspelt bucket would first show as the failure of the first write."""
     credentials = getattr(fs, "credentials", None)
