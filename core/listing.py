@@ -14,6 +14,8 @@ its event loop.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +35,26 @@ R = TypeVar("R")
 
 
 def fingerprint(info: dict[str, Any]) -> str:
-    """Size and version stamp of a listed file (ETag on S3, mtime locally, creation time
-    in memory): a file rewritten with other content lists with another fingerprint."""
-    stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")
+    """Size and version stamp of a listed file (ETag on S3, the MD5 on GCS, mtime locally,
+    creation time in memory): a file rewritten with other content lists with another
+    fingerprint."""
+    stamp = (info.get("ETag") or _gcs_md5(info) or info.get("mtime") or info.get("LastModified")
+             or info.get("created"))
     return f"{info.get('size')}:{stamp}"
+
+
+def _gcs_md5(info: dict[str, Any]) -> str | None:
+    """A GCS object's MD5 as hex, the form of an S3 ETag (`core.commit_record` compares
+    it with the MD5 a DONE record holds), from the base64 `md5Hash` gcsfs lists; for an
+    object without one (composed of parts) its generation, which every rewrite changes."""
+    md5 = info.get("md5Hash")
+    if isinstance(md5, str) and md5:
+        try:
+            return base64.b64decode(md5, validate=True).hex()
+        except (ValueError, binascii.Error):
+            pass
+    generation = info.get("generation")
+    return f"generation {generation}" if generation else None
 
 
 @dataclass

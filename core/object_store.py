@@ -32,8 +32,17 @@ into `fsspec.config.conf` (default arguments of every new S3FileSystem, also car
 in a pickled filesystem's options) and the log lines come from handlers that every new
 botocore session registers (`botocore.handlers.BUILTIN_HANDLERS`). A process that only
 unpickles a filesystem (a Ray worker) keeps the attempt bound but logs retries, and
-cuts s3fs's loop, only once it opens a `Store`. Other schemes (file://, gs://,
-memory://) are left alone: gcsfs retries by itself.
+cuts s3fs's loop, only once it opens a `Store`. Other schemes (file://, memory://)
+are left alone, and so is gs:// on Google Cloud Storage itself: gcsfs retries by itself
+(6 attempts with backoff) and finds credentials as every Google tool does.
+
+A GCS emulator (fake-gcs-server, which the tests run) is named by the variable Google's
+own clients read, `STORAGE_EMULATOR_HOST`, and then gs:// is configured for it
+(`configure_for`): gcsfs connects anonymously, as google-cloud-storage does for an
+emulator, instead of walking the credential chain (which ends by probing the GCE
+metadata server, 169.254.169.254), and uses its plain JSON-API filesystem, not the
+default one that first asks Google's gRPC control API for each bucket's layout
+(hierarchical or zonal), an API emulators do not serve.
 """
 
 from __future__ import annotations
@@ -52,6 +61,10 @@ attempts ride out half a minute of an unavailable endpoint on average (at most a
 70 s of waiting) before the error surfaces."""
 
 S3_PROTOCOLS = ("s3", "s3a")
+GCS_PROTOCOLS = ("gs", "gcs")
+
+GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+"""The GCS emulator's URL (http://host:port), as google-cloud-storage and gcsfs read it."""
 
 MAX_POOL_CONNECTIONS = 64
 """Connections each S3 client may keep open: room for the store's bounded read pool."""
@@ -87,8 +100,13 @@ def configure_for(url: str) -> None:
 
     Called by every `Store`, so that a process has the policy before it creates its
     first S3 client; the attempt count is read again each time, so a changed
-    `XSTILTS_S3_MAX_ATTEMPTS` applies to filesystems created afterwards."""
-    if url.split("://", 1)[0] not in S3_PROTOCOLS:
+    `XSTILTS_S3_MAX_ATTEMPTS` applies to filesystems created afterwards. A gs:// URL
+    with a GCS emulator set is configured for the emulator (`_configure_gcs_emulator`)."""
+    protocol = url.split("://", 1)[0]
+    if protocol in GCS_PROTOCOLS:
+        _configure_gcs_emulator()
+        return
+    if protocol not in S3_PROTOCOLS:
         return
     attempts = s3_max_attempts()
     try:
@@ -109,6 +127,31 @@ def configure_for(url: str) -> None:
         _install_retry_log()
 
 
+def gcs_emulator() -> str | None:
+    """The GCS emulator's URL from `STORAGE_EMULATOR_HOST`, or None for Google's own
+    endpoint (unset, empty, or gcsfs's own spelling of that, 'default')."""
+    value = os.environ.get(GCS_EMULATOR_ENV, "").strip()
+    return value if value not in ("", "default") else None
+
+
+def _configure_gcs_emulator() -> None:
+    """With a GCS emulator set, have every new gs:// filesystem of the process use gcsfs's
+    JSON-API class with anonymous access (module docstring); without one, nothing."""
+    if gcs_emulator() is None:
+        return
+    try:
+        from gcsfs.core import GCSFileSystem
+    except ImportError:  # Store reports the missing extra itself
+        return
+    import fsspec
+    import fsspec.config
+
+    with _setup_lock:
+        for protocol in GCS_PROTOCOLS:
+            fsspec.register_implementation(protocol, GCSFileSystem, clobber=True)
+            fsspec.config.conf.setdefault(protocol, {}).setdefault("token", "anon")
+
+
 PROBE_ATTEMPTS = 2
 """Attempts of the CLI's one reachability check: an endpoint that is down is one error
 within seconds, not the minutes of backoff a job rides out (`probe`)."""
@@ -122,6 +165,9 @@ def probe(fs: Any, path: str) -> None:
     wrong endpoint gets one line at once. A filesystem of its own (not the cached one), so
     that the jobs' and the rest of the command's requests keep the full bound."""
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    if set(protocols) & set(GCS_PROTOCOLS):
+        _probe_gcs_bucket(fs, path)
+        return
     if not set(protocols) & set(S3_PROTOCOLS):
         fs.exists(path)
         return
@@ -134,6 +180,30 @@ def probe(fs: Any, path: str) -> None:
         quick.exists(path)
     finally:
         log.disabled = was_disabled
+
+
+NO_GCS_CREDENTIALS = ("no Google credentials found; set GOOGLE_APPLICATION_CREDENTIALS to a service account's "
+                      "key file, run 'gcloud auth application-default login', or run on a Google VM with a "
+                      "service account")
+
+
+def _probe_gcs_bucket(fs: Any, path: str) -> None:
+    """Check that gcsfs found credentials for Google's own endpoint, then look up the
+    bucket of `path` (one GET).
+
+    Why: where the credential chain finds nothing, gcsfs falls back to anonymous access
+    without a word, and Google refuses each request (401 or 403) with a message that
+    names no cause; nobody can write a store anonymously. And gcsfs answers a lookup of a
+    path in a bucket that does not exist with False, as for a missing object, so a
+    misspelt bucket would first show as the failure of the first write."""
+    credentials = getattr(fs, "credentials", None)
+    if getattr(fs, "on_google", False) and getattr(credentials, "method", None) == "anon":
+        raise PermissionError(NO_GCS_CREDENTIALS)
+    bucket = fs.split_path(path)[0]
+    try:
+        fs.info(bucket)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"bucket '{bucket}' does not exist (or these credentials cannot see it)") from None
 
 
 def _install_retry_log() -> None:

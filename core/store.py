@@ -6,8 +6,8 @@ Layout (DESIGN.md):
 
 Atomicity: on a local (POSIX) filesystem a file is written under a temporary name and
 renamed into place; on object stores a single PUT is atomic per object, and a node is
-committed by writing `DONE` last. Exclusive creation (for leases) uses O_EXCL locally and
-conditional PUTs (If-None-Match) on S3.
+committed by writing `DONE` last. Exclusive creation (for leases) uses O_EXCL locally,
+conditional PUTs (If-None-Match) on S3 and conditional uploads (ifGenerationMatch=0) on GCS.
 """
 
 from __future__ import annotations
@@ -55,9 +55,16 @@ def cache_root() -> Path:
     return Path(os.environ.get("XSTILTS_CACHE", Path.home() / ".cache" / "xstilts"))
 
 
+def _protocols(fs: Any) -> set[str]:
+    return set(fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
+
+
 def _is_s3(fs: Any) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return bool({"s3", "s3a"} & set(protocols))
+    return bool({"s3", "s3a"} & _protocols(fs))
+
+
+def _is_gcs(fs: Any) -> bool:
+    return bool({"gs", "gcs"} & _protocols(fs))
 
 
 class FileExists(Exception):
@@ -245,8 +252,8 @@ class Store:
     @property
     def lists_by_prefix(self) -> bool:
         """Whether `find` can list the names below a folder that start with a prefix in
-        one request of their own (S3), so that big folders can be listed in parallel."""
-        return _is_s3(self.fs)
+        one request of their own (S3, GCS), so that big folders can be listed in parallel."""
+        return _is_s3(self.fs) or _is_gcs(self.fs)
 
     def find(self, path: str, prefix: str = "") -> dict[str, dict[str, Any]]:
         """Every file below `path` (recursively) whose name there starts with `prefix`,
@@ -294,8 +301,11 @@ class Store:
         """Create a file only if it does not exist; raise FileExists otherwise.
 
         This is the one primitive leases are built on, so it must be atomic on every
-        backend: O_EXCL on POSIX, a conditional PUT on S3, a lock for the in-process
-        memory filesystem.
+        backend: O_EXCL on POSIX, a conditional PUT on S3 (If-None-Match: *), a
+        conditional upload on GCS (ifGenerationMatch=0: only if no live generation of the
+        object exists), a lock for the in-process memory filesystem. fsspec's
+        `mode="create"` asks s3fs and gcsfs for exactly these; a refusal (412) arrives
+        as FileExistsError from gcsfs, as botocore's PreconditionFailed from s3fs.
         """
         data = text.encode()
         failpoint(write_kind(path))

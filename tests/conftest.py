@@ -21,16 +21,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # No credentials here: without this botocore probes the instance metadata address
 # (169.254.169.254) before every S3 client, and traffic must stay on loopback.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# Likewise google-auth (gcsfs's credentials) pings the GCE metadata server
+# (169.254.169.254, metadata.google.internal) unless told it is not on GCE.
+os.environ.setdefault("NO_GCE_CHECK", "true")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Everything under tests/integration/ starts real processes or services (local
     grids, torch.distributed groups, Ray, SLURM), and so does any test that takes the
-    `s3_env` fixture (a moto server): mark them `integration`, so that
+    `s3_env` or `gcs_env` fixture (a moto or fake-gcs-server): mark them `integration`, so that
     `pytest -m "not integration"` is the fast, in-process suite."""
     for item in items:
         relative = Path(str(item.path)).resolve().relative_to(TESTS)
-        if relative.parts[0] == "integration" or "s3_env" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if relative.parts[0] == "integration" or "s3_env" in fixtures or "gcs_env" in fixtures:
             item.add_marker(pytest.mark.integration)
 
 
@@ -63,4 +67,17 @@ def s3_env() -> Iterator[dict[str, str]]:
     from tests.support.moto import moto_server
 
     with moto_server(S3_BUCKETS) as env:
+        yield env
+
+
+GCS_BUCKETS = ("xstilts-test",)
+
+
+@pytest.fixture(scope="session")
+def gcs_env() -> Iterator[dict[str, str]]:
+    """A real GCS endpoint: fake-gcs-server (memory backend, plain HTTP) on loopback,
+    with the test bucket. Yields the environment that points gcsfs at it."""
+    from tests.support.gcs import fake_gcs_server
+
+    with fake_gcs_server(GCS_BUCKETS) as env:
         yield env
