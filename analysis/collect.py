@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -335,14 +335,20 @@ def _blocking_node(evaluate: Node, statuses: dict[str, tuple[str, dict[str, Any]
 # -- files -----------------------------------------------------------------------------------
 def infer_format(path: str | Path, fmt: str | None = None) -> str:
     """`fmt`, or the format the file's suffix names; ValueError naming the choices."""
+    return format_of(path, fmt, FORMATS, _SUFFIXES)
+
+
+def format_of(path: str | Path, fmt: str | None, formats: Sequence[str], suffixes: Mapping[str, str]) -> str:
+    """`fmt` (one of `formats`), or the format the file's suffix names in `suffixes`;
+    ValueError naming the choices. The one rule of every analysis command writing a file."""
     if fmt is None:
         suffix = Path(str(path)).suffix.lower()
-        if suffix not in _SUFFIXES:
+        if suffix not in suffixes:
             raise ValueError(f"cannot tell the format of '{path}' from its suffix; "
-                             f"name one of {', '.join(FORMATS)} (suffixes {', '.join(_SUFFIXES)})")
-        return _SUFFIXES[suffix]
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format '{fmt}'; valid formats: {', '.join(FORMATS)}")
+                             f"name one of {', '.join(formats)} (suffixes {', '.join(suffixes)})")
+        return suffixes[suffix]
+    if fmt not in formats:
+        raise ValueError(f"unknown format '{fmt}'; valid formats: {', '.join(formats)}")
     return fmt
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from xstilts.launcher.experiment import Experiment
 
-from xstilts.analysis.collect import missing_cells
+from xstilts.analysis.collect import format_of, missing_cells
 from xstilts.analysis.plots import Figures, render_figures
 from xstilts.analysis.runinfo import UNKNOWN_CODE, RunInfo, describe_provenance, run_info
 from xstilts.analysis.table import CAPTION, PaperTable, missing_reasons, modality_label, paper_table, render_markdown
@@ -42,15 +42,7 @@ _SUFFIXES = {".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
 
 def report_format(path: str | Path, fmt: str | None = None) -> str:
     """`fmt`, or the format the file's suffix names; ValueError naming the choices."""
-    if fmt is None:
-        suffix = Path(str(path)).suffix.lower()
-        if suffix not in _SUFFIXES:
-            raise ValueError(f"cannot tell the format of '{path}' from its suffix; "
-                             f"name one of {', '.join(FORMATS)} (suffixes {', '.join(_SUFFIXES)})")
-        return _SUFFIXES[suffix]
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format '{fmt}'; valid formats: {', '.join(FORMATS)}")
-    return fmt
+    return format_of(path, fmt, FORMATS, _SUFFIXES)
 
 
 # ----------------------------------------------------------------------------- table
