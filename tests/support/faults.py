@@ -99,9 +99,10 @@ def without_timing(value: Any) -> Any:
     return value
 
 
-RUN_RECORDS = ("state.json", "DONE", "lease/", "logs/", "checkpoints/")
-"""A node folder's records of how it ran (attempts, leases, logs, resumable state), as
-opposed to what it produced; only the products must be byte-equal between two runs."""
+RUN_RECORDS = ("state.json", "DONE", "lease/", "logs/", "checkpoints/", "tensorboard/", "wandb/")
+"""A node folder's records of how it ran (attempts, leases, logs, resumable state, the live
+curves of each attempt), as opposed to what it produced; only the products must be
+byte-equal between two runs."""
 
 
 def products(store: Store, folder: str) -> dict[str, Any]:
