@@ -95,6 +95,8 @@ def finish_attempt(state: dict[str, Any], attempt: dict[str, Any], outcome: str,
         mine = dict(attempt)
         state["attempts"].append(mine)
     mine.update(ended=now(), outcome=outcome, error=error)
+    if "provenance" in attempt:  # known only once the attempt had started (jobs.entry)
+        mine["provenance"] = attempt["provenance"]
     state["status"] = outcome
     state["last_error"] = error
     if outcome == "preempted":

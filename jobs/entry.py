@@ -210,8 +210,6 @@ def _run_leased(
     ref = node.ref
     attempt: dict[str, Any] = {"id": f"g{lease.generation}" if rank == 0 else "", "job_id": job_id,
                                "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-    if rank == 0:  # only rank 0 writes the attempt; the others need not ask git or CUDA
-        attempt["provenance"] = {**run_provenance(world_size, device_facts()), "data": data_provenance_ref(node)}
 
     def commit(write: Any, *args: Any) -> Any:
         """One write of the node's outcome, made only while this process holds the
@@ -229,6 +227,11 @@ def _run_leased(
         commit(update_state, store, node_dir, lambda state: start_attempt(state, attempt))
     scratch = Path(tempfile.mkdtemp(prefix=f"xstilts-{key}-r{rank}-", dir=os.environ.get("XSTILTS_SCRATCH")))
     try:
+        if rank == 0:
+            # Asked after the attempt is on record (git and CUDA take about a second: a stop
+            # meanwhile must still be recorded as one); written with the attempt's outcome
+            # (`core.state.finish_attempt`). Only rank 0 writes the attempt.
+            attempt["provenance"] = {**run_provenance(world_size, device_facts()), "data": data_provenance_ref(node)}
         inputs = {name: fetch_input(store, input_ref) for name, input_ref in node.inputs.items()}
         ctx = StageContext(
             node=node, out_dir=scratch, inputs=inputs, log=logging.getLogger(f"xstilts.{stage}"),
