@@ -377,3 +377,14 @@ def parse_node_record(data: object, where: str = "node.json") -> NodeRecord[AnyN
         raise NodeRecordError(f"{where}: {exc}") from None
     return NodeRecord(stage=data["stage"], kind=data["kind"], task=data["task"], intermediate=data["intermediate"],
                       seed=data["seed"], key=data["key"], config=config, inputs=dict(inputs))
+
+
+def run_name(stage: str, task: str | None, intermediate: str | None, seed: int | None) -> str:
+    """stage/task[/intermediate]/seed<n>: how a node's curves are called, by the jobs (W&B
+    runs, `jobs.tracking`) and by `xstilts tensorboard` alike."""
+    parts = [stage, task or "model"]
+    if intermediate is not None and stage != "train-intermediate":
+        parts.append(intermediate)
+    if seed is not None:
+        parts.append(f"seed{seed}")
+    return "/".join(parts)

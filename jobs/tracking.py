@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from xstilts.core.nodes import NodeRecord
+from xstilts.core.nodes import NodeRecord, run_name
 from xstilts.core.store import Store
 
 TENSORBOARD_DIR = "tensorboard"
@@ -250,17 +250,6 @@ def _event_dirs(events_url: str | None, fallback_dir: Path) -> tuple[Path, str |
     if store.is_local:
         return Path(store.root), None
     return Path(tempfile.mkdtemp(prefix="xstilts-tensorboard-")), events_url
-
-
-def run_name(stage: str, task: str | None, intermediate: str | None, seed: int | None) -> str:
-    """stage/task[/intermediate]/seed<n>: how a node's curves are called (W&B run names;
-    `xstilts tensorboard` names its TensorBoard runs the same way)."""
-    parts = [stage, task or "model"]
-    if intermediate is not None and stage != "train-intermediate":
-        parts.append(intermediate)
-    if seed is not None:
-        parts.append(f"seed{seed}")
-    return "/".join(parts)
 
 
 def node_run(node: NodeRecord[Any], *, trial: str | None = None, extra_config: Mapping[str, Any] | None = None) -> RunInfo:

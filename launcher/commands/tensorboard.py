@@ -21,6 +21,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from xstilts.core.nodes import run_name as node_run_name
 from xstilts.core.plan import Node
 from xstilts.launcher.commands.common import FollowProfileOpt, OverrideOpt, SpecArg, err, open_spec, out
 from xstilts.launcher.experiment import Experiment
@@ -41,14 +42,8 @@ class TensorBoardRun:
 
 
 def run_name(node: Node) -> str:
-    """stage/task[/intermediate]/seed<n>, as the jobs name the node's W&B run
-    (`xstilts.jobs.tracking.run_name`; a test keeps the two the same)."""
-    parts = [node.stage, node.task or "model"]
-    if node.intermediate is not None and node.stage != "train-intermediate":
-        parts.append(node.intermediate)
-    if node.seed is not None:
-        parts.append(f"seed{node.seed}")
-    return "/".join(parts)
+    """stage/task[/intermediate]/seed<n>, as the jobs name the node's W&B run (`core.nodes.run_name`)."""
+    return node_run_name(node.stage, node.task, node.intermediate, node.seed)
 
 
 def tensorboard_runs(experiment: Experiment) -> list[TensorBoardRun]:
