@@ -1,0 +1,118 @@
+"""What every bench script shares: the machine line, interleaved repeats, median and
+min-max, and the noise of a yardstick.
+
+A claim in BENCHMARKS.md must survive a skeptic. That means: each side measured several
+times, the sides interleaved (A B A B ..., so that a slow minute of the shared machine
+hits both), the median with its min-max, the load average at the start and the end, and
+for a comparison against a yardstick (raw disk write, a matmul peak) the spread of the
+yardstick itself, so a ratio inside that spread is reported as such and not as a finding.
+
+Scripts import it as `from benchlib import ...` (they run as `python bench/<name>.py`, so
+this folder is on `sys.path`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def load_average() -> float:
+    """The 1-minute load average (0.0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+def machine_line(extra: str = "") -> str:
+    """One line naming the machine and the moment: cores, Python, torch if imported, load."""
+    parts = [f"{platform.node() or 'host'}: {os.cpu_count()} cores", f"python {platform.python_version()}"]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        parts.append(f"torch {torch.__version__}")
+    parts.append(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    parts.append(f"load average {load_average():.2f}")
+    if extra:
+        parts.append(extra)
+    return ", ".join(parts)
+
+
+@dataclass
+class Samples:
+    """Repeated measurements of one quantity."""
+
+    values: list[float] = field(default_factory=list)
+
+    def add(self, value: float) -> None:
+        self.values.append(float(value))
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: the relative noise of this quantity in this run."""
+        return (self.high - self.low) / self.median if self.median else 0.0
+
+    def fmt(self, digits: int = 2, unit: str = "") -> str:
+        """`median [min-max]unit`."""
+        return f"{self.median:.{digits}f} [{self.low:.{digits}f}-{self.high:.{digits}f}]{unit}"
+
+
+def interleaved(variants: Mapping[str, Callable[[], T]], repeats: int, *, warmup: bool = True,
+                progress: bool = True) -> dict[str, list[T]]:
+    """Run every variant once per round, `repeats` rounds, in a rotated order per round
+    (round r starts at variant r mod n), so neither side always runs first or last.
+
+    A warm-up round (not returned) pays imports, caches and allocator growth first.
+    """
+    names = list(variants)
+    results: dict[str, list[T]] = {name: [] for name in names}
+    if warmup:
+        for name in names:
+            variants[name]()
+        if progress:
+            print("  warm-up round done", flush=True)
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(variants[name]())
+        if progress:
+            print(f"  round {round_index + 1}/{repeats} done (load average {load_average():.2f})", flush=True)
+    return results
+
+
+def ratio_verdict(ours: Samples, baseline: Samples, higher_is_better: bool = True) -> str:
+    """The ratio of medians, and whether the two ranges overlap (then it is within noise)."""
+    value = ours.median / baseline.median if higher_is_better else baseline.median / ours.median
+    overlap = ours.low <= baseline.high and baseline.low <= ours.high
+    return f"{value:.2f}x" + (" (ranges overlap: within noise)" if overlap else "")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table, columns right-aligned except the first."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(row[0]).ljust(widths[0])] + [str(cell).rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
