@@ -255,6 +255,31 @@ class Checkpointing(_Strict):
         }
 
 
+class Acceleration(_Strict):
+    """How training uses its device (`xstilts.jobs.acceleration`). Not part of node keys:
+    like the GPU model a node ran on, these change speed and memory, at most the last bits.
+
+    bf16, fused attention (SDPA) and fused AdamW need no switch: they are chosen on CUDA
+    and left off on CPU, where they do not pay."""
+
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="torch.compile each encoder layer; auto: on with CUDA, off on CPU")
+    activation_checkpointing: bool = Field(
+        default=False, description="recompute layer activations in the backward pass: less memory, ~30% more "
+        "compute; for the large model at long sequence lengths")
+    eval_batch_size: int | None = Field(
+        default=None, gt=0, description="examples per forward pass when evaluating; unset: twice the training "
+        "batch, at least 64 (dev) or 128 (test)")
+
+    def env(self) -> dict[str, str]:
+        """The variables through which jobs read this policy (xstilts.jobs.acceleration.AccelerationPolicy)."""
+        return {
+            "XSTILTS_COMPILE": self.compile,
+            "XSTILTS_ACTIVATION_CHECKPOINTING": "1" if self.activation_checkpointing else "0",
+            "XSTILTS_EVAL_BATCH_SIZE": str(self.eval_batch_size or ""),
+        }
+
+
 class WandbTracking(_Strict):
     """One W&B run per training node (and per tune trial). Needs `pip install xstilts[wandb]`."""
 
@@ -309,6 +334,7 @@ class Spec(_Strict):
     cluster: str = "local"
     checkpointing: Checkpointing = Checkpointing()
     tracking: Tracking = Tracking()
+    acceleration: Acceleration = Acceleration()
     resources: dict[StageName, Resources] = Field(
         default_factory=dict
     )
@@ -477,8 +503,8 @@ class Spec(_Strict):
         return hours
 
     def job_env(self) -> dict[str, str]:
-        """What every job exports from the spec: the checkpointing and tracking policies."""
-        return {**self.checkpointing.env(), **self.tracking.env()}
+        """What every job exports from the spec: the checkpointing, tracking and acceleration policies."""
+        return {**self.checkpointing.env(), **self.tracking.env(), **self.acceleration.env()}
 
     def resources_for(self, stage: StageName) -> Resources:
         return self.resources.get(stage, Resources())

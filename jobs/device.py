@@ -58,13 +58,20 @@ def cpu_threads(world_size_on_node: int | None = None) -> int:
     return max(1, allocation_cpus(per_node) // per_node)
 
 
+def mixed_precision_dtype(device_type: str, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype of a device: bf16 on CUDA devices that have it (Ampere and later),
+    else None (fp32). Not fp16 on older GPUs: it needs loss scaling, and XLM-R fine-tuning
+    in fp16 without it diverges; not bf16 on CPU, where it is slower and changes results."""
+    return torch.bfloat16 if device_type == "cuda" and bf16_supported else None
+
+
 def select_device(world_size_on_node: int | None = None) -> DeviceInfo:
     """Choose the device for this process and configure torch's threading for it."""
     if torch.cuda.is_available():
         local_rank = env_int("LOCAL_RANK", 0)
         index = local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        dtype = mixed_precision_dtype("cuda", torch.cuda.is_bf16_supported())
         threads = cpu_threads(world_size_on_node)
         torch.set_num_threads(threads)
         return DeviceInfo(torch.device("cuda", index), dtype, threads)

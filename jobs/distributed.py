@@ -15,13 +15,16 @@ cannot async-save on CPU and segfaults gathering a full CPU state dict (FACTS.md
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from xstilts.core.allocation import env_int, process_place
 from xstilts.jobs.device import cpu_threads
+
+if TYPE_CHECKING:
+    from xstilts.jobs.acceleration import Speedups
 
 
 @dataclass(frozen=True)
@@ -145,21 +148,32 @@ def all_sum(values: list[float]) -> list[float]:
     return tensor.cpu().tolist()
 
 
-def shard_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, info: DistInfo, speedups: Speedups | None = None) -> torch.nn.Module:
     """FSDP2 over `info.world_size` ranks: each transformer layer, then the root.
 
     Per-layer units keep only one layer's full parameters alive at a time; the root unit
-    holds the embeddings and the head. A lone process returns the model unchanged.
+    holds the embeddings and the head. With `speedups` selecting bf16 parameters (sharded
+    CUDA runs) each unit gets that mixed-precision policy. A lone process returns the
+    model unchanged.
     """
     if not info.is_distributed:
         return model
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    from xstilts.jobs.acceleration import encoder_layers, fsdp_mixed_precision
+
     device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
     mesh = init_device_mesh(device_type, (info.world_size,))
-    encoder: Any = model.base_model  # an HF model (every head builds one): its encoder's layer list
-    for layer in encoder.encoder.layer:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+    layer_policy = fsdp_mixed_precision(speedups, root=False) if speedups else None
+    root_policy = fsdp_mixed_precision(speedups, root=True) if speedups else None
+    for layer in encoder_layers(model):
+        if layer_policy is None:
+            fully_shard(layer, mesh=mesh)
+        else:
+            fully_shard(layer, mesh=mesh, mp_policy=layer_policy)
+    if root_policy is None:
+        fully_shard(model, mesh=mesh)
+    else:
+        fully_shard(model, mesh=mesh, mp_policy=root_policy)
     return model

@@ -40,6 +40,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from xstilts.jobs.acceleration import Speedups, apply_to_model, speedups_for
 from xstilts.jobs.checkpoint import METRICS, CheckpointManager
 from xstilts.jobs.data import ShuffledBatches, TokenizedData, total_steps
 from xstilts.jobs.device import DeviceInfo
@@ -77,6 +78,8 @@ class TrainConfig:
     weight_decay: float
     max_grad_norm: float
     seed: int
+    eval_batch: int | None = None
+    """Dev examples per forward pass (the spec's `acceleration.eval_batch_size`); None: the default."""
 
     @property
     def log_interval(self) -> int:
@@ -85,12 +88,17 @@ class TrainConfig:
 
     @property
     def eval_batch_size(self) -> int:
-        """Dev examples per forward pass: twice the training batch (no gradients to
-        keep), at least `MIN_EVAL_BATCH_SIZE`. Speed only, never scores: not in the spec."""
+        """Dev examples per forward pass: as set, else twice the training batch (no
+        gradients to keep), at least `MIN_EVAL_BATCH_SIZE`. Sized apart from the training
+        batch because evaluation holds no activations for a backward pass: a GPU that
+        trains 16 examples at a time predicts hundreds. Speed only, never scores."""
+        if self.eval_batch is not None:
+            return self.eval_batch
         return max(MIN_EVAL_BATCH_SIZE, 2 * self.batch_size)
 
     @classmethod
-    def from_hparams(cls, hparams: Hyperparameters, n_train: int, seed: int) -> TrainConfig:
+    def from_hparams(cls, hparams: Hyperparameters, n_train: int, seed: int,
+                     eval_batch_size: int | None = None) -> TrainConfig:
         """Resolve the spec's hyperparameters against the size of the training set."""
         steps = total_steps(n_train, hparams.batch_size, hparams.grad_accum_steps, hparams.epochs, hparams.max_steps)
         return cls(
@@ -104,6 +112,7 @@ class TrainConfig:
             weight_decay=hparams.weight_decay,
             max_grad_norm=hparams.max_grad_norm,
             seed=int(seed),
+            eval_batch=eval_batch_size,
         )
 
 
@@ -132,11 +141,17 @@ def linear_schedule(warmup_steps: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases and LayerNorm weights)."""
+def adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases and LayerNorm weights).
+
+    `fused`: one kernel over all parameters (`Speedups.fused_adamw`, chosen on CUDA);
+    otherwise torch's default multi-tensor (foreach) implementation.
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if fused:
+        return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
     return torch.optim.AdamW(groups, lr=learning_rate)
 
 
@@ -178,6 +193,7 @@ class Trainer:
         head: TaskHead | None = None,
         on_eval: Callable[[int, float, dict[str, float]], None] | None = None,
         tracker: MetricsSink | None = None,
+        speedups: Speedups | None = None,
     ) -> None:
         if config.batch_size % dist.world_size:
             raise ValueError(
@@ -202,10 +218,13 @@ class Trainer:
         self.checkpoints = checkpoints
         self.checkpoint_every = checkpoint_every
         self.stop = stop if stop is not None else threading.Event()
-        self.model = shard_model(model.to(device.device), dist)
+        self.speedups = speedups if speedups is not None else speedups_for(device, dist.world_size)
+        """What this run does to go fast on its device (`xstilts.jobs.acceleration`)."""
+        model = apply_to_model(model.to(device.device), self.speedups, log)
+        self.model = shard_model(model, dist, self.speedups)
         torch.manual_seed(config.seed + RNG_SEED_STRIDE * dist.rank)
         self.batches = ShuffledBatches(train_data, config.batch_size, config.seed)
-        self.optimizer = adamw(self.model, config.learning_rate, config.weight_decay)
+        self.optimizer = adamw(self.model, config.learning_rate, config.weight_decay, fused=self.speedups.fused_adamw)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_schedule(config.warmup_steps, config.total_steps)
         )

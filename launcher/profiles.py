@@ -38,6 +38,9 @@ SPEC_OWNED_ENV = {
     "XSTILTS_WANDB_PROJECT": "tracking.wandb.project",
     "XSTILTS_WANDB_ENTITY": "tracking.wandb.entity",
     "XSTILTS_WANDB_MODE": "tracking.wandb.mode",
+    "XSTILTS_COMPILE": "acceleration.compile",
+    "XSTILTS_ACTIVATION_CHECKPOINTING": "acceleration.activation_checkpointing",
+    "XSTILTS_EVAL_BATCH_SIZE": "acceleration.eval_batch_size",
 }
 """Variables the launcher sets for every job from the spec (`Spec.job_env`). A
 profile's `env` may not set them: the local runner let the profile's value win over the

@@ -19,11 +19,13 @@ it comparable in name only.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from xstilts.core.nodes import EvaluateConfig
 from xstilts.jobs import data
+from xstilts.jobs.acceleration import AccelerationPolicy
 from xstilts.jobs.device import select_device
 from xstilts.jobs.heads import head_for
 from xstilts.jobs.heads.base import Example, suite_value
@@ -33,7 +35,8 @@ from xstilts.core.tasks import get_task
 
 PREDICTIONS_SUBDIR = "predictions"
 EVAL_BATCH_SIZE = 128
-"""Test examples predicted per forward pass (no spec setting: it changes speed, not scores)."""
+"""Test examples predicted per forward pass unless the spec's `acceleration.eval_batch_size`
+says otherwise (speed and memory only, never scores)."""
 
 
 def run(ctx: StageContext[EvaluateConfig]) -> dict[str, Any]:
@@ -43,6 +46,7 @@ def run(ctx: StageContext[EvaluateConfig]) -> dict[str, Any]:
 
     quiet_progress_bars()
     device = select_device()
+    batch_size = AccelerationPolicy.from_env(os.environ).eval_batch_size or EVAL_BATCH_SIZE
     model_dir = ctx.inputs["model"] / MODEL_SUBDIR
     data_dir = ctx.inputs["data"] / data.DATA_SUBDIR
     meta = data.read_meta(data_dir)
@@ -63,11 +67,11 @@ def run(ctx: StageContext[EvaluateConfig]) -> dict[str, Any]:
     withheld: list[str] = []
     for lang in task.eval_languages:
         if lang in withheld_test:
-            predictions = head.predict_language(model, load, lang, device, EVAL_BATCH_SIZE)
+            predictions = head.predict_language(model, load, lang, device, batch_size)
             withheld.append(lang)
             ctx.log.info("%s %s: predicted, not scored (gold withheld)", task.name, lang)
         else:
-            predictions, scores = head.evaluate_language(model, load, lang, device, EVAL_BATCH_SIZE)
+            predictions, scores = head.evaluate_language(model, load, lang, device, batch_size)
             languages[lang] = scores
             ctx.log.info("%s %s: %s", task.name, lang, ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
         write_official(task.name, lang, predictions, ctx.out_dir / PREDICTIONS_SUBDIR)

@@ -34,6 +34,7 @@ from xstilts.core.nodes import TrainIntermediateConfig, TrainingConfig, TrainTar
 from xstilts.core.spec import Hyperparameters
 from xstilts.jobs import data, tracking
 from xstilts.jobs.checkpoint import CheckpointManager
+from xstilts.jobs.acceleration import AccelerationPolicy, speedups_for
 from xstilts.jobs.device import select_device
 from xstilts.jobs.distributed import DistInfo, destroy, init_distributed
 from xstilts.jobs.heads import head_for
@@ -111,7 +112,8 @@ def _train(ctx: StageContext[TrainingConfig], info: DistInfo) -> dict[str, Any]:
         model = head.load_model(encoder_dir)
     else:
         model = head.build_model(encoder_dir, seed)
-    config = TrainConfig.from_hparams(hparams, len(train_data), seed)
+    acceleration = AccelerationPolicy.from_env(os.environ)
+    config = TrainConfig.from_hparams(hparams, len(train_data), seed, acceleration.eval_batch_size)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = None
     checkpoint_url = ctx.node_url(CHECKPOINTS_DIR)
@@ -120,7 +122,7 @@ def _train(ctx: StageContext[TrainingConfig], info: DistInfo) -> dict[str, Any]:
     trainer = Trainer(
         model, task, train_data, dev_data, config, device, ctx.out_dir / "metrics.jsonl", ctx.log,
         dist=info, checkpoints=checkpoints, checkpoint_every=ctx.checkpoint.every_steps, stop=ctx.stop,
-        dev_examples=dev_examples, head=head,
+        dev_examples=dev_examples, head=head, speedups=speedups_for(device, info.world_size, acceleration),
     )
     resumed = trainer.resume_latest()
     with _tracker(ctx, info, resumed, tuned) as tracker:
@@ -143,6 +145,7 @@ def _train(ctx: StageContext[TrainingConfig], info: DistInfo) -> dict[str, Any]:
         "stopped_early": state.stopped_early,
         "train_seconds": round(state.train_seconds, 3),
         "examples_per_s": round(state.examples_seen / max(state.train_seconds, 1e-9), 1),
+        "speedups": trainer.speedups.describe(),
     }
     if isinstance(cfg, TrainTargetConfig):
         result["intermediate"] = cfg.intermediate

@@ -289,6 +289,7 @@ class TrialSpec:
         from ray import tune
         from transformers import AutoTokenizer
 
+        from xstilts.jobs.acceleration import AccelerationPolicy, speedups_for
         from xstilts.jobs.device import select_device
         from xstilts.jobs.entry import fetch_input
         from xstilts.jobs.heads import head_for
@@ -310,7 +311,9 @@ class TrialSpec:
             **self.node_config.hparams.model_dump(), **chosen_values(config, list(config)),
             "max_steps": self.budget, "patience": None,
         })
-        train_config = TrainConfig.from_hparams(hparams, len(train_data), seed)
+        acceleration = AccelerationPolicy.from_env(os.environ)  # trial workers inherit the job's environment
+        train_config = TrainConfig.from_hparams(hparams, len(train_data), seed, acceleration.eval_batch_size)
+        device = select_device()
         metrics_path = Path(tempfile.mkdtemp(prefix="trial-")) / "metrics.jsonl"
         model = head.load_model(encoder_dir) if self.node_config.continue_head else head.build_model(encoder_dir, seed)
 
@@ -318,8 +321,9 @@ class TrialSpec:
             tune.report({"dev": value, "step": step, "host": host, "trial_started": started, "reported": time.time()})
 
         trainer = Trainer(
-            model, self.task, train_data, dev_data, train_config, select_device(), metrics_path,
+            model, self.task, train_data, dev_data, train_config, device, metrics_path,
             logging.getLogger("xstilts.tune"), dev_examples=dev_examples, head=head, on_eval=report,
+            speedups=speedups_for(device, 1, acceleration),
         )
         if self.tracking is None:
             trainer.fit()

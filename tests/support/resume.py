@@ -50,7 +50,7 @@ RUNNER = r'''
 """Runs the train stage from a JSON description; test hooks live here, not in product code.
 
 argv[1]: JSON list of runs, each {"ctx": {...}, "stop_at": n, "stop_ranks": [...],
-"hang_after": n, "hang_in_metadata_of": n, "marker": path}. With several processes
+"hang_after": n, "hang_in_metadata_of": n, "marker": path, "env": {name: value}}. With several processes
 (torchrun), a group made here is shared by all runs, like jobs.entry does.
 """
 import json, os, sys, threading, time
@@ -109,6 +109,8 @@ for run in runs:
     hooks.clear()
     hooks.update({k: v for k, v in run.items() if k != "ctx"})
     hooks["stop"] = threading.Event()
+    saved_env = dict(os.environ)
+    os.environ.update(run.get("env", {}))  # what the launcher exports from the spec, for this run only
     spec = run["ctx"]
     out = Path(spec["out_dir"]) / f"rank{info.rank}"
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,9 @@ for run in runs:
         outcomes.append({"result": train.run(ctx)})
     except Preempted as exc:
         outcomes.append({"preempted": str(exc)})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
 if info.rank == 0:
     Path(sys.argv[2]).write_text(json.dumps(outcomes))
 destroy()

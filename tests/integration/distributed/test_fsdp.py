@@ -49,15 +49,17 @@ def tagging_nodes(nodes: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def first_torchrun(nodes: dict[str, Path], tagging_nodes: dict[str, Path],
                    tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One torchrun, three runs in one process group: `straight/` uninterrupted,
+    """One torchrun, four runs in one process group: `straight/` uninterrupted,
     `preempted/` checkpointing every 3 steps (with `dcp.async_save`) and stopped at step 6
-    on rank 1 only, and `tagging/`, an uninterrupted syn-pos run."""
+    on rank 1 only, `tagging/`, an uninterrupted syn-pos run, and `recomputed/`, the
+    straight run with activation checkpointing switched on by the spec's variable."""
     root = tmp_path_factory.mktemp("fsdp")
     outcomes = run_to_end(root, [
         runner_spec(nodes, root / "straight", None),
         runner_spec(tagging_nodes, root / "tagging", None, task="syn-pos"),
         runner_spec(nodes, root / "preempted", str(root / "ckpt" / CHECKPOINTS_DIR), every=3, async_save=True, stop_at=6,
                     stop_ranks=[1]),
+        {**runner_spec(nodes, root / "recomputed", None), "env": {"XSTILTS_ACTIVATION_CHECKPOINTING": "1"}},
     ], nproc=2)
     assert "result" in outcomes[0]
     assert "step 6" in outcomes[2]["preempted"]
@@ -139,6 +141,16 @@ def test_world_size_does_not_change_the_run(nodes: dict[str, Path], first_torchr
     assert losses == pytest.approx([e["loss"] for e in events(two) if e["event"] == "train"], rel=1e-5)
     assert json.loads((two / "model" / "config.json").read_text())["architectures"] == [
         "XLMRobertaForSequenceClassification"]
+
+
+def test_activation_checkpointing_under_fsdp2_does_not_change_the_run(first_torchrun: Path) -> None:
+    """Recomputing each layer inside its FSDP2 unit (re-gathering its parameters in the
+    backward pass) gives the same weights and metrics, bit for bit, as keeping the
+    activations: the switch trades compute for memory and nothing else."""
+    outcomes = json.loads((first_torchrun / "outcome.json").read_text())
+    assert "activation checkpointing" in outcomes[3]["result"]["speedups"]  # the switch reached the job
+    assert "activation checkpointing" not in outcomes[0]["result"]["speedups"]
+    assert_same_run(first_torchrun / "recomputed" / "rank0", first_torchrun / "straight" / "rank0")
 
 
 def test_tagging_loss_is_normalised_over_the_global_batch(tagging_nodes: dict[str, Path], first_torchrun: Path,

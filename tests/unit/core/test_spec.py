@@ -65,7 +65,7 @@ def test_unknown_top_level_key_lists_valid_keys() -> None:
         validate(raw)
     message = str(info.value)
     assert "sedes: unknown key 'sedes' (did you mean 'seeds'?)" in message
-    assert ("valid keys: checkpointing, cluster, data_dir, data_revision, gpu_hours, intermediate, model, name, "
+    assert ("valid keys: acceleration, checkpointing, cluster, data_dir, data_revision, gpu_hours, intermediate, model, name, "
             "rerun_on_code_change, resources, seeds, storage, target, tracking, vision") in message
     assert "seeds: required key is missing" in message
 
