@@ -6,7 +6,11 @@ SDPA, which dispatches to flash attention), the fused AdamW kernel, `torch.compi
 the encoder layers, and, when memory is what limits the batch (the large model at long
 sequence lengths), activation checkpointing. On a CPU most of them lose: bf16 is slower
 than fp32 on most server cores, a compile costs minutes that a short CPU run never earns
-back, and checkpointing trades compute that a CPU lacks for memory it has.
+back, and checkpointing trades compute that a CPU lacks for memory it has. Two are
+chosen on both: SDPA (transformers' default, a fused kernel on CPU too) and fused AdamW,
+whose CPU kernel is one vectorised pass (measured at XLM-R base size on this project's
+2-core machine: 0.46-0.65 s per step against 1.5-3.0 s for the default foreach
+implementation, whose sqrt/div/lerp passes over 278M parameters were 30% of a step).
 
 So the choice is made here, once per job, from the device and the spec's `acceleration`
 section, and written down as a `Speedups` value that the trainer applies
@@ -38,6 +42,10 @@ COMPILE_CHOICES: tuple[CompileSwitch, ...] = ("auto", "on", "off")
 ATTENTION = "sdpa"
 """The attention kernel every job asks transformers for: `scaled_dot_product_attention`,
 which runs flash or memory-efficient attention on CUDA and a fused kernel on CPU."""
+
+
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+"""Devices with a fused AdamW kernel in torch >= 2.4 (the CPU one arrived with 2.4)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ class Speedups:
     attn_implementation: str
     """The attention kernel asked of transformers and checked after the model is built."""
     fused_adamw: bool
-    """`torch.optim.AdamW(fused=True)`: one kernel for all parameters on CUDA."""
+    """`torch.optim.AdamW(fused=True)`: one pass over each parameter (CUDA and CPU kernels)."""
     compile_layers: bool
     """`torch.compile` each encoder layer (before sharding, as FSDP2 wants)."""
     activation_checkpointing: bool
@@ -117,7 +125,7 @@ def select_speedups(device_type: str, autocast_dtype: torch.dtype | None, world_
         autocast_dtype=mixed,
         fsdp_param_dtype=mixed if world_size > 1 else None,
         attn_implementation=ATTENTION,
-        fused_adamw=cuda,
+        fused_adamw=device_type in FUSED_ADAMW_DEVICES,
         compile_layers=policy.compile == "on" or (policy.compile == "auto" and cuda),
         activation_checkpointing=policy.activation_checkpointing,
     )
