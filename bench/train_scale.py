@@ -6,10 +6,11 @@ run in a fresh child process (so peak memory is that run's, and no run inherits 
 allocator or caches):
 
 * ours: `xstilts.jobs.trainer.Trainer.fit()` as the train stage builds it, with the
-  device speed-ups `jobs.acceleration` selects (on CPU: fp32, SDPA, foreach AdamW, no compile);
+  device speed-ups `jobs.acceleration` selects (on CPU: fp32, SDPA, fused AdamW, no compile;
+  on CUDA also bf16 autocast and compiled layers);
 * HF: `transformers.Trainer.train()` with the same model (same config and seed), the same
-  data, the same optimizer (AdamW with decay on matrices only, `adamw_torch` on CPU,
-  `adamw_torch_fused` on CUDA, as ours), the same precision (fp32 on CPU; bf16 on CUDA),
+  data, the same optimizer (fused AdamW with decay on matrices only: `adamw_torch_fused`,
+  HF's default and ours), the same precision (fp32 on CPU; bf16 on CUDA),
   linear warmup and decay, gradient clipping, batch size and step count; no evaluation,
   saving or logging inside the run.
 
@@ -35,7 +36,11 @@ peak (`--nominal-tflops`), the usual MFU.
 
     python bench/train_scale.py --sizes demo,base                 # CPU, all cores
     python bench/train_scale.py --sizes base --profile ours        # where ours' step time goes
-    python bench/train_scale.py --device cuda --sizes large --seq-len 384 --nominal-tflops 989
+    python bench/train_scale.py --device cuda --sizes large --seq-len 384 --nominal-tflops 989 --checkpoint
+
+`--checkpoint`: after ours' run, time a `dcp.save` of its model and optimizer state to a
+fresh local folder against a raw fsynced write of the same number of bytes (the disk's
+write rate), three times each, interleaved.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ class Setting:
     warmup_steps: int
     batch_size: int
     seq_len: int
+    checkpoint: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,7 +241,44 @@ def run_ours(setting: Setting, workdir: Path, profile: bool = False) -> RunResul
         profile_steps(trainer, setting)
         return RunResult(0, 0, 1.0, 1.0, 0.0, 0, flops, [])
     trainer.fit()
-    return steady(stamps, setting, flops, peak_memory_mb(setting.device), sum(p.numel() for p in model.parameters()))
+    result = steady(stamps, setting, flops, peak_memory_mb(setting.device), sum(p.numel() for p in model.parameters()))
+    if setting.checkpoint:
+        time_checkpoint(trainer, workdir)
+    return result
+
+
+def time_checkpoint(trainer: Any, workdir: Path, repeats: int = 3) -> None:
+    """dcp.save of the trainer's model + optimizer against a raw fsynced write of as many bytes."""
+    import shutil
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    saves, writes = Samples(), Samples()
+    size = 0
+    for index in range(repeats):
+        target = workdir / f"dcp-{index}"
+        started = time.perf_counter()
+        dcp.save(state, checkpoint_id=str(target))
+        saves.add(time.perf_counter() - started)
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        shutil.rmtree(target)
+        payload = os.urandom(min(size, 64 * 2**20))
+        started = time.perf_counter()
+        with open(workdir / "raw", "wb") as handle:
+            written = 0
+            while written < size:
+                handle.write(payload[: size - written])
+                written += min(len(payload), size - written)
+            handle.flush()
+            os.fsync(handle.fileno())
+        writes.add(time.perf_counter() - started)
+        (workdir / "raw").unlink()
+    print(f"checkpoint: {size / 1e6:.0f} MB; dcp.save {saves.fmt(2, ' s')} ({size / 1e6 / saves.median:.0f} MB/s); "
+          f"raw fsynced write {writes.fmt(2, ' s')} ({size / 1e6 / writes.median:.0f} MB/s); "
+          f"dcp/raw time {saves.median / writes.median:.2f}x; raw write spread {writes.spread:.0%}", flush=True)
 
 
 def profile_steps(trainer: Any, setting: Setting) -> None:
@@ -281,7 +324,7 @@ def run_hf(setting: Setting, workdir: Path) -> RunResult:
         max_grad_norm=1.0,
         warmup_steps=warmup_steps_of(setting),
         lr_scheduler_type="linear",
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        optim="adamw_torch_fused",  # what ours selects on both devices, and HF's own default
         bf16=cuda,
         eval_strategy="no",
         save_strategy="no",
@@ -324,6 +367,9 @@ def in_child(setting: Setting, threads: int, profile: bool = False) -> RunResult
     done = subprocess.run(command, env=env, capture_output=not profile, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{setting.side} {setting.size} failed:\n{(done.stderr or '')[-4000:]}")
+    for line in (done.stdout or "").splitlines():
+        if line.startswith("checkpoint:"):
+            print(f"  {line}", flush=True)
     result = RunResult(**json.loads(Path(out).read_text()))
     Path(out).unlink()
     return result
@@ -368,6 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peak-n", type=int, default=0, help="matmul size of the yardstick (default 2048 CPU, 8192 CUDA)")
     parser.add_argument("--nominal-tflops", type=float, default=0.0,
                         help="CUDA: the device's dense bf16 peak from its data sheet (H100/H200 SXM: 989)")
+    parser.add_argument("--checkpoint", action="store_true", help="time DCP saves of ours' state (see above)")
     parser.add_argument("--profile", choices=("ours",), help="profile ours' steps instead of timing the sides")
     parser.add_argument("--child", nargs=2, metavar=("SETTING", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
@@ -389,7 +436,8 @@ def main(argv: list[str] | None = None) -> None:
         steps, warmup, batch = args.steps or defaults[0], args.warmup_steps or defaults[1], args.batch_size or defaults[2]
         if warmup >= steps:
             raise SystemExit(f"--warmup-steps {warmup} must be below --steps {steps}")
-        settings = {side: Setting(side, size, args.device, steps, warmup, batch, args.seq_len) for side in ("ours", "hf")}
+        settings = {side: Setting(side, size, args.device, steps, warmup, batch, args.seq_len,
+                                  checkpoint=args.checkpoint and side == "ours") for side in ("ours", "hf")}
         print(f"\n{size}: {steps} steps of {batch} x {args.seq_len} tokens, the last {steps - warmup} timed", flush=True)
         if args.profile:
             in_child(settings["ours"], args.threads, profile=True)
