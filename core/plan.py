@@ -27,7 +27,7 @@ from xstilts.core.nodes import (
     TrainIntermediateConfig, TrainTargetConfig, TuneConfig, VisionEncoderConfig,
 )
 from xstilts.core.tasks import BASELINE, TASKS
-from xstilts.core.spec import Search, Spec
+from xstilts.core.spec import Hyperparameters, Search, Spec
 from xstilts.core.stages import STAGES, StageName
 
 KEY_VERSION = 2
@@ -93,8 +93,13 @@ class Node:
         return isinstance(other, Node) and other.key == self.key
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+"""One encoder for every key: `json.dumps` with options builds a new one per call, and a
+plan of 100k nodes hashes 100k payloads (the output is the same bytes: keys never change)."""
+
+
 def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return _CANONICAL.encode(obj)
 
 
 def _key_of(node: Node) -> str:
@@ -209,6 +214,15 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
             return None
         return spec.data_dir
 
+    chosen_hparams: dict[tuple[Role, str], Hyperparameters] = {}
+
+    def hparams_for(role: Role, task: str) -> Hyperparameters:
+        """`spec.hparams_for`, once per (role, task): every seed and cell of a task shares
+        them (frozen), and validating them again per node was a tenth of a 100k-node plan."""
+        if (role, task) not in chosen_hparams:
+            chosen_hparams[(role, task)] = spec.hparams_for(role, task)
+        return chosen_hparams[(role, task)]
+
     signatures: dict[str, str | None] = {}
 
     def data_signature(task: str, data_dir: str) -> str | None:
@@ -228,7 +242,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
         return builder.add(Node(stage="prepare", kind="images", task=dataset, config=config))
 
     def data_node(task: str, role: Role, hparams_of: str | None = None) -> Node:
-        hp = spec.hparams_for(role, hparams_of or task)
+        hp = hparams_for(role, hparams_of or task)
         source = TASKS[task].source
         inputs: dict[str, Node] = {"model": model}
         if TASKS[task].kind == "image_text":
@@ -249,7 +263,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
         return None
 
     def tune_config(task: str, role: Role, search: Search, **extra: Any) -> TuneConfig:
-        return TuneConfig(task=task, role=role, seed=0, hparams=spec.hparams_for(role, task), search=search,
+        return TuneConfig(task=task, role=role, seed=0, hparams=hparams_for(role, task), search=search,
                           prefix_length=prefix_length(task), **extra)
 
     def tune_input(task: str, role: Role, data: Node) -> dict[str, Node]:
@@ -275,7 +289,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
         first_node = builder.add(Node(
             stage="train-target", task=first, seed=seed, intermediate=intermediate,
             inputs={"init": upstream, "data": data_node(first, "target", hparams_of=target)},
-            config=TrainTargetConfig(task=first, seed=seed, hparams=spec.hparams_for("target", target),
+            config=TrainTargetConfig(task=first, seed=seed, hparams=hparams_for("target", target),
                                      intermediate=intermediate, first_of=target),
         ))
         return first_node, True
@@ -309,7 +323,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
                 stage="train-intermediate", task=task, seed=seed, intermediate=task,
                 inputs={"model": model, **inputs},
                 config=TrainIntermediateConfig(
-                    task=task, seed=seed, hparams=spec.hparams_for("intermediate", task),
+                    task=task, seed=seed, hparams=hparams_for("intermediate", task),
                     mixture=list(members) if members else None, prefix_length=None if members else prefix_length(task),
                 ),
             ))
@@ -328,7 +342,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
                     evaluated = builder.add(Node(
                         stage="train-target", task=target, seed=seed, intermediate=intermediate,
                         inputs={"init": init, "data": data, **tune},
-                        config=TrainTargetConfig(task=target, seed=seed, hparams=spec.hparams_for("target", target),
+                        config=TrainTargetConfig(task=target, seed=seed, hparams=hparams_for("target", target),
                                                  intermediate=intermediate, continue_head=continue_head),
                     ))
                 builder.add(Node(
