@@ -363,10 +363,18 @@ def _dependency_order(nodes: list[Node]) -> list[Node]:
     dependency order (so plans without per_cell keep their order), and otherwise lets a
     node wait only for what it depends on.
     """
-    stage_rank: dict[str, int] = {stage: i for i, stage in enumerate(STAGES)}
-    by_stage = sorted(nodes, key=lambda node: stage_rank[node.stage])  # stable: build order within a stage
+    by_stage = sorted(nodes, key=lambda node: _STAGE_RANK[node.stage])  # stable: build order within a stage
     if _inputs_first(by_stage):
-        return by_stage  # what Kahn's algorithm would return, in one pass instead of a heap of every node
+        return by_stage  # what Kahn's algorithm returns then, in one pass instead of a heap of every node
+    return _kahn_order(nodes)
+
+
+_STAGE_RANK: dict[str, int] = {stage: i for i, stage in enumerate(STAGES)}
+
+
+def _kahn_order(nodes: list[Node]) -> list[Node]:
+    """Kahn's algorithm, always taking the ready node first by (stage, build order)."""
+    stage_rank = _STAGE_RANK
     rank = {node.key: (stage_rank[node.stage], index) for index, node in enumerate(nodes)}
     waiting_on = {node.key: {dep.key for dep in node.inputs.values() if dep.key in rank} for node in nodes}
     users: dict[str, list[Node]] = {node.key: [] for node in nodes}

@@ -90,3 +90,11 @@ def test_status_json_rows_are_the_rows_not_copies_that_differ() -> None:
     rows = [_row("a", "running", search={"finished": 1, "planned": 4})]
     assert status_json("x", rows) == {"experiment": "x", "counts": {"running": 1}, "code_versions": {},
                                       "nodes": [asdict(rows[0])]}
+
+
+def test_the_table_holds_a_terminals_height_of_rows_or_a_fixed_number_piped() -> None:
+    from xstilts.launcher.commands.status_view import TABLE_ROWS_MIN, table_rows_limit
+
+    assert table_rows_limit(Console(file=io.StringIO(), force_terminal=True, height=60)) == 60
+    assert table_rows_limit(Console(file=io.StringIO(), force_terminal=True, height=5)) == TABLE_ROWS_MIN
+    assert table_rows_limit(Console(file=io.StringIO())) == TABLE_ROWS_PIPED
