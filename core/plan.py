@@ -12,18 +12,23 @@ revision the spec pins (`core.data_files`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import heapq
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
+from json.encoder import encode_basestring_ascii  # json's C string encoder
 from typing import Any
+
+from pydantic import BaseModel
 
 from xstilts.core.captions import is_generated
 from xstilts.core.data_files import caption_signature, task_signature
 from xstilts.core.nodes import (
-    AnyNodeConfig, EvaluateConfig, ModelSection, PrepareDataConfig, PrepareImagesConfig, PrepareModelConfig, Role,
+    AnyNodeConfig, EvaluateConfig, ModelSection, NodeConfig, PrepareDataConfig, PrepareImagesConfig, PrepareModelConfig, Role,
     TrainIntermediateConfig, TrainTargetConfig, TuneConfig, VisionEncoderConfig,
 )
 from xstilts.core.tasks import BASELINE, TASKS
@@ -103,16 +108,65 @@ def _canonical(obj: Any) -> str:
 
 
 def _key_of(node: Node) -> str:
-    payload = {
-        "v": KEY_VERSION,
-        "stage": node.stage,
-        "kind": node.kind,
-        "config": node.config.as_json(),
-        "inputs": {name: dep.key for name, dep in sorted(node.inputs.items())},
-    }
-    if node.code is not None:
-        payload["code"] = node.code
-    return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:KEY_LENGTH]
+    """sha256 of the canonical JSON (`_canonical`) of {v, stage, kind, config, inputs[,
+    code]}, written out field by field in sorted order: the same bytes as encoding that
+    dict (`tests/unit/core/test_generated_keys.py` and the golden files hold them equal),
+    without serializing and re-encoding a config's shared hyperparameters per node."""
+    inputs = _CANONICAL.encode({name: dep.key for name, dep in node.inputs.items()})
+    text = "".join([
+        "{", "" if node.code is None else f'"code":{_json_scalar(node.code)},',
+        '"config":', _canonical_config(node.config), ',"inputs":', inputs, ',"kind":', _json_scalar(node.kind),
+        ',"stage":', _json_scalar(node.stage), f',"v":{KEY_VERSION}}}',
+    ])
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def _json_scalar(value: Any) -> str:
+    """What the canonical encoder writes for a str, bool, int, finite float or None
+    (json's own rules: ASCII-escaped strings, `repr` of floats); anything else through it."""
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return int.__repr__(value) if type(value) is int else float.__repr__(value)
+    return _CANONICAL.encode(value)
+
+
+def _canonical_config(config: NodeConfig) -> str:
+    """`_canonical(config.as_json())`: the fields in sorted order, those `OMITTED_WHEN_UNSET`
+    left out at their default, nested models (hyperparameters, search, model section)
+    through `_canonical_model`, which every node of a task shares."""
+    parts = []
+    for name, default, omitted in _sorted_fields(type(config)):
+        value = getattr(config, name)
+        if omitted and value == default:
+            continue
+        encoded = _canonical_model(value) if isinstance(value, BaseModel) else _json_scalar(value)
+        parts.append(f"{encode_basestring_ascii(name)}:{encoded}")
+    return "{" + ",".join(parts) + "}"
+
+
+@functools.lru_cache(maxsize=None)
+def _sorted_fields(model: type[NodeConfig]) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, default, omitted when unset) of a config model's fields, sorted by name."""
+    return tuple((name, info.default, name in model.OMITTED_WHEN_UNSET) for name, info in sorted(model.model_fields.items()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_model_cached(model: BaseModel) -> str:
+    return _canonical(model.model_dump(mode="json"))
+
+
+def _canonical_model(model: BaseModel) -> str:
+    """A nested model's canonical JSON, computed once per distinct value where it is
+    hashable (frozen, scalar fields: the hyperparameters every seed and cell share)."""
+    try:
+        return _canonical_model_cached(model)
+    except TypeError:  # unhashable (dict or list fields: a search space, a tiny model)
+        return _canonical(model.model_dump(mode="json"))
 
 
 @dataclass

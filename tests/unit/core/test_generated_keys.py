@@ -32,3 +32,30 @@ def test_keys_of_a_generated_grid_are_unchanged() -> None:
     lines = keyed_lines()
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     assert (len(lines), digest) == (NODES, DIGEST)
+
+
+def _payload_key(node: object) -> str:
+    """A key as it was computed before `_key_of` wrote the payload field by field: the
+    canonical encoding of the whole payload dict."""
+    from xstilts.core.plan import KEY_LENGTH, KEY_VERSION, _canonical
+
+    payload = {"v": KEY_VERSION, "stage": node.stage, "kind": node.kind,  # type: ignore[attr-defined]
+               "config": node.config.as_json(),  # type: ignore[attr-defined]
+               "inputs": {name: dep.key for name, dep in sorted(node.inputs.items())}}  # type: ignore[attr-defined]
+    if node.code is not None:  # type: ignore[attr-defined]
+        payload["code"] = node.code  # type: ignore[attr-defined]
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:KEY_LENGTH]
+
+
+def test_keys_written_field_by_field_equal_the_encoded_payload_on_every_option() -> None:
+    """Every node of the option-rich specs of `test_node_records` (tiny and hub models,
+    vision, mixtures, both search scopes, data_dir signatures) and of the generated grid."""
+    from tests.unit.core.test_node_records import VARIANTS
+    from xstilts.core.spec import validate
+
+    plans = [build_plan(validate(make())) for make in VARIANTS.values()]
+    spec = load_spec(str(REPO / "experiments" / "xtreme-r-multimodal.yaml"), OVERRIDES)
+    plans.append(build_plan(spec, code_version=CODE_VERSION))
+    nodes = [node for plan in plans for node in plan.nodes]
+    assert len({node.stage for node in nodes}) == 5 and any(node.code for node in nodes)
+    assert [node.key for node in nodes] == [_payload_key(node) for node in nodes]
