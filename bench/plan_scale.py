@@ -1,5 +1,6 @@
-"""Control-plane CPU at ~10k, ~30k and ~100k nodes: `xstilts plan`, `xstilts status --json`
-and `xstilts launch --dry-run` as CLI subprocesses on an empty local store.
+"""Control-plane CPU at ~10k, ~30k and ~100k nodes: `xstilts plan`, `xstilts status --json`,
+`xstilts launch --dry-run` and `xstilts status` (the table, piped) as CLI subprocesses on an
+empty local store.
 
 Why a subprocess: what a user waits for includes the interpreter's start-up and the
 imports, so each command runs as `python -m xstilts ...`, and its CPU time (user + system)
@@ -37,7 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "experiments" / "xtreme-r-multimodal.yaml"
 SIZES = {"10k": 24, "30k": 70, "100k": 231}
 """Size label -> seeds of the paper spec."""
-COMMANDS = {"plan": ["plan"], "status --json": ["status", "--json"], "launch --dry-run": ["launch", "--dry-run"]}
+COMMANDS = {"plan": ["plan"], "status --json": ["status", "--json"], "launch --dry-run": ["launch", "--dry-run"],
+            "status (table)": ["status"]}
+"""`status (table)`: the human view into a pipe: the summary and `TABLE_ROWS_PIPED` rows."""
 TARGET_CPU_S = 3.0
 
 
