@@ -12,8 +12,10 @@ is the control plane's own CPU (plan build, the statuses, rendering), not storag
 
 Every (size, command) cell runs `--repeats` times; the cells are interleaved (each round
 runs every cell once, in a rotated order), so a slow minute of the shared machine hits
-all of them. Printed: median [min-max] CPU-s and wall-s, the growth factor 10k -> 100k per
-command against the node ratio, and whether each command is under 3 CPU-s at ~100k nodes.
+all of them. Printed: median [min-max] CPU-s and wall-s; the growth 10k -> 100k per command
+as the total factor and as CPU per 1,000 added nodes from one size to the next (linear growth:
+the same at every step; start-up cancels out); and whether each command is under 3 CPU-s at
+~100k nodes.
 The yardstick's own noise is the start-up alone (`python -m xstilts --help`), measured in
 the same rounds: its spread says how far apart two runs of nothing differ here.
 
@@ -101,12 +103,20 @@ def main() -> None:
           "(differences inside this are not findings)")
     first, last = next(iter(sizes)), list(sizes)[-1]
     if first != last:
-        print(f"\ngrowth {first} -> {last} ({counts[last] / counts[first]:.1f}x nodes; linear = that factor):")
+        # Start-up and imports are paid once whatever the size; linear growth shows as the
+        # same CPU per added node from one size to the next.
+        print(f"\ngrowth {first} -> {last} ({counts[last] / counts[first]:.1f}x nodes): CPU-ms per 1,000 added nodes "
+              "between consecutive sizes (linear: equal)")
+        names = list(sizes)
         for name in COMMANDS:
-            low, high = cpu[f"{name} @ {first}"], cpu[f"{name} @ {last}"]
-            # start-up is paid once whatever the size: the growth of the rest is what scales
-            work_growth = (high.median - noise.median) / max(low.median - noise.median, 1e-9)
-            print(f"  {name:<18} {high.median / low.median:.1f}x total, {work_growth:.1f}x without start-up")
+            slopes = []
+            for low, high in zip(names, names[1:]):
+                added = (counts[high] - counts[low]) / 1000
+                slopes.append((cpu[f"{name} @ {high}"].median - cpu[f"{name} @ {low}"].median) * 1000 / added)
+            total = cpu[f"{name} @ {last}"].median / cpu[f"{name} @ {first}"].median
+            print(f"  {name:<18} " + ", ".join(f"{a} -> {b}: {slope:.0f}" for (a, b), slope
+                                               in zip(zip(names, names[1:]), slopes))
+                  + f"; {total:.1f}x in total")
     if "100k" in sizes:
         print(f"\nat 100k ({counts['100k']:,} nodes), target {TARGET_CPU_S:g} CPU-s:")
         for name in COMMANDS:
