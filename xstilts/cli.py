@@ -69,10 +69,10 @@ app.add_typer(data.make_app(task_data), name="data")
 
 GC_THRESHOLDS = (50_000, 20, 100)
 """The cyclic collector's generation thresholds for a command (Python's are 700, 10, 10).
-A plan of 100k nodes keeps ~2M objects alive, none of them in cycles, and at the default
-a collection runs every 700 allocations and rescans the survivors: 0.6 of `plan`'s 2.6
-CPU-s and 1.5 of `status --json`'s 4.4 at 100k nodes (`bench/plan_scale.py`). Collections
-still run, 70x less often; the garbage they would find is a few cycles of a short command."""
+A plan of 100k nodes keeps millions of objects alive, and at the default a collection runs
+every 700 allocations and rescans the young survivors: a fifth to a third of `plan` and
+`status --json` at 100k nodes (`BENCHMARKS.md`, control plane). Collections still run, 70x
+less often; the garbage they would find is a few cycles of a short command."""
 
 
 def main() -> None:
