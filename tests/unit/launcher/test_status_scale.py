@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import yaml
@@ -64,6 +64,7 @@ def test_status_json_is_complete_and_holds_what_asdict_gave(tmp_path: Path) -> N
     assert written == {"experiment": "demo", "counts": {"pending": len(rows)}, "code_versions": {},
                        "nodes": [asdict(row) for row in rows]}
     assert status_json("demo", rows)["nodes"] == [asdict(row) for row in rows]
+    assert list(written["nodes"][0]) == [field.name for field in fields(NodeRow)]  # the fields' order too
 
 
 def _row(key: str, status: str, search: dict[str, int] | None = None) -> NodeRow:
