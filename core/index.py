@@ -147,7 +147,7 @@ def snapshot(store: Store, experiment: str, nodes: Sequence[PlanNode], workers: 
         if record is not None and not (files.committed and record.fingerprint == files.fingerprint()):
             record = None  # stale: the node's files changed since it was indexed
         plan.append((node, files, record))
-        if record is None:
+        if record is None and files.files:  # a node without files (never started) has nothing to read
             wanted.extend(_reads_for(store, files))
     contents = dict(zip(wanted, in_parallel(lambda want: _read(store, *want), wanted, workers)))
     # A committed node's DONE usually carries its state and result (`core.commit_record`);
@@ -171,6 +171,9 @@ def snapshot(store: Store, experiment: str, nodes: Sequence[PlanNode], workers: 
     # records of nodes not asked about (another spec of this experiment, a subset) are kept
     records = {ref: record for ref, record in index.items() if ref not in asked}
     for node, files, record in plan:
+        if record is None and not files.files:  # never started: pending, nothing read (most of a new grid)
+            snap.statuses[node.key] = derive_status(state_from(None), MISSING_DONE, None)
+            continue
         node_dir = store.node_path(node.stage, node.key)
         indexable = True
         if record is None and node.key in markers:  # as listed: state.json is whole

@@ -42,14 +42,27 @@ class NodeConfig(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for name in self.OMITTED_WHEN_UNSET:
-            if name in data and data[name] == type(self).model_fields[name].default:
+        for name, default in _omitted_defaults(type(self)):
+            if name in data and data[name] == default:
                 del data[name]
         return data
 
     def as_json(self) -> dict[str, Any]:
         """The JSON object of `node.json` and of the key (see the module docstring)."""
         return self.model_dump(mode="json")
+
+
+_OMITTED_DEFAULTS: dict[type[NodeConfig], tuple[tuple[str, Any], ...]] = {}
+
+
+def _omitted_defaults(model: type[NodeConfig]) -> tuple[tuple[str, Any], ...]:
+    """(field, default) of `model.OMITTED_WHEN_UNSET`, looked up once per class: a plan of
+    100k nodes serializes 100k configs, and pydantic's `model_fields` is rebuilt on each access."""
+    found = _OMITTED_DEFAULTS.get(model)
+    if found is None:
+        fields = model.model_fields
+        found = _OMITTED_DEFAULTS[model] = tuple((name, fields[name].default) for name in sorted(model.OMITTED_WHEN_UNSET))
+    return found
 
 
 # ------------------------------------------------------------------------- sections

@@ -12,22 +12,27 @@ revision the spec pins (`core.data_files`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import heapq
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
+from json.encoder import encode_basestring_ascii  # json's C string encoder
 from typing import Any
+
+from pydantic import BaseModel
 
 from xstilts.core.captions import is_generated
 from xstilts.core.data_files import caption_signature, task_signature
 from xstilts.core.nodes import (
-    AnyNodeConfig, EvaluateConfig, ModelSection, PrepareDataConfig, PrepareImagesConfig, PrepareModelConfig, Role,
+    AnyNodeConfig, EvaluateConfig, ModelSection, NodeConfig, PrepareDataConfig, PrepareImagesConfig, PrepareModelConfig, Role,
     TrainIntermediateConfig, TrainTargetConfig, TuneConfig, VisionEncoderConfig,
 )
 from xstilts.core.tasks import BASELINE, TASKS
-from xstilts.core.spec import Search, Spec
+from xstilts.core.spec import Hyperparameters, Search, Spec
 from xstilts.core.stages import STAGES, StageName
 
 KEY_VERSION = 2
@@ -93,21 +98,75 @@ class Node:
         return isinstance(other, Node) and other.key == self.key
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+"""One encoder for every key: `json.dumps` with options builds a new one per call, and a
+plan of 100k nodes hashes 100k payloads (the output is the same bytes: keys never change)."""
+
+
 def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return _CANONICAL.encode(obj)
 
 
 def _key_of(node: Node) -> str:
-    payload = {
-        "v": KEY_VERSION,
-        "stage": node.stage,
-        "kind": node.kind,
-        "config": node.config.as_json(),
-        "inputs": {name: dep.key for name, dep in sorted(node.inputs.items())},
-    }
-    if node.code is not None:
-        payload["code"] = node.code
-    return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:KEY_LENGTH]
+    """sha256 of the canonical JSON (`_canonical`) of {v, stage, kind, config, inputs[,
+    code]}, written out field by field in sorted order: the same bytes as encoding that
+    dict (`tests/unit/core/test_generated_keys.py` and the golden files hold them equal),
+    without serializing and re-encoding a config's shared hyperparameters per node."""
+    inputs = _CANONICAL.encode({name: dep.key for name, dep in node.inputs.items()})
+    text = "".join([
+        "{", "" if node.code is None else f'"code":{_json_scalar(node.code)},',
+        '"config":', _canonical_config(node.config), ',"inputs":', inputs, ',"kind":', _json_scalar(node.kind),
+        ',"stage":', _json_scalar(node.stage), f',"v":{KEY_VERSION}}}',
+    ])
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def _json_scalar(value: Any) -> str:
+    """What the canonical encoder writes for a str, bool, int, finite float or None
+    (json's own rules: ASCII-escaped strings, `repr` of floats); anything else through it."""
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return int.__repr__(value) if type(value) is int else float.__repr__(value)
+    return _CANONICAL.encode(value)
+
+
+def _canonical_config(config: NodeConfig) -> str:
+    """`_canonical(config.as_json())`: the fields in sorted order, those `OMITTED_WHEN_UNSET`
+    left out at their default, nested models (hyperparameters, search, model section)
+    through `_canonical_model`, which every node of a task shares."""
+    parts = []
+    for name, default, omitted in _sorted_fields(type(config)):
+        value = getattr(config, name)
+        if omitted and value == default:
+            continue
+        encoded = _canonical_model(value) if isinstance(value, BaseModel) else _json_scalar(value)
+        parts.append(f"{encode_basestring_ascii(name)}:{encoded}")
+    return "{" + ",".join(parts) + "}"
+
+
+@functools.lru_cache(maxsize=None)
+def _sorted_fields(model: type[NodeConfig]) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, default, omitted when unset) of a config model's fields, sorted by name."""
+    return tuple((name, info.default, name in model.OMITTED_WHEN_UNSET) for name, info in sorted(model.model_fields.items()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_model_cached(model: BaseModel) -> str:
+    return _canonical(model.model_dump(mode="json"))
+
+
+def _canonical_model(model: BaseModel) -> str:
+    """A nested model's canonical JSON, computed once per distinct value where it is
+    hashable (frozen, scalar fields: the hyperparameters every seed and cell share)."""
+    try:
+        return _canonical_model_cached(model)
+    except TypeError:  # unhashable (dict or list fields: a search space, a tiny model)
+        return _canonical(model.model_dump(mode="json"))
 
 
 @dataclass
@@ -209,6 +268,15 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
             return None
         return spec.data_dir
 
+    chosen_hparams: dict[tuple[Role, str], Hyperparameters] = {}
+
+    def hparams_for(role: Role, task: str) -> Hyperparameters:
+        """`spec.hparams_for`, once per (role, task): every seed and cell of a task shares
+        them (frozen), and validating them again per node was a tenth of a 100k-node plan."""
+        if (role, task) not in chosen_hparams:
+            chosen_hparams[(role, task)] = spec.hparams_for(role, task)
+        return chosen_hparams[(role, task)]
+
     signatures: dict[str, str | None] = {}
 
     def data_signature(task: str, data_dir: str) -> str | None:
@@ -228,7 +296,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
         return builder.add(Node(stage="prepare", kind="images", task=dataset, config=config))
 
     def data_node(task: str, role: Role, hparams_of: str | None = None) -> Node:
-        hp = spec.hparams_for(role, hparams_of or task)
+        hp = hparams_for(role, hparams_of or task)
         source = TASKS[task].source
         inputs: dict[str, Node] = {"model": model}
         if TASKS[task].kind == "image_text":
@@ -249,7 +317,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
         return None
 
     def tune_config(task: str, role: Role, search: Search, **extra: Any) -> TuneConfig:
-        return TuneConfig(task=task, role=role, seed=0, hparams=spec.hparams_for(role, task), search=search,
+        return TuneConfig(task=task, role=role, seed=0, hparams=hparams_for(role, task), search=search,
                           prefix_length=prefix_length(task), **extra)
 
     def tune_input(task: str, role: Role, data: Node) -> dict[str, Node]:
@@ -275,7 +343,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
         first_node = builder.add(Node(
             stage="train-target", task=first, seed=seed, intermediate=intermediate,
             inputs={"init": upstream, "data": data_node(first, "target", hparams_of=target)},
-            config=TrainTargetConfig(task=first, seed=seed, hparams=spec.hparams_for("target", target),
+            config=TrainTargetConfig(task=first, seed=seed, hparams=hparams_for("target", target),
                                      intermediate=intermediate, first_of=target),
         ))
         return first_node, True
@@ -309,7 +377,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
                 stage="train-intermediate", task=task, seed=seed, intermediate=task,
                 inputs={"model": model, **inputs},
                 config=TrainIntermediateConfig(
-                    task=task, seed=seed, hparams=spec.hparams_for("intermediate", task),
+                    task=task, seed=seed, hparams=hparams_for("intermediate", task),
                     mixture=list(members) if members else None, prefix_length=None if members else prefix_length(task),
                 ),
             ))
@@ -328,7 +396,7 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
                     evaluated = builder.add(Node(
                         stage="train-target", task=target, seed=seed, intermediate=intermediate,
                         inputs={"init": init, "data": data, **tune},
-                        config=TrainTargetConfig(task=target, seed=seed, hparams=spec.hparams_for("target", target),
+                        config=TrainTargetConfig(task=target, seed=seed, hparams=hparams_for("target", target),
                                                  intermediate=intermediate, continue_head=continue_head),
                     ))
                 builder.add(Node(
@@ -349,7 +417,18 @@ def _dependency_order(nodes: list[Node]) -> list[Node]:
     dependency order (so plans without per_cell keep their order), and otherwise lets a
     node wait only for what it depends on.
     """
-    stage_rank: dict[str, int] = {stage: i for i, stage in enumerate(STAGES)}
+    by_stage = sorted(nodes, key=lambda node: _STAGE_RANK[node.stage])  # stable: build order within a stage
+    if _inputs_first(by_stage):
+        return by_stage  # what Kahn's algorithm returns then, in one pass instead of a heap of every node
+    return _kahn_order(nodes)
+
+
+_STAGE_RANK: dict[str, int] = {stage: i for i, stage in enumerate(STAGES)}
+
+
+def _kahn_order(nodes: list[Node]) -> list[Node]:
+    """Kahn's algorithm, always taking the ready node first by (stage, build order)."""
+    stage_rank = _STAGE_RANK
     rank = {node.key: (stage_rank[node.stage], index) for index, node in enumerate(nodes)}
     waiting_on = {node.key: {dep.key for dep in node.inputs.values() if dep.key in rank} for node in nodes}
     users: dict[str, list[Node]] = {node.key: [] for node in nodes}
@@ -369,3 +448,9 @@ def _dependency_order(nodes: list[Node]) -> list[Node]:
     if len(ordered) != len(nodes):  # impossible while keys hash their inputs' keys
         raise ValueError("the plan's nodes depend on each other in a cycle")
     return ordered
+
+
+def _inputs_first(nodes: list[Node]) -> bool:
+    """Whether every input of a node of `nodes` that is in `nodes` comes before it."""
+    position = {node.key: index for index, node in enumerate(nodes)}
+    return all(position.get(dep.key, -1) < index for index, node in enumerate(nodes) for dep in node.inputs.values())

@@ -181,7 +181,11 @@ class Store:
         return "/".join([self.root, *[p.strip("/") for p in parts if p]])
 
     def node_path(self, stage: str, key: str, *parts: str) -> str:
-        return self.path("nodes", stage, key, *parts)
+        """`<root>/nodes/<stage>/<key>[/parts]`. Stage and key never hold a slash (a stage
+        name, a hex key), so they are joined as they are: a plan of 100k nodes asks for
+        every node's folder, and `path` strips each part."""
+        folder = f"{self.root}/nodes/{stage}/{key}"
+        return "/".join([folder, *[p.strip("/") for p in parts if p]]) if parts else folder
 
     def experiment_path(self, experiment: str, *parts: str) -> str:
         return self.path(experiment, *parts)

@@ -21,7 +21,7 @@ def plan(
     experiment = open_spec(spec, override, profile, reads_store=False)
     if as_json:
         estimates = [asdict(row) for row in gpu_hour_estimate(experiment.plan, experiment.spec)]
-        print(json.dumps({**experiment.plan.to_json(), "gpu_hours": estimates}, indent=1))
+        print(json.dumps({**experiment.plan.to_json(), "gpu_hours": estimates}))  # no indent: the C encoder
         return
     from rich.table import Table
 

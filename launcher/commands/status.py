@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
@@ -24,7 +24,9 @@ from xstilts.core.plan import Node
 from xstilts.core.provenance import attempt_code, count_codes, mixed_code_warning
 from xstilts.launcher.commands.common import FollowProfileOpt, JsonOpt, OverrideOpt, SpecArg, choice_option, node_tasks, open_spec, out
 from xstilts.launcher.commands.logs import log_tail
-from xstilts.launcher.commands.status_view import LIVE, Filters, Stage, State, fit, full_view, plain_progress
+from xstilts.launcher.commands.status_view import (
+    LIVE, TABLE_ROWS_PIPED, Filters, Stage, State, fit, full_view, plain_progress, table_rows_limit,
+)
 from xstilts.launcher.experiment import Experiment
 
 
@@ -158,9 +160,13 @@ def status(
                                         "queued or running (plain lines when not on a terminal)")] = False,
     interval: Annotated[float, typer.Option(
         help=f"seconds between reads with --watch (at least {MIN_INTERVAL_S:g}); each asks SLURM")] = WATCH_INTERVAL_S,
+    show_all: Annotated[bool, typer.Option(
+        "--all", help="a table row for every node (default: as many as the terminal shows, "
+                      f"{TABLE_ROWS_PIPED} into a file or pipe; --json writes every node)")] = False,
 ) -> None:
     """A summary (per stage, nodes by state; failures with reason and log tail; running
-    nodes), then every node's state, attempts, elapsed time and headline metric."""
+    nodes), then the nodes' state, attempts, elapsed time and headline metric: as many
+    rows as the terminal shows (running, queued and failed first) unless --all."""
     if not (math.isfinite(interval) and interval >= MIN_INTERVAL_S):
         raise UserError(f"--interval: {interval:g} is not a number of seconds >= {MIN_INTERVAL_S:g}")
     experiment = open_spec(spec, override, profile, cluster_optional=True)
@@ -174,14 +180,13 @@ def status(
     title = f"{experiment.spec.name} ({experiment.store.url})"
     if as_json:
         shown = [row for row in status_rows(experiment) if filters.matches(row)]
-        counts = Counter(row.status for row in shown)
-        print(json.dumps({"experiment": experiment.spec.name, "counts": dict(counts),
-                          "code_versions": row_code_versions(shown), "nodes": [asdict(row) for row in shown]},
-                         indent=1))
+        # no indent: that would select json's pure-Python encoder instead of the C one
+        print(json.dumps(status_json(experiment.spec.name, shown)))
         return
     if not watch:
         rows = status_rows(experiment)
-        for part in full_view(title, rows, [row for row in rows if filters.matches(row)], filters, tasks_of):
+        limit = None if show_all else table_rows_limit(out)
+        for part in full_view(title, rows, [row for row in rows if filters.matches(row)], filters, tasks_of, limit):
             out.print(part)
         mixed = mixed_code_warning(row_code_versions(rows))
         if mixed:
@@ -194,6 +199,16 @@ def status(
             _watch_plain(experiment, filters, interval)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def status_json(experiment: str, rows: list[NodeRow]) -> dict[str, Any]:
+    """What `status --json` writes: counts by state, code versions and every row's fields
+    in `NodeRow`'s order: each row's own field dict (a dataclass keeps its fields there in
+    that order), not `dataclasses.asdict`, which deep-copies every row (most of the CPU of
+    --json at 100k nodes). The rows are only read."""
+    return {"experiment": experiment, "counts": dict(Counter(row.status for row in rows)),
+            "code_versions": row_code_versions(rows),
+            "nodes": [vars(row) for row in rows]}
 
 
 def row_code_versions(rows: list[NodeRow]) -> dict[str, int]:

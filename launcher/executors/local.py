@@ -51,8 +51,7 @@ class LocalExecutor:
                    + (f", {len(selection.blocked)} blocked by failed inputs" if selection.blocked else ""))
         if request.dry_run:
             out.print(f"[dry run] {summary}", markup=False)
-            for node in selection.submit:
-                out.print(f"  would run {node.label} [{node.key}]", markup=False)
+            _print_lines(out, [f"  would run {node.label} [{node.key}]" for node in selection.submit])
             return LaunchOutcome(ok=True, show_table=False)
         if not selection.submit and not selection.live:
             out.print(f"submitted 0 nodes; {summary}")
@@ -99,3 +98,12 @@ class LocalExecutor:
 
         return [local_log_path(experiment.store, node, submission["job_id"])
                 for submission in state.get("submissions") or [] if submission.get("executor") == "local"]
+
+
+def _print_lines(console: Console, lines: list[str]) -> None:
+    """Plain lines (no markup, no wrapping: one per node) written in one go to the
+    console's file. Rich measures and wraps each `print`, ~0.2 ms a line: a dry run that
+    lists 100k nodes spent most of its 11 CPU-s there."""
+    if lines:
+        console.file.write("\n".join(lines) + "\n")
+        console.file.flush()

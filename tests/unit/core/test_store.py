@@ -141,3 +141,13 @@ def test_read_tail_reads_only_the_end_of_a_long_file(store: Store) -> None:
     assert store.read_tail(store.path("short.log"), 4096) is None  # absent
     store.write_text(store.path("short.log"), "only line\n")
     assert store.read_tail(store.path("short.log"), 4096) == "only line\n"
+
+
+@pytest.mark.parametrize("url", ["LOCAL", "memory://bucket/prefix/", "s3://bucket/prefix"])
+def test_node_path_is_the_joined_path_without_parsing_it(url: str, tmp_path: Path) -> None:
+    """`node_path` joins stage and key as they are (100k nodes ask for theirs); what it
+    returns must stay what `path` gives for the same parts, with and without inner parts."""
+    store = Store(str(tmp_path / "store") if url == "LOCAL" else url)
+    for parts in [(), ("state.json",), ("lease", "000001.owner"), ("/logs/", "a.log")]:
+        assert store.node_path("train-target", "0123abcd0123abcd", *parts) == \
+            store.path("nodes", "train-target", "0123abcd0123abcd", *parts)

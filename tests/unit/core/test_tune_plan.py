@@ -194,3 +194,17 @@ def test_batch_size_is_searched_over_integers_only() -> None:
     raw["target"]["search"]["space"] = {"epochs": {"grid": [1, 2]}}
     with pytest.raises(UserError, match="searchable: batch_size, learning_rate, warmup_ratio, weight_decay"):
         validate(raw)
+
+
+@pytest.mark.parametrize("scope", ["per_cell", "per_task", None])
+def test_the_stage_sort_shortcut_gives_kahns_order(scope: str | None) -> None:
+    """`_dependency_order` returns the stage sort when it is a dependency order (one pass:
+    a 100k-node plan) and Kahn's order otherwise; both must be exactly what Kahn's
+    algorithm gives, so that no plan's order (and no array of a SLURM launch) changes."""
+    from xstilts.core.plan import _dependency_order, _inputs_first, _kahn_order
+
+    nodes = build_plan(validate(search_spec(scope))).nodes
+    shuffled = sorted(nodes, key=lambda node: node.key)  # any build order: the plan's own is already sorted
+    for order in (list(nodes), shuffled):
+        assert _dependency_order(order) == _kahn_order(order)
+    assert _inputs_first(sorted(nodes, key=lambda node: STAGES.index(node.stage))) == (scope != "per_cell")
