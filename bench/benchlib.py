@@ -116,3 +116,22 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         lines.append("  ".join(cells))
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> Samples:
+    """Per-round ratios numerator_i / denominator_i of two sides measured in the same
+    rounds: a slow minute of the machine hits both sides of a pair, so the pairs' spread
+    is smaller than the ratio of two independent medians would suggest."""
+    assert len(numerators) == len(denominators), "pairs need the same rounds"
+    return Samples([a / b for a, b in zip(numerators, denominators)])
+
+
+def yardstick_verdict(ratios: Samples, yardstick: Samples, same: str, unit: str = "x") -> str:
+    """What a paired ratio against a yardstick may claim: `same` (e.g. "not
+    distinguishable from raw write") when the ratios' min-max includes 1 or the median's
+    distance from 1 is within the yardstick's own spread; else the ratio with the
+    yardstick's noise named."""
+    noise = yardstick.spread
+    if ratios.low <= 1.0 <= ratios.high or abs(ratios.median - 1.0) <= noise:
+        return f"{same} (ratio {ratios.fmt(2)}, yardstick's own spread {noise:.0%})"
+    return f"{ratios.median:.2f}{unit} [{ratios.low:.2f}-{ratios.high:.2f}], beyond the yardstick's own spread {noise:.0%}"
