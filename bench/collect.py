@@ -24,7 +24,10 @@ a slow minute of the shared machine hits all of them:
 - table, cached: `xstilts analysis table SPEC --format csv`, the other command that
   reads all results, with both in place;
 - start-up only: `xstilts analysis collect --help`, the floor every command pays
-  (interpreter, imports) before it reads anything.
+  (interpreter, imports) before it reads anything;
+- collect, cached, in phases: a child making the same calls as `analysis collect`
+  (CLI imports, `open_spec`, `collect_frame`, `missing_cells`, `write_frame`) and
+  printing each phase's seconds: where the cached command's time goes.
 
 Each side prints median [min-max] seconds (wall clock of the subprocess) and the
 requests of its last run by kind. The grid on S3 defaults to fewer seeds than on
@@ -38,6 +41,7 @@ Usage: .venv/bin/python bench/collect.py [--repeats 3] [--seeds 20] [--s3-seeds 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -87,6 +91,36 @@ def child_sequential(spec: str) -> None:
     from xstilts.launcher.experiment import open_experiment
 
     print(len(sequential_collect(open_experiment(spec))))
+
+
+def child_phases(spec: str, output: str) -> None:
+    """What `xstilts analysis collect SPEC --output FILE` does, phase by phase (the same
+    calls as `analysis.cli.analysis_collect`), printing each phase's seconds as JSON: where
+    the command's time goes."""
+    import json
+
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        phases[name] = now - started
+        started = now
+
+    import xstilts.cli  # noqa: F401  (the CLI's imports: typer, rich, the commands)
+    from xstilts.analysis.collect import collect_frame, missing_cells, write_frame
+    from xstilts.launcher.commands.common import open_spec
+    lap("imports")
+    experiment = open_spec(spec, None)
+    lap("open spec + store")
+    frame = collect_frame(experiment)
+    lap("collect_frame")
+    missing_cells(experiment)
+    lap("missing_cells")
+    write_frame(frame, output)
+    lap("write output")
+    print(json.dumps(phases))
 
 
 # -- the grid --------------------------------------------------------------------------------------
@@ -153,6 +187,8 @@ class Side:
     forget_caches: bool = False
     seconds: Samples = field(default_factory=Samples)
     requests: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, Samples] = field(default_factory=dict)
+    """Seconds per phase, from a child that prints them as JSON (`child_phases`)."""
 
 
 class Grid:
@@ -175,6 +211,7 @@ class Grid:
             "collect, cached": Side([*cli, "collect", str(spec), "--output", frame]),
             "table, cached": Side([*cli, "table", str(spec), "--format", "csv"]),
             "start-up only (--help)": Side([*cli, "collect", "--help"]),
+            "collect, cached, in phases": Side([sys.executable, __file__, "--child-phases", str(spec), frame]),
         }
 
     def run(self, name: str) -> Callable[[], float]:
@@ -184,7 +221,7 @@ class Grid:
             if side.forget_caches:
                 for path in self.caches:
                     self.store.remove(path)
-            elif name.startswith(("collect", "table")):
+            elif name.startswith(("collect, cached", "table")):
                 assert self.store.exists(self.caches[0]), "cached run without a rows cache"
             if self.proxy is not None:
                 self.proxy.reset_counts()
@@ -196,6 +233,9 @@ class Grid:
             if self.proxy is not None:
                 side.requests = {"total": self.proxy.counts()["requests"], **self.proxy.methods}
             side.seconds.add(seconds)
+            if "--child-phases" in side.argv:
+                for phase, value in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                    side.phases.setdefault(phase, Samples()).add(value)
             return seconds
 
         return once
@@ -205,6 +245,7 @@ class Grid:
         results = interleaved({name: self.run(name) for name in self.sides}, repeats)
         for name, side in self.sides.items():  # the warm-up run is not reported
             side.seconds = Samples(results[name])
+            side.phases = {phase: Samples(samples.values[1:]) for phase, samples in side.phases.items()}
 
 
 def requests_text(requests: dict[str, int]) -> str:
@@ -223,16 +264,21 @@ def report(grids: list[Grid], sizes: dict[str, tuple[int, int, int, int]], args:
         baseline = grid.sides["sequential (baseline)"].seconds
         body = [[name, side.seconds.fmt(2, " s"), f"{side.seconds.spread:.0%}",
                  "1.00x" if side is grid.sides["sequential (baseline)"]
+                 else "-" if not name.startswith(("collect", "table"))
                  else ratio_verdict(side.seconds, baseline, higher_is_better=False),
                  requests_text(side.requests)]
                 for name, side in grid.sides.items()]
         print(table(["command", "seconds", "spread", "speed vs sequential", "requests (last run)"], body))
+        phased = grid.sides["collect, cached, in phases"]
+        print("collect, cached, in phases (in the child; the rest of its wall clock is the interpreter's start):")
+        print("  " + "; ".join(f"{phase} {samples.fmt(2, ' s')}" for phase, samples in phased.phases.items()))
     print("spread = (max-min)/median of that command's own runs: the noise of this run.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child-sequential", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--child-phases", nargs=2, metavar=("SPEC", "OUTPUT"), help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=20, help="file:// grid (20: 1,200 evaluate nodes, 101,600 rows)")
     parser.add_argument("--s3-seeds", type=int, default=3, help="S3 grid (3: 180 evaluate nodes, 15,240 rows)")
@@ -241,6 +287,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child_sequential:
         child_sequential(args.child_sequential)
+        return
+    if args.child_phases:
+        child_phases(*args.child_phases)
         return
     if args.quick:
         args.seeds, args.s3_seeds, args.repeats = 2, 1, 2
