@@ -127,11 +127,23 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) ->
 
 
 def yardstick_verdict(ratios: Samples, yardstick: Samples, same: str, unit: str = "x") -> str:
-    """What a paired ratio against a yardstick may claim: `same` (e.g. "not
-    distinguishable from raw write") when the ratios' min-max includes 1 or the median's
-    distance from 1 is within the yardstick's own spread; else the ratio with the
-    yardstick's noise named."""
-    noise = yardstick.spread
-    if ratios.low <= 1.0 <= ratios.high or abs(ratios.median - 1.0) <= noise:
-        return f"{same} (ratio {ratios.fmt(2)}, yardstick's own spread {noise:.0%})"
-    return f"{ratios.median:.2f}{unit} [{ratios.low:.2f}-{ratios.high:.2f}], beyond the yardstick's own spread {noise:.0%}"
+    """What paired ratios against a yardstick may claim.
+
+    `same` (e.g. "not distinguishable from raw write") when the pairs fall on both sides
+    of 1, or all on one side but inside the yardstick's own range (its runs' min and max
+    over its median: how far one run strays by noise alone), or too few pairs for the
+    sign test (all n on one side by luck: p = 2 * 0.5^n, over 0.05 below 6 pairs).
+    Else the ratio, with that p.
+    """
+    band = (yardstick.low / yardstick.median, yardstick.high / yardstick.median)
+    noise = f"yardstick's own range {band[0]:.2f}-{band[1]:.2f} of its median"
+    if ratios.low <= 1.0 <= ratios.high:
+        return f"{same} (pairs on both sides of 1: {ratios.fmt(2)}; {noise})"
+    if band[0] <= ratios.low and ratios.high <= band[1]:
+        return f"{same} (all pairs on one side, but inside the yardstick's noise: {ratios.fmt(2)}; {noise})"
+    n = len(ratios.values)
+    if 2 * 0.5 ** n > 0.05:
+        return (f"{same} at the 5% level (all {n} pairs on one side, sign test p = {2 * 0.5 ** n:.3f}; "
+                f"{ratios.fmt(2)}; {noise})")
+    return (f"{ratios.median:.2f}{unit} [{ratios.low:.2f}-{ratios.high:.2f}]: all {n} pairs on one side of 1 "
+            f"(sign test p = {2 * 0.5 ** n:.3f}); {noise}")

@@ -328,6 +328,9 @@ def report(samples: dict[str, list[float]], total_bytes: int, opts: Options) -> 
     print("time of each side relative to dcp.save (path) of the same round (side_i / dcp_path_i):")
     for name in ("dcp_fsspec", "full", "async_stall", "async_total"):
         print(f"  {titles[name]:<38} {yardstick_verdict(pairs(name, 'dcp_path'), dcp_path, 'not distinguishable from dcp.save', 'x dcp.save time')}")
+    print("per-round pairs (round 1..n):")
+    for num, den in (("raw2", "dcp_path"), ("raw2", "dcp_fsspec"), ("full", "dcp_path"), ("async_stall", "dcp_path")):
+        print(f"  {num}/{den}: " + " ".join(f"{value:.2f}" for value in pairs(num, den).values))
     print(f"yardsticks' own spread (max-min)/median: raw write {raw.spread:.0%} "
           f"({raw.low:.2f}-{raw.high:.2f} s = {total_bytes / MB / raw.high:.0f}-{total_bytes / MB / raw.low:.0f} MB/s), "
           f"dcp.save {dcp_path.spread:.0%}")
