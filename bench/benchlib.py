@@ -116,3 +116,34 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         lines.append("  ".join(cells))
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> Samples:
+    """Per-round ratios numerator_i / denominator_i of two sides measured in the same
+    rounds: a slow minute of the machine hits both sides of a pair, so the pairs' spread
+    is smaller than the ratio of two independent medians would suggest."""
+    assert len(numerators) == len(denominators), "pairs need the same rounds"
+    return Samples([a / b for a, b in zip(numerators, denominators)])
+
+
+def yardstick_verdict(ratios: Samples, yardstick: Samples, same: str, unit: str = "x") -> str:
+    """What paired ratios against a yardstick may claim.
+
+    `same` (e.g. "not distinguishable from raw write") when the pairs fall on both sides
+    of 1, or all on one side but inside the yardstick's own range (its runs' min and max
+    over its median: how far one run strays by noise alone), or too few pairs for the
+    sign test (all n on one side by luck: p = 2 * 0.5^n, over 0.05 below 6 pairs).
+    Else the ratio, with that p.
+    """
+    band = (yardstick.low / yardstick.median, yardstick.high / yardstick.median)
+    noise = f"yardstick's own range {band[0]:.2f}-{band[1]:.2f} of its median"
+    if ratios.low <= 1.0 <= ratios.high:
+        return f"{same} (pairs on both sides of 1: {ratios.fmt(2)}; {noise})"
+    if band[0] <= ratios.low and ratios.high <= band[1]:
+        return f"{same} (all pairs on one side, but inside the yardstick's noise: {ratios.fmt(2)}; {noise})"
+    n = len(ratios.values)
+    if 2 * 0.5 ** n > 0.05:
+        return (f"{same} at the 5% level (all {n} pairs on one side, sign test p = {2 * 0.5 ** n:.3f}; "
+                f"{ratios.fmt(2)}; {noise})")
+    return (f"{ratios.median:.2f}{unit} [{ratios.low:.2f}-{ratios.high:.2f}]: all {n} pairs on one side of 1 "
+            f"(sign test p = {2 * 0.5 ** n:.3f}); {noise}")

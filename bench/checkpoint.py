@@ -1,6 +1,6 @@
 """Checkpoint cost of a ~100M-parameter model under FSDP2 on 2 CPU processes.
 
-What is compared, side by side in one run (each repeated, median reported):
+What is compared, side by side in one run (each repeated, median [min-max] reported):
 
 * `dcp.save` of the sharded model + AdamW state (`get_state_dict`), to a plain directory
   (DCP picks `FileSystemWriter`) and to a `file://` URI (DCP picks the fsspec writer,
@@ -19,11 +19,23 @@ Why: training stages checkpoint with DCP so that a preempted SLURM job resumes, 
 the checkpoint interval is a trade between lost work and time spent saving. These
 numbers say what one save costs and whether async saving hides it.
 
+How a skeptic may read the ratios: the raw write is the yardstick, and on a shared
+virtual disk it is noisy itself. So every round runs all steps (raw writes, both DCP
+saves, the full-gather save, the async save), in an order rotated per round, and each
+comparison is the ratio of the pair from the same round (raw2_i / dcp_i), reported as
+median [min-max] next to the yardstick's own spread. When the ratios' range includes 1,
+or the median's distance from 1 is within that spread, the script says "not
+distinguishable" instead of printing a ratio as a finding (`benchlib.yardstick_verdict`).
+
+Before each write, rank 0 runs `sync` and, where it may (root), empties the page cache
+(`echo 3 > /proc/sys/vm/drop_caches`), so no write starts with the previous one's dirty
+pages still flushing; every write is fsynced, so the guest's page cache does not absorb
+it (the host's disk cache may: that is what the yardstick's spread shows).
 Every measurement writes to a fresh directory under `--dir` which is deleted right
-after (the disk is finite); a warmup round that is not reported comes first.
+after (the disk is finite); a warm-up round that is not reported comes first.
 MB = 10^6 bytes.
 
-    python bench/checkpoint.py                 # ~100M parameters, 3 repeats
+    python bench/checkpoint.py                 # ~100M parameters, 7 rounds
     python bench/checkpoint.py --size small --repeats 2
 """
 
@@ -31,10 +43,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -51,8 +61,12 @@ import torch.multiprocessing as mp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 from torch.distributed.fsdp import fully_shard
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import Samples, load_average, machine_line, paired_ratios, table, yardstick_verdict  # noqa: E402
+
 WORLD_SIZE = 2
 MB = 1e6
+DROP_CACHES = "/proc/sys/vm/drop_caches"
 
 # hidden, layers, heads, intermediate, vocab of an XLMRobertaForMaskedLM (tied decoder)
 SIZES: dict[str, dict[str, int]] = {
@@ -72,6 +86,7 @@ class Options:
     warmup: int
     root: Path
     port: int
+    drop_caches: bool
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -198,35 +213,49 @@ def run(rank: int, opts: Options) -> None:
         if counted:
             samples.setdefault(name, []).append(seconds)
 
-    for round_ in range(opts.warmup + opts.repeats):
-        counted = round_ >= opts.warmup
+    def settle() -> None:
+        """Before each measured write: dirty pages of the previous one written back and,
+        with --drop-caches, the page cache emptied, so no write starts in another's wake."""
+        dist.barrier()
+        if rank == 0:
+            os.sync()
+            if opts.drop_caches:
+                Path(DROP_CACHES).write_text("3\n")
+        dist.barrier()
 
-        # raw sequential writes of the same byte count: 2 writers (one per rank), then 1
+    def raw_two() -> None:  # 2 writers, one per rank, as DCP writes one file per rank
         path = fresh_dir(opts.root, "raw")
         if rank == 0:
             path.mkdir()
-        dist.barrier()
-        record("raw2", timed(lambda: raw_write(path / f"rank{rank}", payload[:share])), counted)
+        settle()
+        seconds = timed(lambda: raw_write(path / f"rank{rank}", payload[:share]))
         remove(path)
+        record("raw2", seconds, counted)
+
+    def raw_one() -> None:
         path = fresh_dir(opts.root, "raw")
         if rank == 0:
             path.mkdir()
-        dist.barrier()
-        record("raw1", timed(lambda: raw_write(path / "all", payload) if rank == 0 else None), counted)
+        settle()
+        seconds = timed(lambda: raw_write(path / "all", payload) if rank == 0 else None)
         remove(path)
+        record("raw1", seconds, counted)
 
-        # DCP, plain path (FileSystemWriter) and file:// URI (fsspec writer)
-        path = fresh_dir(opts.root, "dcp")
-        record("dcp_path", timed(lambda: dcp.save(sharded_state(), checkpoint_id=str(path))), counted)
-        remove(path)
-        path = fresh_dir(opts.root, "dcp")
-        record("dcp_fsspec", timed(lambda: dcp.save(sharded_state(), checkpoint_id=path.resolve().as_uri())), counted)
-        remove(path)
+    def dcp_to(name: str, uri: bool) -> Callable[[], None]:
+        def save() -> None:
+            path = fresh_dir(opts.root, "dcp")
+            settle()
+            target = path.resolve().as_uri() if uri else str(path)
+            seconds = timed(lambda: dcp.save(sharded_state(), checkpoint_id=target))
+            remove(path)
+            record(name, seconds, counted)
+        return save
 
-        # full state dict gathered on rank 0 and torch.save'd (+ fsync, like DCP)
+    def full_save() -> None:  # full state dict gathered on rank 0 and torch.save'd (+ fsync, like DCP)
         path = fresh_dir(opts.root, "full")
+        settle()
 
-        def full_save() -> None:
+        def gather_and_save() -> None:
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
             model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
             if rank == 0:
@@ -236,68 +265,98 @@ def run(rank: int, opts: Options) -> None:
                     handle.flush()
                     os.fsync(handle.fileno())
 
-        record("full", timed(full_save), counted)
+        seconds = timed(gather_and_save)
         remove(path)
+        record("full", seconds, counted)
 
-        # async_save: the stall is the time until control returns; then wait for the upload
+    def async_save() -> None:  # the stall is the time until control returns; then wait for the upload
         path = fresh_dir(opts.root, "async")
-        dist.barrier()
+        settle()
         start = time.perf_counter()
         future = dcp.async_save(sharded_state(), checkpoint_id=str(path), process_group=async_group)
         stall = max_over_ranks(time.perf_counter() - start)
         future.result()
         dist.barrier()
-        record("async_stall", stall, counted)
-        record("async_total", time.perf_counter() - start, counted)
+        total = time.perf_counter() - start
         remove(path)
+        record("async_stall", stall, counted)
+        record("async_total", total, counted)
+
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("raw2", raw_two), ("dcp_path", dcp_to("dcp_path", uri=False)), ("raw1", raw_one),
+        ("dcp_fsspec", dcp_to("dcp_fsspec", uri=True)), ("full", full_save), ("async", async_save)]
+    for round_ in range(opts.warmup + opts.repeats):
+        counted = round_ >= opts.warmup
+        shift = round_ % len(steps)  # rotated per round: no step always first or last
+        for _, step in steps[shift:] + steps[:shift]:
+            step()
         if rank == 0:
-            label = "warmup" if not counted else f"repeat {round_ - opts.warmup + 1}/{opts.repeats}"
-            print(f"  {label} done", flush=True)
+            label = "warmup" if not counted else f"round {round_ - opts.warmup + 1}/{opts.repeats}"
+            print(f"  {label} done (load average {load_average():.2f})", flush=True)
 
     if rank == 0:
         report(samples, total_bytes, opts)
 
 
 def report(samples: dict[str, list[float]], total_bytes: int, opts: Options) -> None:
-    med = {name: statistics.median(values) for name, values in samples.items()}
-    rate = {name: total_bytes / MB / seconds for name, seconds in med.items()}
-
-    def spread(name: str) -> str:
-        values = samples[name]
-        return f"{min(values):.2f}-{max(values):.2f}"
-
-    rows = [
-        ("raw write, 2 writers, fsync", "raw2", f"{rate['raw2']:.0f}", "1.00 (limit)"),
-        ("raw write, 1 writer, fsync", "raw1", f"{rate['raw1']:.0f}", f"{rate['raw1'] / rate['raw2']:.2f} of raw2"),
-        ("dcp.save, path (FileSystemWriter)", "dcp_path", f"{rate['dcp_path']:.0f}",
-         f"{rate['dcp_path'] / rate['raw2']:.2f} of raw2"),
-        ("dcp.save, file:// (fsspec writer)", "dcp_fsspec", f"{rate['dcp_fsspec']:.0f}",
-         f"{rate['dcp_fsspec'] / rate['raw2']:.2f} of raw2"),
-        ("full state dict + torch.save rank 0", "full", f"{rate['full']:.0f}",
-         f"{med['full'] / med['dcp_path']:.2f}x dcp.save time"),
-        ("dcp.async_save, stall", "async_stall", "-",
-         f"{med['async_stall'] / med['dcp_path']:.2f}x dcp.save time"),
-        ("dcp.async_save, until upload done", "async_total", f"{rate['async_total']:.0f}",
-         f"{med['async_total'] / med['dcp_path']:.2f}x dcp.save time"),
-    ]
+    """Per measurement: median [min-max] seconds and its own spread; per comparison: the
+    ratio of each round's pair (same round, adjacent in time) and what it may claim
+    against the noise of its yardstick."""
+    s = {name: Samples(values) for name, values in samples.items()}
+    mbs = {name: total_bytes / MB / s[name].median for name in s}
+    raw, dcp_path = s["raw2"], s["dcp_path"]
+    titles = {
+        "raw2": "raw write, 2 writers, fsync (yardstick)", "raw1": "raw write, 1 writer, fsync",
+        "dcp_path": "dcp.save, path (FileSystemWriter)", "dcp_fsspec": "dcp.save, file:// (fsspec writer)",
+        "full": "full state dict + torch.save rank 0", "async_stall": "dcp.async_save, stall",
+        "async_total": "dcp.async_save, until upload done",
+    }
     print()
-    print(f"{WORLD_SIZE} processes, gloo, FSDP2; {total_bytes / MB:.0f} MB per checkpoint; "
-          f"median of {opts.repeats} (min-max in brackets); dir {opts.root}")
-    header = f"{'measurement':<38} {'seconds':>8} {'[min-max]':>12} {'MB/s':>6}  ratio"
-    print(header)
-    print("-" * (len(header) + 20))
-    for title, key, mbs, ratio in rows:
-        print(f"{title:<38} {med[key]:>8.2f} {'[' + spread(key) + ']':>12} {mbs:>6}  {ratio}")
-    print()
-    print(f"DCP/raw throughput: path {rate['dcp_path'] / rate['raw2']:.2f}, fsspec {rate['dcp_fsspec'] / rate['raw2']:.2f}; "
-          f"full-gather/DCP time {med['full'] / med['dcp_path']:.2f}; "
-          f"async stall/sync save {med['async_stall'] / med['dcp_path']:.2f}")
+    print(f"{WORLD_SIZE} processes, gloo, FSDP2; {total_bytes / MB:.0f} MB per checkpoint; {opts.repeats} rounds "
+          f"after {opts.warmup} warm-up, steps rotated per round; page cache: {page_cache_note(opts)}; dir {opts.root}")
+    rows = [[titles[name], s[name].fmt(2), f"{s[name].spread:.0%}",
+             "-" if name == "async_stall" else f"{mbs[name]:.0f}"] for name in titles]
+    print(table(["measurement", "seconds median [min-max]", "spread", "MB/s"], rows))
+
+    def pairs(num: str, den: str) -> Samples:
+        return paired_ratios(samples[num], samples[den])
+
+    print("\nthroughput of each side relative to the raw write of the same round (raw2_i / side_i):")
+    same_disk = "not distinguishable from raw write"
+    for name in ("dcp_path", "dcp_fsspec", "raw1"):
+        print(f"  {titles[name]:<38} {yardstick_verdict(pairs('raw2', name), raw, same_disk, ' of raw write')}")
+    print("time of each side relative to dcp.save (path) of the same round (side_i / dcp_path_i):")
+    for name in ("dcp_fsspec", "full", "async_stall", "async_total"):
+        print(f"  {titles[name]:<38} {yardstick_verdict(pairs(name, 'dcp_path'), dcp_path, 'not distinguishable from dcp.save', 'x dcp.save time')}")
+    print("per-round pairs (round 1..n):")
+    for num, den in (("raw2", "dcp_path"), ("raw2", "dcp_fsspec"), ("full", "dcp_path"), ("async_stall", "dcp_path")):
+        print(f"  {num}/{den}: " + " ".join(f"{value:.2f}" for value in pairs(num, den).values))
+    print(f"yardsticks' own spread (max-min)/median: raw write {raw.spread:.0%} "
+          f"({raw.low:.2f}-{raw.high:.2f} s = {total_bytes / MB / raw.high:.0f}-{total_bytes / MB / raw.low:.0f} MB/s), "
+          f"dcp.save {dcp_path.spread:.0%}")
+
+
+def can_drop_caches() -> bool:
+    """Whether this process may empty the page cache (root in a VM or bare machine)."""
+    try:
+        os.sync()
+        Path(DROP_CACHES).write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def page_cache_note(opts: Options) -> str:
+    return ("sync + drop_caches before each write" if opts.drop_caches
+            else "sync before each write (drop_caches not writable)")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="100m", help="model preset (default: 100m)")
-    parser.add_argument("--repeats", type=int, default=3, help="measured rounds; the median is reported")
+    parser.add_argument("--repeats", type=int, default=7, help="measured rounds; the median is reported")
+    parser.add_argument("--no-drop-caches", action="store_true",
+                        help="only sync before each write (default: also drop the page cache where root may)")
     parser.add_argument("--warmup", type=int, default=1, help="unreported rounds first")
     parser.add_argument("--dir", type=Path, default=None,
                         help="parent of the scratch directory (default: the system temp dir)")
@@ -306,14 +365,14 @@ def main(argv: list[str] | None = None) -> None:
     root_parent = args.dir or Path(tempfile.gettempdir())
     root_parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-checkpoint-", dir=root_parent))
-    print(f"{platform.node()}: {os.cpu_count()} cores, torch {torch.__version__}, python {sys.version.split()[0]}, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(machine_line(), flush=True)
     try:
-        opts = Options(args.size, args.repeats, args.warmup, root, free_port())
+        opts = Options(args.size, args.repeats, args.warmup, root, free_port(),
+                       drop_caches=not args.no_drop_caches and can_drop_caches())
         mp.spawn(worker, args=(opts,), nprocs=WORLD_SIZE, join=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"load average at the end {load_average():.2f}")
 
 
 if __name__ == "__main__":

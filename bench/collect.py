@@ -1,35 +1,56 @@
-"""Collecting a 100,000-row experiment: cold, with the rows cache, and the plain sequential reader.
+"""`xstilts analysis collect` and `table` of a finished 100,000-row grid, timed as the
+commands users run: CLI subprocesses, start-up included, on `file://` and on S3, with
+the S3 requests counted as the server sees them; against the plain sequential reader.
 
-Generates the node files `xstilts.analysis.collect` reads (DONE, result.json and state.json of
-every evaluate node, state.json of every train-target node) for a grid of 20
-intermediates x 3 targets (panx, udpos, tatoeba: 127 languages) x 20 seeds = 1,200
-evaluate nodes, 2 metric keys per language = 101,600 rows, into a `file://` store in a
-temp dir and into S3 (a moto server started on a free loopback port), then prints for
-each store, side by side:
+The store is generated, not trained: every node of a grid of 20 intermediates x 3
+targets (panx, udpos, tatoeba: 127 languages) x `--seeds` seeds is finished as a job
+leaves it (node.json from `materialize`, state.json, result.json, DONE carrying both as
+`jobs.entry` writes it); each evaluate node scores 2 metric keys per language, so 20
+seeds = 1,200 evaluate nodes and 101,600 rows. S3 is a moto server on loopback; every
+child process reaches it through `tests/support/s3_fault_proxy.py`, which adds
+`--latency-ms` to each request (a real object store is tens of ms away; moto on
+loopback is not) and counts the requests per kind (GET, HEAD, LIST, PUT).
 
-- sequential: `sequential_collect` below, the plain reader (one node after the other,
-  result.json only, no costs): the baseline;
-- cold: `collect_frame` without a cache (parallel reads; includes writing the cache);
-- cached: `collect_frame` again (reads the cache object, checks nothing: every node is done);
+Sides, run interleaved (round r starts at side r mod n, after a warm-up round) so that
+a slow minute of the shared machine hits all of them:
 
-median of `--repeats` runs (min-max), and the row counts.
+- sequential: the plain baseline reader (`sequential_collect`: one evaluate node after
+  the other, DONE and result.json only, no costs, no cache) in a child process
+  (`python bench/collect.py --child-sequential SPEC`), start-up included;
+- collect, cold: `xstilts analysis collect SPEC --output frame.parquet` with neither the
+  rows cache nor the done index in the store (both deleted before each run: the first
+  collect of a grid nothing has read before);
+- collect, cached: the same command with both in place (every later collect);
+- table, cached: `xstilts analysis table SPEC --format csv`, the other command that
+  reads all results, with both in place;
+- start-up only: `xstilts analysis collect --help`, the floor every command pays
+  (interpreter, imports) before it reads anything;
+- collect, cached, in phases: a child making the same calls as `analysis collect`
+  (CLI imports, `open_spec`, `collect_frame`, `missing_cells`, `write_frame`) and
+  printing each phase's seconds: where the cached command's time goes.
 
-Usage: .venv/bin/python bench/collect.py [--repeats 3] [--workers 16] [--seeds 20]
+Each side prints median [min-max] seconds (wall clock of the subprocess) and the
+requests of its last run by kind. The grid on S3 defaults to fewer seeds than on
+`file://` (`--s3-seeds 3`: 180 evaluate nodes, 15,240 rows) because the sequential
+reader pays the latency once per request, about 5 requests per node.
+
+Usage: .venv/bin/python bench/collect.py [--repeats 3] [--seeds 20] [--s3-seeds 3] [--latency-ms 50]
+       .venv/bin/python bench/collect.py --quick     # seeds 2 and 1, 2 repeats: a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +59,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from xstilts.analysis.collect import cache_path, collect_frame, train_chain  # noqa: E402
-from xstilts.analysis.table import ResultRow, rows_from_result  # noqa: E402
-from xstilts.core.tasks import TASKS  # noqa: E402
-from xstilts.launcher.experiment import Experiment, open_experiment  # noqa: E402
-from xstilts.core.plan import Node  # noqa: E402
-from xstilts.core.store import DONE, Store  # noqa: E402
-from tests.support.specs import demo_raw  # noqa: E402
-from tests.support.moto import moto_server  # noqa: E402
+from benchlib import Samples, interleaved, load_average, machine_line, ratio_verdict, table  # noqa: E402
 
 INTERMEDIATES = [
     "none", "mnli", "qqp", "squad", "squad_v2", "hellaswag", "commonsenseqa", "cosmosqa", "socialiqa", "ccg",
@@ -54,165 +68,263 @@ INTERMEDIATES = [
 ]
 TARGETS = ["panx", "udpos", "tatoeba"]
 SECOND_KEY = {"seqeval_f1": "precision", "accuracy": "n_correct"}
+CHILD_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def sequential_collect(experiment: Experiment) -> list[ResultRow]:
+# -- the baseline, run in a child process ----------------------------------------------------------
+def sequential_collect(experiment: Any) -> list[Any]:
     """The plain baseline: every finished evaluate node's result.json, one after the other."""
-    rows: list[ResultRow] = []
+    from xstilts.analysis.table import rows_from_result
+
+    rows: list[Any] = []
     for node in experiment.plan.evaluations():
         if not experiment.is_done(node):
             continue
         result = experiment.result(node)
         if result is None:
             continue
-        assert node.intermediate is not None and node.task is not None and node.seed is not None
         rows.extend(rows_from_result(result, node.intermediate, node.task, node.seed, node.key))
     return rows
 
 
-def grid_raw(storage: str, seeds: int) -> dict[str, Any]:
+def child_sequential(spec: str) -> None:
+    from xstilts.launcher.experiment import open_experiment
+
+    print(len(sequential_collect(open_experiment(spec))))
+
+
+def child_phases(spec: str, output: str) -> None:
+    """What `xstilts analysis collect SPEC --output FILE` does, phase by phase (the same
+    calls as `analysis.cli.analysis_collect`), printing each phase's seconds as JSON: where
+    the command's time goes."""
+    import json
+
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        phases[name] = now - started
+        started = now
+
+    import xstilts.cli  # noqa: F401  (the CLI's imports: typer, rich, the commands)
+    from xstilts.analysis.collect import collect_frame, missing_cells, write_frame
+    from xstilts.launcher.commands.common import open_spec
+    lap("imports")
+    experiment = open_spec(spec, None)
+    lap("open spec + store")
+    frame = collect_frame(experiment)
+    lap("collect_frame")
+    missing_cells(experiment)
+    lap("missing_cells")
+    write_frame(frame, output)
+    lap("write output")
+    print(json.dumps(phases))
+
+
+# -- the grid --------------------------------------------------------------------------------------
+def grid_spec(work: Path, storage: str, seeds: int) -> Path:
+    from tests.support.specs import demo_raw
+
     raw = demo_raw()
-    raw.update(name="bench-collect", storage=storage, seeds=list(range(seeds)))
+    raw.update(name=f"bench-collect-{uuid.uuid4().hex[:6]}", storage=storage, seeds=list(range(seeds)))
     raw["intermediate"]["tasks"] = INTERMEDIATES
     raw["target"]["tasks"] = TARGETS
     raw["resources"] = {"train-target": {"gpus": 1}, "evaluate": {"gpus": 1}}
-    return raw
+    spec = work / f"{raw['name']}.yaml"
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return spec
 
 
-def open_grid(work: Path, storage: str, seeds: int) -> Experiment:
-    spec = work / f"grid-{uuid.uuid4().hex[:6]}.yaml"
-    spec.write_text(yaml.safe_dump(grid_raw(storage, seeds), sort_keys=False))
-    return open_experiment(str(spec))
+def node_result(node: Any) -> dict[str, Any]:
+    from xstilts.core.tasks import TASKS
+
+    result: dict[str, Any] = {"node": {"key": node.key, "stage": node.stage, "seconds": 600.0}}
+    if node.stage == "evaluate":
+        task = TASKS[node.task]
+        result.update(task=node.task, metric=task.metric, languages={
+            lang: {task.metric: 50.0 + i * 0.5 + node.seed, SECOND_KEY[task.metric]: 40.0 + i}
+            for i, lang in enumerate(task.eval_languages)})
+    return result
 
 
-def node_files(node: Node) -> list[tuple[str, str, Any]]:
-    """(stage/key, file name, content) of what a finished cell leaves that collect reads."""
-    task = TASKS[node.task]
-    languages = {lang: {task.metric: 50.0 + i * 0.5 + node.seed, SECOND_KEY[task.metric]: 40.0 + i}
-                 for i, lang in enumerate(task.eval_languages)}
-    state = {"status": "done", "attempts": [{"started": 1.8e9, "ended": 1.8e9 + 600, "host": "h", "job_id": "1"}]}
-    files = [(node.ref, "result.json", {"task": node.task, "metric": task.metric, "languages": languages}),
-             (node.ref, "state.json", state), (node.ref, DONE, "1800000000.0\n")]
-    return files + [(train.ref, "state.json", {**state, "attempts": state["attempts"] * 2}) for train in train_chain(node)]
+def finish(store: Any, node: Any) -> None:
+    """What a job leaves in a finished node (jobs/entry.py's order: state, result, DONE)."""
+    from xstilts.core.commit_record import done_marker
+    from xstilts.core.store import DONE
+
+    folder = store.node_path(node.stage, node.key)
+    when = 1.8e9
+    state = {"status": "done", "attempts": [{"id": "g1", "started": when, "ended": when + 600, "host": "h",
+                                             "job_id": "1", "outcome": "done"}]}
+    result = node_result(node)
+    store.write_json(f"{folder}/state.json", state)
+    store.write_json(f"{folder}/result.json", result)
+    store.write_text(f"{folder}/{DONE}", done_marker(when + 600, state, result))
 
 
-def generate(experiment: Experiment, threads: int) -> int:
-    """Write every evaluate node's files (in parallel: S3 PUTs are round trips); returns the file count."""
-    store = experiment.store
-    files = [f for node in experiment.plan.evaluations() for f in node_files(node)]
+def generate(spec: Path) -> tuple[int, int, int]:
+    """Finish every node of the grid (in parallel: S3 PUTs are round trips); returns
+    (nodes, evaluate nodes, rows)."""
+    from xstilts.core.listing import in_parallel
+    from xstilts.launcher.experiment import open_experiment
 
-    def write(file: tuple[str, str, Any]) -> None:
-        ref, name, content = file
-        path = store.path("nodes", ref, name)
-        store.write_text(path, content) if isinstance(content, str) else store.write_json(path, content)
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(write, files))
-    return len(files)
-
-
-class StoreCalls:
-    """Counts the store's reads and existence checks (one HTTP request each on S3)."""
-
-    def __init__(self, store: Store) -> None:
-        self.fs, self.count, self.lock = store.fs, 0, threading.Lock()
-        self.real = {name: getattr(self.fs, name) for name in ("cat_file", "exists")}
-        for name, real in self.real.items():
-            setattr(self.fs, name, self._counting(real))
-
-    def _counting(self, real: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with self.lock:
-                self.count += 1
-            return real(*args, **kwargs)
-        return call
-
-    def close(self) -> None:
-        for name in self.real:
-            delattr(self.fs, name)
+    experiment = open_experiment(str(spec))
+    experiment.materialize()
+    in_parallel(lambda node: finish(experiment.store, node), experiment.plan.nodes, 16)
+    evaluations = experiment.plan.evaluations()
+    rows = sum(2 * len(node_result(node)["languages"]) for node in evaluations)
+    return len(experiment.plan.nodes), len(evaluations), rows
 
 
-def timed(run: Callable[[], Any], repeats: int, calls: StoreCalls,
-          before: Callable[[], None] = lambda: None) -> tuple[list[float], Any, int]:
-    """Seconds of each repeat, the last output and the store calls of one run."""
-    times, out, per_run = [], None, 0
-    for _ in range(repeats):
-        before()
-        calls.count = 0
-        started = time.perf_counter()
-        out = run()
-        times.append(time.perf_counter() - started)
-        per_run = calls.count
-    return times, out, per_run
+# -- measuring -------------------------------------------------------------------------------------
+@dataclass
+class Side:
+    """One command of the comparison: its argv, what the store must (not) hold first."""
+
+    argv: list[str]
+    forget_caches: bool = False
+    seconds: Samples = field(default_factory=Samples)
+    requests: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, Samples] = field(default_factory=dict)
+    """Seconds per phase, from a child that prints them as JSON (`child_phases`)."""
 
 
-def measure(name: str, experiment: Experiment, args: argparse.Namespace) -> dict[str, Any]:
-    store: Store = experiment.store
-    started = time.perf_counter()
-    n_files = generate(experiment, args.workers)
-    print(f"  {name}: wrote {n_files} files in {time.perf_counter() - started:.1f}s", flush=True)
+class Grid:
+    """A generated grid in one store, and the commands run against it."""
 
-    def drop_cache() -> None:
-        store.remove(cache_path(experiment))
+    def __init__(self, label: str, spec: Path, env: dict[str, str], proxy: Any | None, out: Path) -> None:
+        from xstilts.analysis.collect import cache_path
+        from xstilts.core.index import index_path
+        from xstilts.launcher.experiment import open_experiment
 
-    calls = StoreCalls(store)
-    try:
-        seq_times, seq_rows, seq_calls = timed(lambda: sequential_collect(experiment), args.repeats, calls)
-        cold_times, cold, cold_calls = timed(lambda: collect_frame(experiment, workers=args.workers),
-                                             args.repeats, calls, drop_cache)
-        warm_times, warm, warm_calls = timed(lambda: collect_frame(experiment, workers=args.workers),
-                                             args.repeats, calls)
-    finally:
-        calls.close()
-    assert cold.equals(warm), "cached frame differs from the cold one"
-    assert len(seq_rows) == len(cold)
-    size = store.fs.info(cache_path(experiment))["size"]
-    print(f"  {name}: measured", flush=True)
-    return {"name": name, "seq": seq_times, "cold": cold_times, "warm": warm_times, "rows": len(cold),
-            "seq_rows": len(seq_rows), "nodes": len(experiment.plan.evaluations()), "cache_mb": size / 1e6,
-            "calls": (seq_calls, cold_calls, warm_calls)}
+        self.label, self.spec, self.env, self.proxy = label, spec, env, proxy
+        experiment = open_experiment(str(spec))  # in this process: straight to moto, not through the proxy
+        self.store = experiment.store
+        self.caches = [cache_path(experiment), index_path(self.store, experiment.spec.name)]
+        frame = str(out / f"{spec.stem}.parquet")
+        cli = [sys.executable, "-m", "xstilts", "analysis"]
+        self.sides = {
+            "sequential (baseline)": Side([sys.executable, __file__, "--child-sequential", str(spec)]),
+            "collect, cold": Side([*cli, "collect", str(spec), "--output", frame], forget_caches=True),
+            "collect, cached": Side([*cli, "collect", str(spec), "--output", frame]),
+            "table, cached": Side([*cli, "table", str(spec), "--format", "csv"]),
+            "start-up only (--help)": Side([*cli, "collect", "--help"]),
+            "collect, cached, in phases": Side([sys.executable, __file__, "--child-phases", str(spec), frame]),
+        }
+
+    def run(self, name: str) -> Callable[[], float]:
+        side = self.sides[name]
+
+        def once() -> float:
+            if side.forget_caches:
+                for path in self.caches:
+                    self.store.remove(path)
+            elif name.startswith(("collect, cached", "table")):
+                assert self.store.exists(self.caches[0]), "cached run without a rows cache"
+            if self.proxy is not None:
+                self.proxy.reset_counts()
+            started = time.perf_counter()
+            done = subprocess.run(side.argv, env=self.env, capture_output=True, text=True, cwd=REPO)
+            seconds = time.perf_counter() - started
+            if done.returncode != 0:
+                raise SystemExit(f"{self.label}: {' '.join(side.argv[1:])} failed:\n{done.stderr[-3000:]}")
+            if self.proxy is not None:
+                side.requests = {"total": self.proxy.counts()["requests"], **self.proxy.methods}
+            side.seconds.add(seconds)
+            if "--child-phases" in side.argv:
+                for phase, value in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                    side.phases.setdefault(phase, Samples()).add(value)
+            return seconds
+
+        return once
+
+    def measure(self, repeats: int) -> None:
+        print(f"{self.label}:", flush=True)
+        results = interleaved({name: self.run(name) for name in self.sides}, repeats)
+        for name, side in self.sides.items():  # the warm-up run is not reported
+            side.seconds = Samples(results[name])
+            side.phases = {phase: Samples(samples.values[1:]) for phase, samples in side.phases.items()}
 
 
-def fmt(times: list[float]) -> str:
-    return f"{statistics.median(times):7.2f} [{min(times):.2f}-{max(times):.2f}]"
+def requests_text(requests: dict[str, int]) -> str:
+    if not requests:
+        return "-"
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(requests.items()) if kind != "total" and n)
+    return f"{requests['total']:,} ({kinds})"
+
+
+def report(grids: list[Grid], sizes: dict[str, tuple[int, int, int, int]], args: argparse.Namespace) -> None:
+    print(f"\nmedian [min-max] seconds of {args.repeats} interleaved runs (after a warm-up round), "
+          f"wall clock of the subprocess, start-up included; S3 at {args.latency_ms:g} ms per request")
+    for grid in grids:
+        nodes, evaluations, rows, seeds = sizes[grid.label]
+        print(f"\n{grid.label}: {seeds} seeds, {nodes:,} nodes, {evaluations:,} evaluate nodes, {rows:,} rows")
+        baseline = grid.sides["sequential (baseline)"].seconds
+        body = [[name, side.seconds.fmt(2, " s"), f"{side.seconds.spread:.0%}",
+                 "1.00x" if side is grid.sides["sequential (baseline)"]
+                 else "-" if not name.startswith(("collect", "table"))
+                 else ratio_verdict(side.seconds, baseline, higher_is_better=False),
+                 requests_text(side.requests)]
+                for name, side in grid.sides.items()]
+        print(table(["command", "seconds", "spread", "speed vs sequential", "requests (last run)"], body))
+        phased = grid.sides["collect, cached, in phases"]
+        print("collect, cached, in phases (in the child; the rest of its wall clock is the interpreter's start):")
+        print("  " + "; ".join(f"{phase} {samples.fmt(2, ' s')}" for phase, samples in phased.phases.items()))
+    print("spread = (max-min)/median of that command's own runs: the noise of this run.")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child-sequential", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--child-phases", nargs=2, metavar=("SPEC", "OUTPUT"), help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--seeds", type=int, default=20, help="20: 1,200 evaluate nodes, 101,600 rows")
+    parser.add_argument("--seeds", type=int, default=20, help="file:// grid (20: 1,200 evaluate nodes, 101,600 rows)")
+    parser.add_argument("--s3-seeds", type=int, default=3, help="S3 grid (3: 180 evaluate nodes, 15,240 rows)")
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="added to each S3 request by the proxy")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: seeds 2, S3 seeds 1, 2 repeats")
     args = parser.parse_args()
-    import pandas
+    if args.child_sequential:
+        child_sequential(args.child_sequential)
+        return
+    if args.child_phases:
+        child_phases(*args.child_phases)
+        return
+    if args.quick:
+        args.seeds, args.s3_seeds, args.repeats = 2, 1, 2
+    os.environ.update(CHILD_ENV)
+    from tests.support.moto import moto_server
+    from tests.support.s3_fault_proxy import fault_proxy
 
-    print(f"vm: {os.cpu_count()} cores, python {sys.version.split()[0]}, pandas {pandas.__version__}, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(machine_line(), flush=True)
     work = Path(tempfile.mkdtemp(prefix="xstilts-bench-collect-"))
-    results = []
+    grids: list[Grid] = []
+    sizes: dict[str, tuple[int, int, int, int]] = {}
     try:
-        results.append(measure("file://", open_grid(work, f"file://{work / 'store'}", args.seeds), args))
-        with moto_server(["bench"]) as env:
+        started = time.perf_counter()
+        spec = grid_spec(work, f"file://{work / 'store'}", args.seeds)
+        nodes, evaluations, rows = generate(spec)
+        print(f"file://: {nodes:,} nodes written in {time.perf_counter() - started:.0f} s", flush=True)
+        grid = Grid("file://", spec, {**os.environ}, None, work)
+        sizes[grid.label] = (nodes, evaluations, rows, args.seeds)
+        grid.measure(args.repeats)
+        grids.append(grid)
+        with moto_server(["bench"]) as env, fault_proxy(env["AWS_ENDPOINT_URL"], latency_s=args.latency_ms / 1000) as proxy:
             os.environ.update(env)
-            results.append(measure("s3 (moto)", open_grid(work, f"s3://bench/{uuid.uuid4().hex[:8]}", args.seeds), args))
+            started = time.perf_counter()
+            spec = grid_spec(work, f"s3://bench/{uuid.uuid4().hex[:8]}", args.s3_seeds)
+            nodes, evaluations, rows = generate(spec)
+            print(f"S3: {nodes:,} nodes written in {time.perf_counter() - started:.0f} s", flush=True)
+            grid = Grid(f"S3 (moto, +{args.latency_ms:g} ms/request)", spec,
+                        {**os.environ, "AWS_ENDPOINT_URL": proxy.url}, proxy, work)
+            sizes[grid.label] = (nodes, evaluations, rows, args.s3_seeds)
+            grid.measure(args.repeats)
+            grids.append(grid)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    first = results[0]
-    print(f"\n{first['nodes']} evaluate nodes, {first['rows']} rows; {args.workers} threads; "
-          f"median of {args.repeats} (min-max) seconds")
-    print(f"{'store':12}{'rows':>8}{'sequential':>22}{'cold':>22}{'cached':>22}{'seq/cold':>10}"
-          f"{'cold/cached':>13}{'cache MB':>10}")
-    for r in results:
-        seq, cold, warm = (statistics.median(r[k]) for k in ("seq", "cold", "warm"))
-        print(f"{r['name']:12}{r['rows']:>8}{fmt(r['seq']):>22}{fmt(r['cold']):>22}{fmt(r['warm']):>22}"
-              f"{seq / cold:>9.1f}x{cold / warm:>12.1f}x{r['cache_mb']:>10.2f}")
-    print("store calls per run (cat_file + exists; one request each on S3) and calls per second:")
-    for r in results:
-        rates = [f"{n} ({n / statistics.median(r[k]):.0f}/s)" for n, k in zip(r["calls"], ("seq", "cold", "warm"))]
-        print(f"  {r['name']:12} sequential {rates[0]}, cold {rates[1]}, cached {rates[2]}")
-    print(f"sequential = sequential_collect (no costs, no cache); rows equal: "
-          f"{all(r['seq_rows'] == r['rows'] for r in results)}")
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    report(grids, sizes, args)
+    print(f"load average at the end {load_average():.2f}")
 
 
 if __name__ == "__main__":
