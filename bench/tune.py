@@ -111,10 +111,12 @@ def main() -> None:
     prepared = ctx(store, "prepare", "data", {"task": args.task, "max_seq_length": 64}, {"model": "prepare/model"},
                    kind="data", task=args.task)
     done(prepared, prepare_data.run(prepared))
-    runs = itertools.count()
-    results = interleaved({scheduler: (lambda s=scheduler: search(store, args.task, s, args.budget, args.grace,
-                                                                  next(runs)))
-                           for scheduler in ("asha", "fifo")}, args.repeats)
+    runs = itertools.count()  # each search in a node folder of its own
+
+    def side(scheduler: str) -> Callable[[], Search]:
+        return lambda: search(store, args.task, scheduler, args.budget, args.grace, next(runs))
+
+    results = interleaved({scheduler: side(scheduler) for scheduler in ("asha", "fifo")}, args.repeats)
 
     def samples(scheduler: str, value: Callable[[Search], float]) -> Samples:
         return Samples([value(r) for r in results[scheduler]])
