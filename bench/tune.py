@@ -3,22 +3,28 @@
 Prepares a tiny encoder and one synthetic task (`--task`: `syn-pos` tagging, whose
 learning rates separate from the first evaluation, or `syn-sent`, which sits at chance
 for its first evaluations at every rate) once, then runs the `tune`
-stage (`xstilts.jobs.stages.tune`, the code a tune node runs) twice over the same grid of
-learning rates with the same per-trial budget: once with ASHA, once with FIFO (every
-trial to its full budget). Prints the optimizer steps spent by all trials of each, and
-whether both choose the same learning rate.
+stage (`xstilts.jobs.stages.tune`, the code a tune node runs) over the same grid of
+learning rates with the same per-trial budget: with ASHA, and with FIFO (every trial to
+its full budget), `--repeats` rounds interleaved (ASHA first in odd rounds, the full grid
+in even ones) after a warm-up round of each. Prints the median [min-max] of the optimizer
+steps spent by all trials and of the wall time, each round's chosen learning rate, and
+the load average at the start and the end.
 
-Usage: .venv/bin/python bench/tune.py [--task syn-pos|syn-sent] [--budget 100] [--grace 1]
+Usage: .venv/bin/python bench/tune.py [--task syn-pos|syn-sent] [--repeats 3] [--budget 100] [--grace 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import logging
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import Samples, interleaved, load_average, machine_line, ratio_verdict, table  # noqa: E402
 
 from xstilts.core.nodes import parse_node_record  # noqa: E402
 from xstilts.jobs.stages import prepare_data, prepare_model, tune  # noqa: E402
@@ -57,8 +66,35 @@ def ctx(store: Path, stage: str, key: str, config: dict[str, Any], inputs: dict[
                         node_folder_url=f"file://{out}", store_url=f"file://{store}", job_id=f"bench-{key}")
 
 
-def done(context: StageContext) -> None:
+def done(context: StageContext, result: dict[str, Any]) -> None:
+    """Mark a preparation done as a job does: its result.json, then DONE (trials check both)."""
+    (context.out_dir / "result.json").write_text(json.dumps(result))
     (context.out_dir / "DONE").write_text("bench\n")
+
+
+@dataclass
+class Search:
+    """One tune run: what it spent and what it chose."""
+
+    steps: int
+    learning_rate: float
+    best_metric: float
+    stopped_early: int
+    seconds: float
+
+
+def search(store: Path, task: str, scheduler: str, budget: int, grace: int, run: int) -> Search:
+    """One tune node over LEARNING_RATES with `scheduler` (asha or fifo), in its own node folder."""
+    space = {"space": {"learning_rate": {"grid": LEARNING_RATES}}, "trials": 1, "scheduler": scheduler,
+             "grace_period": grace, "reduction_factor": 2, "budget_steps": budget, "max_concurrent": None}
+    started = time.perf_counter()
+    result = tune.run(ctx(store, "tune", f"{scheduler}-{run}",
+                          {"task": task, "role": "target", "seed": 0, "hparams": HPARAMS, "search": space},
+                          {"model": "prepare/model", "data": "prepare/data"}, task=task))
+    return Search(steps=sum(t["evaluations"] for t in result["trials"]) * HPARAMS["eval_interval"],
+                  learning_rate=result["best"]["learning_rate"], best_metric=result["best_metric"],
+                  stopped_early=sum(t["stopped_early"] for t in result["trials"]),
+                  seconds=time.perf_counter() - started)
 
 
 def main() -> None:
@@ -66,35 +102,47 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=100, help="optimizer steps per trial at most")
     parser.add_argument("--grace", type=int, default=1, help="ASHA grace period, in evaluations")
     parser.add_argument("--task", choices=["syn-pos", "syn-sent"], default="syn-pos", help="the task searched")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of ASHA and the full grid")
     args = parser.parse_args()
+    print(machine_line(f"{args.task}, repeats {args.repeats}"), flush=True)
     store = Path(tempfile.mkdtemp(prefix="xstilts-bench-tune-"))
     model = ctx(store, "prepare", "model", {"model": TINY, "seed": 0}, {}, kind="model")
-    prepare_model.run(model)
-    done(model)
+    done(model, prepare_model.run(model))
     prepared = ctx(store, "prepare", "data", {"task": args.task, "max_seq_length": 64}, {"model": "prepare/model"},
                    kind="data", task=args.task)
-    prepare_data.run(prepared)
-    done(prepared)
-    rows = {}
-    for scheduler in ("asha", "fifo"):
-        search = {"space": {"learning_rate": {"grid": LEARNING_RATES}}, "trials": 1, "scheduler": scheduler,
-                  "grace_period": args.grace, "reduction_factor": 2, "budget_steps": args.budget, "max_concurrent": None}
-        started = time.perf_counter()
-        result = tune.run(ctx(store, "tune", scheduler,
-                              {"task": args.task, "role": "target", "seed": 0, "hparams": HPARAMS, "search": search},
-                              {"model": "prepare/model", "data": "prepare/data"}, task=args.task))
-        steps = sum(t["evaluations"] for t in result["trials"]) * HPARAMS["eval_interval"]
-        rows[scheduler] = (steps, result["best"]["learning_rate"], result["best_metric"],
-                           sum(t["stopped_early"] for t in result["trials"]), time.perf_counter() - started)
+    done(prepared, prepare_data.run(prepared))
+    runs = itertools.count()  # each search in a node folder of its own
+
+    def side(scheduler: str) -> Callable[[], Search]:
+        return lambda: search(store, args.task, scheduler, args.budget, args.grace, next(runs))
+
+    results = interleaved({scheduler: side(scheduler) for scheduler in ("asha", "fifo")}, args.repeats)
+
+    def samples(scheduler: str, value: Callable[[Search], float]) -> Samples:
+        return Samples([value(r) for r in results[scheduler]])
+
+    def each(scheduler: str, value: Callable[[Search], Any]) -> str:
+        """Every repeat's value, in run order (a search that chooses differently shows it)."""
+        return " ".join(f"{value(r):g}" for r in results[scheduler])
+
+    steps = {s: samples(s, lambda r: r.steps) for s in ("asha", "fifo")}
+    wall = {s: samples(s, lambda r: r.seconds) for s in ("asha", "fifo")}
+    print()
     print(f"{args.task}, tiny XLM-R, {len(LEARNING_RATES)} learning rates, {args.budget} steps per trial at most, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'':26}{'ASHA':>12}{'full grid':>12}{'ratio':>9}")
-    print(f"{'trial-steps spent':26}{rows['asha'][0]:>12}{rows['fifo'][0]:>12}{rows['fifo'][0] / rows['asha'][0]:>8.1f}x")
-    print(f"{'wall time (s)':26}{rows['asha'][4]:>12.1f}{rows['fifo'][4]:>12.1f}{rows['fifo'][4] / rows['asha'][4]:>8.1f}x")
-    print(f"{'trials stopped early':26}{rows['asha'][3]:>12}{rows['fifo'][3]:>12}")
-    print(f"{'chosen learning rate':26}{rows['asha'][1]:>12g}{rows['fifo'][1]:>12g}")
-    print(f"{'best dev metric':26}{rows['asha'][2]:>12.1f}{rows['fifo'][2]:>12.1f}")
-    print(f"same choice: {rows['asha'][1] == rows['fifo'][1]}")
+          f"grace {args.grace}; {args.repeats} interleaved repeats after a warm-up round, median [min-max]")
+    print(table(["", "ASHA", "full grid", "full grid / ASHA"], [
+        ["trial-steps spent", steps["asha"].fmt(0), steps["fifo"].fmt(0),
+         ratio_verdict(steps["asha"], steps["fifo"], higher_is_better=False)],
+        ["wall time (s)", wall["asha"].fmt(1), wall["fifo"].fmt(1),
+         ratio_verdict(wall["asha"], wall["fifo"], higher_is_better=False)],
+        ["trials stopped early", each("asha", lambda r: r.stopped_early), each("fifo", lambda r: r.stopped_early), ""],
+        ["chosen learning rate", each("asha", lambda r: r.learning_rate), each("fifo", lambda r: r.learning_rate), ""],
+        ["best dev metric", each("asha", lambda r: round(r.best_metric, 1)),
+         each("fifo", lambda r: round(r.best_metric, 1)), ""],
+    ]))
+    same = [a.learning_rate == f.learning_rate for a, f in zip(results["asha"], results["fifo"])]
+    print(f"same choice in each round: {sum(same)} of {len(same)}")
+    print(f"load average at the end {load_average():.2f}")
 
 
 if __name__ == "__main__":
