@@ -266,7 +266,7 @@ intermediate training node (its targets and their evaluations); `node` one job p
 DEFAULT_GROUPING = "lineage"
 """Measured in bench/submit.py on the paper plan (BENCHMARKS.md, "SLURM dependencies"):
 every target starts as soon as its own intermediate model is trained, like one job per
-node, and one failed intermediate cancels exactly its own cells, in ~1/5 of the sbatch
+node, and one failed intermediate cancels exactly its own cells, in ~1/7 of the sbatch
 calls of one job per node."""
 
 
