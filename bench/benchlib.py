@@ -25,6 +25,23 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def threads_before_torch(argv: list[str], default: int) -> int:
+    """Set OMP_NUM_THREADS from a `--threads N` in `argv` (else `default`) and the offline
+    switches of the hub libraries. Call it before torch is imported: torch sizes its thread
+    pool from the variable at import, and `jobs.device.select_device` reads it too."""
+    threads = str(default)
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            threads = argv[i + 1]
+        elif arg.startswith("--threads="):
+            threads = arg.split("=", 1)[1]
+    os.environ["OMP_NUM_THREADS"] = threads
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return int(threads)
+
+
 def load_average() -> float:
     """The 1-minute load average (0.0 where the platform has none)."""
     try:

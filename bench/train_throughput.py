@@ -36,22 +36,11 @@ import os
 import sys
 
 
-def _early_threads(argv: list[str]) -> None:
-    """OMP_NUM_THREADS must be set before torch is imported; `select_device` reads it."""
-    threads = "1"
-    for i, arg in enumerate(argv):
-        if arg == "--threads" and i + 1 < len(argv):
-            threads = argv[i + 1]
-        elif arg.startswith("--threads="):
-            threads = arg.split("=", 1)[1]
-    os.environ["OMP_NUM_THREADS"] = threads
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import threads_before_torch  # noqa: E402
 
 if __name__ == "__main__":
-    _early_threads(sys.argv[1:])
+    threads_before_torch(sys.argv[1:], default=1)
 
 import logging  # noqa: E402
 import platform  # noqa: E402
