@@ -56,6 +56,7 @@ from benchlib import threads_before_torch  # noqa: E402
 if __name__ == "__main__":
     threads_before_torch(sys.argv[1:], default=os.cpu_count() or 1)
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
@@ -70,7 +71,6 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import Samples, load_average, machine_line, ratio_verdict, table  # noqa: E402
 
@@ -161,19 +161,11 @@ def count_step_flops(model: torch.nn.Module, setting: Setting, device: torch.dev
 
     ids = torch.randint(5, SIZES[setting.size]["vocab_size"], (setting.batch_size, setting.seq_len), device=device)
     labels = torch.zeros(setting.batch_size, dtype=torch.long, device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     with FlopCounterMode(display=False) as counter, autocast:
         model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
 
 
 def stamp(stamps: list[tuple[float, float]], cuda: bool) -> None:
