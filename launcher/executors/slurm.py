@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,20 @@ if TYPE_CHECKING:
     from xstilts.launcher.experiment import Experiment
 
 WAIT_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class SubmitRound:
+    """What one round of submission left: the outcome where it ends the launch (a dry
+    run), and how many wanted nodes could be submitted now but for the `max_jobs` cap.
+
+    The second matters to `--wait`: a job that has committed its node can stay in
+    SLURM's queue for a while (the batch script finishing, an epilog, COMPLETING), so a
+    poll can see nothing live in the store while squeue still fills every slot. Such
+    nodes are waited for, not given up on."""
+
+    outcome: LaunchOutcome | None
+    waiting_for_slots: int
 
 
 class SlurmExecutor:
@@ -75,7 +90,7 @@ class SlurmExecutor:
         selection = select_nodes(experiment.plan, statuses, request.retry_failed, self.live)
         wanted = {node.key for node in selection.submit}
         sent: set[str] = set()
-        outcome = self._submit_some(experiment, statuses, request, out, wanted, sent, first=True)
+        outcome = self._submit_some(experiment, statuses, request, out, wanted, sent, first=True).outcome
         if outcome is not None:
             return outcome
         if not request.wait:
@@ -87,10 +102,10 @@ class SlurmExecutor:
         return self._wait(experiment, out, request, wanted, sent)
 
     def _submit_some(self, experiment: Experiment, statuses: NodeStatuses, request: LaunchRequest, out: Console,
-                     wanted: set[str], sent: set[str], first: bool = False) -> LaunchOutcome | None:
+                     wanted: set[str], sent: set[str], first: bool = False) -> SubmitRound:
         """Submit what is wanted, not yet sent by this launch and selectable now, within
         the free `max_jobs` slots; adds what it submitted to `sent`. A dry run prints and
-        returns the outcome; otherwise None."""
+        returns the outcome."""
         from xstilts.core.state import record_submission
 
         profile, name = self.profile, experiment.spec.name
@@ -102,8 +117,8 @@ class SlurmExecutor:
         chosen = slurm.cap_selection(candidates, slots)
         size, size_source = slurm.max_array_size(profile)
         arrays = slurm.plan_arrays(chosen, live_jobs, size, profile.array_grouping)
-        capped = f", {len(candidates) - len(chosen)} waiting for free slots (max_jobs {profile.max_jobs})" \
-            if len(chosen) < len(candidates) else ""
+        waiting = len(candidates) - len(chosen)
+        capped = f", {waiting} waiting for free slots (max_jobs {profile.max_jobs})" if waiting else ""
         summary = (f"{len(experiment.plan.nodes)} nodes: {len(chosen)} to submit in {len(arrays)} arrays{capped}, "
                    f"{len(selection.done)} done, {len(selection.live)} queued or running in SLURM, "
                    f"{len(selection.failed)} failed or cancelled (skipped; --retry-failed runs them), "
@@ -122,11 +137,11 @@ class SlurmExecutor:
                           soft_wrap=True)
                 sys.stdout.flush()
                 sys.stdout.write(slurm.render_sbatch(array, params, folder) + "\n")
-            return LaunchOutcome(ok=True, show_table=False)
+            return SubmitRound(LaunchOutcome(ok=True, show_table=False), waiting)
         if not arrays:
             if first:
                 out.print(f"submitted 0 nodes; {summary}")
-            return None
+            return SubmitRound(None, waiting)
         if not sent:  # once per launch: node.json files are read (and repaired) one by one
             experiment.materialize()
 
@@ -137,7 +152,7 @@ class SlurmExecutor:
         sent.update(node.key for node in chosen)
         jobs = ", ".join(f"{a.stage}:{a.job_id}" for a in arrays[:8]) + (", ..." if len(arrays) > 8 else "")
         out.print(f"submitted {len(chosen)} nodes in {len(arrays)} arrays ({jobs}); {summary}")
-        return None
+        return SubmitRound(None, waiting)
 
     def _free_slots(self, experiment: Experiment, live_nodes: int, need_cluster: bool) -> int | None:
         """Tasks that may still be queued under `max_jobs` (None: no cap): the cap less
@@ -160,23 +175,25 @@ class SlurmExecutor:
     def _wait(self, experiment: Experiment, out: Console, request: LaunchRequest, wanted: set[str], sent: set[str],
               interval: float = WAIT_INTERVAL_S) -> LaunchOutcome:
         """Poll SLURM and the store until nothing of the experiment is queued or running
-        and nothing wanted is left to submit; each round submits what fits in the slots
-        that freed up (`max_jobs`). A bar of ended nodes with an ETA on a terminal (a line
+        and nothing wanted is left to submit (or can ever be: its inputs failed); each
+        round submits what fits in the slots that freed up (`max_jobs`). A bar of ended nodes with an ETA on a terminal (a line
         when the counts change), a time-stamped line per poll otherwise."""
         total, last = len(experiment.plan.nodes), ""
         with ProgressReport(out, f"{experiment.spec.name}: nodes ended", total) as bar:
             while True:
                 statuses = experiment.statuses()
-                before = len(sent)
+                before, waiting = len(sent), 0
                 if len(sent) < len(wanted):
-                    self._submit_some(experiment, statuses, request, out, wanted, sent)
+                    waiting = self._submit_some(experiment, statuses, request, out, wanted, sent).waiting_for_slots
                     if len(sent) > before:
                         statuses = experiment.statuses()
                 counts = Counter(status for status, _ in statuses.values())
                 retried = sum(1 for _, state in statuses.values() if state.get("retries"))
                 line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + \
-                    (f" ({retried} retried)" if retried else "")
-                if not any(status in self.live for status, _ in statuses.values()) and len(sent) == before:
+                    (f" ({retried} retried)" if retried else "") + \
+                    (f" ({waiting} waiting for free slots)" if waiting else "")
+                if not any(status in self.live for status, _ in statuses.values()) and len(sent) == before \
+                        and not waiting:
                     break
                 bar.update(sum(counts[s] for s in ("done", "failed", "cancelled")))
                 if line != last or not bar.is_bar:

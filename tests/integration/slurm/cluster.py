@@ -34,12 +34,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from tests.integration.slurm.config import NODES, Layout, free_port_block, hosts_file, slurm_conf, slurmdbd_conf
+from tests.integration.slurm.config import (NODES, Layout, epilog_script, free_port_block, hosts_file, slurm_conf,
+                                            slurmdbd_conf)
 from tests.integration.slurm.install import ACCOUNTING_PACKAGES, SLURM_PACKAGES, InstallError, ensure_packages
 
 NSINIT = Path(__file__).with_name("nsinit.py")
@@ -140,6 +141,17 @@ class Cluster:
         if check and result.returncode != 0:
             raise ClusterError(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
         return result
+
+    @contextlib.contextmanager
+    def slow_job_ends(self, seconds: int) -> Iterator[None]:
+        """While inside, every job that ends stays COMPLETING in squeue for `seconds` (the
+        epilog sleeps), as on clusters whose epilogs do real work."""
+        delay = self._layout().epilog_delay
+        delay.write_text(f"{seconds}\n")
+        try:
+            yield
+        finally:
+            delay.unlink(missing_ok=True)
 
     def sbatch(self, *args: str) -> str:
         """Submit with sbatch and return the job id."""
@@ -337,6 +349,8 @@ class Cluster:
         os.chmod(layout.hosts, 0o644)
         layout.conf.write_text(slurm_conf(layout))
         (layout.conf.parent / "plugstack.conf").write_text("")  # no SPANK plugins from /etc/slurm
+        layout.epilog.write_text(epilog_script(layout))
+        os.chmod(layout.epilog, 0o755)
         if layout.accounting:
             layout.dbd_conf.write_text(slurmdbd_conf(layout))
             os.chmod(layout.dbd_conf, 0o600)  # slurmdbd refuses a readable file (it may hold passwords)

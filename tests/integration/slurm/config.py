@@ -68,6 +68,16 @@ class Layout:
         return self.root / "etc" / "slurmdbd.conf"
 
     @property
+    def epilog(self) -> Path:
+        """Run by each slurmd after every job; the job stays COMPLETING (in squeue) meanwhile."""
+        return self.root / "etc" / "epilog.sh"
+
+    @property
+    def epilog_delay(self) -> Path:
+        """Seconds the epilog sleeps, while this file exists (`Cluster.slow_job_ends`)."""
+        return self.root / "etc" / "epilog-delay-seconds"
+
+    @property
     def hosts(self) -> Path:
         return self.root / "etc" / "hosts"
 
@@ -120,6 +130,18 @@ class Layout:
         os.chmod(self.munge_dir, 0o755)
         os.chmod(self.munge_key.parent, 0o700)
         os.chmod(self.root, 0o755)
+
+
+def epilog_script(layout: Layout) -> str:
+    """The epilog: a real cluster's (health checks, cleaning /tmp, accounting hooks) keeps a
+    job in squeue, COMPLETING, for a while after its batch script ended. Here it does that only
+    while a test asks for it; otherwise it returns at once."""
+    return f"""\
+#!/bin/sh
+# Written by tests/integration/slurm/config.py.
+delay=$(cat {layout.epilog_delay} 2>/dev/null) && sleep "$delay"
+exit 0
+"""
 
 
 def hosts_file(layout: Layout, original: str) -> str:
@@ -175,6 +197,7 @@ SlurmdLogFile={layout.log_dir}/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 PlugStackConfig={layout.root}/etc/plugstack.conf
+Epilog={layout.epilog}
 MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none

@@ -87,6 +87,19 @@ def test_array_of_five_tasks_completes(slurm: Cluster, tmp_path: Path) -> None:
     assert [(tmp_path / f"task-{i}.out").read_text().strip() for i in range(1, 6)] == ["1", "2", "3", "4", "5"]
 
 
+def test_slow_job_ends_keep_a_finished_job_completing_in_squeue(slurm: Cluster, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    with slurm.slow_job_ends(6):
+        job = slurm.sbatch("-o", "/dev/null", "--wrap", f"touch {marker}")
+        _wait("the batch script", marker.exists)
+        _wait("the job to complete", lambda: slurm.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip()
+              in ("COMPLETING", ""))
+        assert slurm.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip() == "COMPLETING"
+        assert slurm.wait_for_job(job, timeout=30) == {job: "COMPLETED"}
+    job = slurm.sbatch("-o", "/dev/null", "--wrap", "true")  # without it, a job ends at once
+    assert slurm.wait_for_job(job, timeout=5) == {job: "COMPLETED"}
+
+
 def test_afterok_on_a_failed_job_is_cancelled(slurm: Cluster, tmp_path: Path) -> None:
     failed = slurm.sbatch("-o", "/dev/null", "--wrap", "exit 3")
     after = slurm.sbatch("-d", f"afterok:{failed}", "-o", "/dev/null", "--wrap", f"touch {tmp_path}/ran")

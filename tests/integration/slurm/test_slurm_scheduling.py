@@ -6,7 +6,9 @@ queued jobs, and jobs lost to a node failure retried without anyone asking.
   finish; only the failed one's cells are cancelled. With the arrays of one stage wave
   (`array_grouping: wave`) its failure cancels every target.
 - `max_jobs: 2`: `squeue -u` is sampled every half second while `launch --wait` runs the
-  grid; no sample ever shows more than two of its tasks, and the grid still finishes.
+  grid; no sample ever shows more than two of its tasks, and the grid still finishes, also
+  where a job that has committed its node stays COMPLETING in squeue for longer than a poll
+  (a slow epilog: all slots look taken while the store shows nothing live).
 - A node is set DOWN under a running training (`scontrol update state=down`): SLURM ends
   the job NODE_FAIL (sacct says so) and requeues it; it resumes from its checkpoint on
   the other node, the node ends done, and the launcher shows it as retried.
@@ -94,8 +96,9 @@ def test_queued_jobs_never_exceed_max_jobs(slurm: Any, tmp_path: Path) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        launch = start_cli("launch", str(spec), "--wait", env=env)
-        output, _ = launch.communicate(timeout=1200)
+        with slurm.slow_job_ends(8):  # longer than a poll of `--wait` (5 s)
+            launch = start_cli("launch", str(spec), "--wait", env=env)
+            output, _ = launch.communicate(timeout=1200)
     finally:
         stop.set()
         sampler.join(timeout=30)
