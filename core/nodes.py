@@ -16,8 +16,9 @@ Torch-free: the launcher builds and writes these, the jobs read them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeVar, Union
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, ValidationError, model_serializer, \
     model_validator
@@ -52,17 +53,25 @@ class NodeConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
-_OMITTED_DEFAULTS: dict[type[NodeConfig], tuple[tuple[str, Any], ...]] = {}
+class ConfigField(NamedTuple):
+    name: str
+    default: Any
+    omitted_when_unset: bool
 
 
+@functools.cache
+def config_fields(model: type[NodeConfig]) -> tuple[ConfigField, ...]:
+    """A config model's fields sorted by name (the order of its canonical JSON, which
+    `core.plan` writes field by field for keys), looked up once per class: a plan of 100k
+    nodes serializes 100k configs, and pydantic's `model_fields` is rebuilt on each access."""
+    return tuple(ConfigField(name, info.default, name in model.OMITTED_WHEN_UNSET)
+                 for name, info in sorted(model.model_fields.items()))
+
+
+@functools.cache
 def _omitted_defaults(model: type[NodeConfig]) -> tuple[tuple[str, Any], ...]:
-    """(field, default) of `model.OMITTED_WHEN_UNSET`, looked up once per class: a plan of
-    100k nodes serializes 100k configs, and pydantic's `model_fields` is rebuilt on each access."""
-    found = _OMITTED_DEFAULTS.get(model)
-    if found is None:
-        fields = model.model_fields
-        found = _OMITTED_DEFAULTS[model] = tuple((name, fields[name].default) for name in sorted(model.OMITTED_WHEN_UNSET))
-    return found
+    """(field, default) of `model.OMITTED_WHEN_UNSET`."""
+    return tuple((field.name, field.default) for field in config_fields(model) if field.omitted_when_unset)
 
 
 # ------------------------------------------------------------------------- sections

@@ -18,6 +18,7 @@ import heapq
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from json.encoder import encode_basestring_ascii  # json's C string encoder
@@ -29,7 +30,7 @@ from xstilts.core.captions import is_generated
 from xstilts.core.data_files import caption_signature, task_signature
 from xstilts.core.nodes import (
     AnyNodeConfig, EvaluateConfig, ModelSection, NodeConfig, PrepareDataConfig, PrepareImagesConfig, PrepareModelConfig, Role,
-    TrainIntermediateConfig, TrainTargetConfig, TuneConfig, VisionEncoderConfig,
+    TrainIntermediateConfig, TrainTargetConfig, TuneConfig, VisionEncoderConfig, config_fields,
 )
 from xstilts.core.tasks import BASELINE, TASKS
 from xstilts.core.spec import Hyperparameters, Search, Spec
@@ -140,19 +141,13 @@ def _canonical_config(config: NodeConfig) -> str:
     left out at their default, nested models (hyperparameters, search, model section)
     through `_canonical_model`, which every node of a task shares."""
     parts = []
-    for name, default, omitted in _sorted_fields(type(config)):
+    for name, default, omitted in config_fields(type(config)):
         value = getattr(config, name)
         if omitted and value == default:
             continue
         encoded = _canonical_model(value) if isinstance(value, BaseModel) else _json_scalar(value)
         parts.append(f"{encode_basestring_ascii(name)}:{encoded}")
     return "{" + ",".join(parts) + "}"
-
-
-@functools.lru_cache(maxsize=None)
-def _sorted_fields(model: type[NodeConfig]) -> tuple[tuple[str, Any, bool], ...]:
-    """(name, default, omitted when unset) of a config model's fields, sorted by name."""
-    return tuple((name, info.default, name in model.OMITTED_WHEN_UNSET) for name, info in sorted(model.model_fields.items()))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -268,14 +263,9 @@ def build_plan(spec: Spec, code_version: str | None = None) -> Plan:
             return None
         return spec.data_dir
 
-    chosen_hparams: dict[tuple[Role, str], Hyperparameters] = {}
-
-    def hparams_for(role: Role, task: str) -> Hyperparameters:
-        """`spec.hparams_for`, once per (role, task): every seed and cell of a task shares
-        them (frozen), and validating them again per node was a tenth of a 100k-node plan."""
-        if (role, task) not in chosen_hparams:
-            chosen_hparams[(role, task)] = spec.hparams_for(role, task)
-        return chosen_hparams[(role, task)]
+    # once per (role, task): every seed and cell of a task shares them (frozen), and
+    # validating them again per node was a tenth of a 100k-node plan
+    hparams_for: Callable[[Role, str], Hyperparameters] = functools.cache(spec.hparams_for)
 
     signatures: dict[str, str | None] = {}
 

@@ -259,8 +259,9 @@ class Acceleration(_Strict):
     """How training uses its device (`xstilts.jobs.acceleration`). Not part of node keys:
     like the GPU model a node ran on, these change speed and memory, at most the last bits.
 
-    bf16, fused attention (SDPA) and fused AdamW need no switch: they are chosen on CUDA
-    and left off on CPU, where they do not pay."""
+    bf16, fused attention (SDPA) and fused AdamW need no switch: bf16 is chosen on CUDA
+    devices that have it (on CPU it is slower and changes results), SDPA and fused AdamW on
+    both (`xstilts.jobs.acceleration`)."""
 
     compile: Literal["auto", "on", "off"] = Field(
         default="auto", description="torch.compile each encoder layer; auto: on with CUDA, off on CPU")

@@ -159,21 +159,16 @@ def shard_model(model: torch.nn.Module, info: DistInfo, speedups: Speedups | Non
     if not info.is_distributed:
         return model
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from xstilts.jobs.acceleration import encoder_layers, fsdp_mixed_precision
 
     device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
     mesh = init_device_mesh(device_type, (info.world_size,))
-    layer_policy = fsdp_mixed_precision(speedups, root=False) if speedups else None
-    root_policy = fsdp_mixed_precision(speedups, root=True) if speedups else None
+    fp32 = MixedPrecisionPolicy()  # fully_shard's default: parameters stay as they are
+    layer_policy = (fsdp_mixed_precision(speedups, root=False) if speedups else None) or fp32
+    root_policy = (fsdp_mixed_precision(speedups, root=True) if speedups else None) or fp32
     for layer in encoder_layers(model):
-        if layer_policy is None:
-            fully_shard(layer, mesh=mesh)
-        else:
-            fully_shard(layer, mesh=mesh, mp_policy=layer_policy)
-    if root_policy is None:
-        fully_shard(model, mesh=mesh)
-    else:
-        fully_shard(model, mesh=mesh, mp_policy=root_policy)
+        fully_shard(layer, mesh=mesh, mp_policy=layer_policy)
+    fully_shard(model, mesh=mesh, mp_policy=root_policy)
     return model

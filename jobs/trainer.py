@@ -144,15 +144,13 @@ def linear_schedule(warmup_steps: int, total: int) -> Callable[[int], float]:
 def adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on biases and LayerNorm weights).
 
-    `fused`: one kernel over all parameters (`Speedups.fused_adamw`, chosen on CUDA);
-    otherwise torch's default multi-tensor (foreach) implementation.
+    `fused`: one kernel over all parameters (`Speedups.fused_adamw`, chosen on CUDA and
+    CPU); otherwise torch's default multi-tensor (foreach) implementation.
     """
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if fused:
-        return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
-    return torch.optim.AdamW(groups, lr=learning_rate)
+    return torch.optim.AdamW(groups, lr=learning_rate, fused=fused or None)  # None: torch's default
 
 
 def _tensors(state: Mapping[str, object]) -> dict[str, torch.Tensor]:
