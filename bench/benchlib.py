@@ -13,14 +13,18 @@ this folder is on `sys.path`).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -36,10 +40,19 @@ def threads_before_torch(argv: list[str], default: int) -> int:
         elif arg.startswith("--threads="):
             threads = arg.split("=", 1)[1]
     os.environ["OMP_NUM_THREADS"] = threads
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.update(offline_env(os.environ))
     return int(threads)
+
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "AWS_EC2_METADATA_DISABLED": "true"}
+"""No hub, no tokenizer threads racing the measured ones, no EC2 metadata probe (botocore
+without credentials otherwise asks 169.254.169.254 and waits for its timeout)."""
+
+
+def offline_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with `OFFLINE_ENV` where it does not set those variables itself."""
+    return {**OFFLINE_ENV, **env}
 
 
 def load_average() -> float:
@@ -89,21 +102,23 @@ class Samples:
         """(max - min) / median: the relative noise of this quantity in this run."""
         return (self.high - self.low) / self.median if self.median else 0.0
 
-    def fmt(self, digits: int = 2, unit: str = "") -> str:
-        """`median [min-max]unit`."""
-        return f"{self.median:.{digits}f} [{self.low:.{digits}f}-{self.high:.{digits}f}]{unit}"
+    def fmt(self, digits: int = 2, unit: str = "", scale: float = 1.0) -> str:
+        """`median [min-max]unit`, each multiplied by `scale` (1e-9: giga)."""
+        low, median, high = self.low * scale, self.median * scale, self.high * scale
+        return f"{median:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]{unit}"
 
 
-def interleaved(variants: Mapping[str, Callable[[], T]], repeats: int, *, warmup: bool = True,
+def interleaved(variants: Mapping[str, Callable[[], T]], repeats: int, *, warmup: int | bool = True,
                 progress: bool = True) -> dict[str, list[T]]:
     """Run every variant once per round, `repeats` rounds, in a rotated order per round
     (round r starts at variant r mod n), so neither side always runs first or last.
 
-    A warm-up round (not returned) pays imports, caches and allocator growth first.
+    `warmup` rounds (True: one) run first and are not returned: they pay imports, caches
+    and allocator growth.
     """
     names = list(variants)
     results: dict[str, list[T]] = {name: [] for name in names}
-    if warmup:
+    for _ in range(int(warmup)):
         for name in names:
             variants[name]()
         if progress:
@@ -159,8 +174,62 @@ def yardstick_verdict(ratios: Samples, yardstick: Samples, same: str, unit: str 
     if band[0] <= ratios.low and ratios.high <= band[1]:
         return f"{same} (all pairs on one side, but inside the yardstick's noise: {ratios.fmt(2)}; {noise})"
     n = len(ratios.values)
-    if 2 * 0.5 ** n > 0.05:
-        return (f"{same} at the 5% level (all {n} pairs on one side, sign test p = {2 * 0.5 ** n:.3f}; "
-                f"{ratios.fmt(2)}; {noise})")
+    p = 2 * 0.5 ** n  # the sign test: all n pairs on one side by chance
+    if p > 0.05:
+        return f"{same} at the 5% level (all {n} pairs on one side, sign test p = {p:.3f}; {ratios.fmt(2)}; {noise})"
     return (f"{ratios.median:.2f}{unit} [{ratios.low:.2f}-{ratios.high:.2f}]: all {n} pairs on one side of 1 "
-            f"(sign test p = {2 * 0.5 ** n:.3f}); {noise}")
+            f"(sign test p = {p:.3f}); {noise}")
+
+
+def end_line() -> str:
+    """The last line of a bench's output: the load when it ended (the first is `machine_line`)."""
+    return f"load average at the end {load_average():.2f}"
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A child process that ran to success: what it printed, and what it cost."""
+
+    stdout: str
+    wall_s: float
+    cpu_s: float
+    """user + system CPU of the child and everything it waited for (RUSAGE_CHILDREN delta)."""
+
+    def last_json(self) -> Any:
+        """The JSON object a child prints as its last line (its measurements)."""
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+def run_timed(argv: Sequence[str], *, label: str, env: Mapping[str, str] | None = None,
+              cwd: str | Path | None = None, keep_output: bool = True) -> Timed:
+    """Run `argv` to its end and time it: wall seconds and the CPU seconds it used
+    (start-up and imports included: what a user waits for). A failure ends the bench
+    with the child's last stderr, never a number. `keep_output=False` discards its
+    output instead of capturing it (a long child printing progress)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    sink = subprocess.PIPE if keep_output else subprocess.DEVNULL
+    done = subprocess.run(list(argv), env=None if env is None else dict(env), cwd=cwd, stdout=sink, stderr=sink,
+                          text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{label} failed (exit {done.returncode}):\n{(done.stderr or '')[-3000:]}")
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return Timed(done.stdout or "", wall, cpu)
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of every file under `path` (a checkpoint's size on disk)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def raw_write(path: Path, data: memoryview, chunk: int = 64 * 2**20) -> None:
+    """Write `data` sequentially in 64 MiB pieces, then fsync: the raw disk a checkpoint
+    save is compared against."""
+    with open(path, "wb", buffering=0) as handle:
+        for start in range(0, len(data), chunk):
+            view = data[start : start + chunk]
+            while len(view):
+                view = view[handle.write(view) :]
+        os.fsync(handle.fileno())
