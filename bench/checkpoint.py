@@ -62,7 +62,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.distributed.fsdp import fully_shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Samples, load_average, machine_line, paired_ratios, table, yardstick_verdict  # noqa: E402
+from benchlib import (  # noqa: E402
+    Samples, dir_bytes, end_line, interleaved, machine_line, paired_ratios, raw_write, table, yardstick_verdict)
 
 WORLD_SIZE = 2
 MB = 1e6
@@ -96,20 +97,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def raw_write(path: Path, data: memoryview, chunk: int = 64 * 2**20) -> None:
-    """Write `data` sequentially in 64 MiB pieces, then fsync."""
-    with open(path, "wb", buffering=0) as handle:
-        for start in range(0, len(data), chunk):
-            view = data[start : start + chunk]
-            while len(view):
-                view = view[handle.write(view) :]
-        os.fsync(handle.fileno())
 
 
 def random_bytes(n_bytes: int) -> memoryview:
@@ -207,11 +194,6 @@ def run(rank: int, opts: Options) -> None:
 
     share = total_bytes // WORLD_SIZE
     payload = random_bytes(total_bytes if rank == 0 else share)
-    samples: dict[str, list[float]] = {}
-
-    def record(name: str, seconds: float, counted: bool) -> None:
-        if counted:
-            samples.setdefault(name, []).append(seconds)
 
     def settle() -> None:
         """Before each measured write: dirty pages of the previous one written back and,
@@ -223,35 +205,33 @@ def run(rank: int, opts: Options) -> None:
                 Path(DROP_CACHES).write_text("3\n")
         dist.barrier()
 
-    def raw_two() -> None:  # 2 writers, one per rank, as DCP writes one file per rank
-        path = fresh_dir(opts.root, "raw")
-        if rank == 0:
-            path.mkdir()
-        settle()
-        seconds = timed(lambda: raw_write(path / f"rank{rank}", payload[:share]))
-        remove(path)
-        record("raw2", seconds, counted)
+    def raw(writers: int) -> Callable[[], float]:
+        """2 writers: one file per rank, each its share (as DCP writes one file per rank);
+        1 writer: rank 0 writes all the bytes to one file."""
+        def write() -> float:
+            path = fresh_dir(opts.root, "raw")
+            if rank == 0:
+                path.mkdir()
+            settle()
+            if writers == WORLD_SIZE:
+                seconds = timed(lambda: raw_write(path / f"rank{rank}", payload[:share]))
+            else:
+                seconds = timed(lambda: raw_write(path / "all", payload) if rank == 0 else None)
+            remove(path)
+            return seconds
+        return write
 
-    def raw_one() -> None:
-        path = fresh_dir(opts.root, "raw")
-        if rank == 0:
-            path.mkdir()
-        settle()
-        seconds = timed(lambda: raw_write(path / "all", payload) if rank == 0 else None)
-        remove(path)
-        record("raw1", seconds, counted)
-
-    def dcp_to(name: str, uri: bool) -> Callable[[], None]:
-        def save() -> None:
+    def dcp_to(uri: bool) -> Callable[[], float]:
+        def save() -> float:
             path = fresh_dir(opts.root, "dcp")
             settle()
             target = path.resolve().as_uri() if uri else str(path)
             seconds = timed(lambda: dcp.save(sharded_state(), checkpoint_id=target))
             remove(path)
-            record(name, seconds, counted)
+            return seconds
         return save
 
-    def full_save() -> None:  # full state dict gathered on rank 0 and torch.save'd (+ fsync, like DCP)
+    def full_save() -> float:  # full state dict gathered on rank 0 and torch.save'd (+ fsync, like DCP)
         path = fresh_dir(opts.root, "full")
         settle()
 
@@ -267,9 +247,9 @@ def run(rank: int, opts: Options) -> None:
 
         seconds = timed(gather_and_save)
         remove(path)
-        record("full", seconds, counted)
+        return seconds
 
-    def async_save() -> None:  # the stall is the time until control returns; then wait for the upload
+    def async_save() -> tuple[float, float]:  # the stall is the time until control returns; then wait for the upload
         path = fresh_dir(opts.root, "async")
         settle()
         start = time.perf_counter()
@@ -279,20 +259,17 @@ def run(rank: int, opts: Options) -> None:
         dist.barrier()
         total = time.perf_counter() - start
         remove(path)
-        record("async_stall", stall, counted)
-        record("async_total", total, counted)
+        return stall, total
 
-    steps: list[tuple[str, Callable[[], None]]] = [
-        ("raw2", raw_two), ("dcp_path", dcp_to("dcp_path", uri=False)), ("raw1", raw_one),
-        ("dcp_fsspec", dcp_to("dcp_fsspec", uri=True)), ("full", full_save), ("async", async_save)]
-    for round_ in range(opts.warmup + opts.repeats):
-        counted = round_ >= opts.warmup
-        shift = round_ % len(steps)  # rotated per round: no step always first or last
-        for _, step in steps[shift:] + steps[:shift]:
-            step()
-        if rank == 0:
-            label = "warmup" if not counted else f"round {round_ - opts.warmup + 1}/{opts.repeats}"
-            print(f"  {label} done (load average {load_average():.2f})", flush=True)
+    steps: dict[str, Callable[[], Any]] = {
+        "raw2": raw(writers=2), "dcp_path": dcp_to(uri=False), "raw1": raw(writers=1),
+        "dcp_fsspec": dcp_to(uri=True), "full": full_save, "async": async_save}
+    # every rank runs the same steps in the same (deterministic, rotated per round) order,
+    # so the steps' collectives meet
+    results = interleaved(steps, opts.repeats, warmup=opts.warmup, progress=rank == 0)
+    stalls_totals = results.pop("async")
+    samples: dict[str, list[float]] = {**results, "async_stall": [stall for stall, _ in stalls_totals],
+                                       "async_total": [total for _, total in stalls_totals]}
 
     if rank == 0:
         report(samples, total_bytes, opts)
@@ -372,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         mp.spawn(worker, args=(opts,), nprocs=WORLD_SIZE, join=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"load average at the end {load_average():.2f}")
+    print(end_line())
 
 
 if __name__ == "__main__":
