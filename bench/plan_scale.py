@@ -26,15 +26,11 @@ Usage: python bench/plan_scale.py [--repeats 3] [--quick] [--sizes 10k 30k 100k]
 from __future__ import annotations
 
 import argparse
-import resource
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import Samples, interleaved, load_average, machine_line, table
+from benchlib import Samples, Timed, end_line, interleaved, machine_line, run_timed, table
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "experiments" / "xtreme-r-multimodal.yaml"
@@ -46,21 +42,10 @@ COMMANDS = {"plan": ["plan"], "status --json": ["status", "--json"], "launch --d
 TARGET_CPU_S = 3.0
 
 
-@dataclass(frozen=True)
-class Run:
-    cpu_s: float
-    wall_s: float
-
-
-def run_cli(args: list[str]) -> Run:
+def run_cli(args: list[str]) -> Timed:
     """One CLI run in a child process: its CPU (user + system) and wall seconds."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "xstilts", *args], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return Run(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall)
+    return run_timed([sys.executable, "-m", "xstilts", *args], label=" ".join(["xstilts", *args]), cwd=REPO,
+                     keep_output=False)
 
 
 def node_count(seeds: int) -> int:
@@ -79,7 +64,6 @@ def main() -> None:
     sizes = {k: v for k, v in SIZES.items() if k in args.sizes and (not args.quick or k != "100k")}
     repeats = 1 if args.quick else args.repeats
     print(machine_line("bench/plan_scale.py"), flush=True)
-    start_load = load_average()
     with tempfile.TemporaryDirectory(prefix="plan_scale-") as work:
         counts = {size: node_count(seeds) for size, seeds in sizes.items()}
         cells = {"start-up (--help)": lambda: run_cli(["--help"])}
@@ -89,25 +73,23 @@ def main() -> None:
             for name, command in COMMANDS.items():
                 cells[f"{name} @ {size}"] = lambda command=command, spec_args=spec_args: run_cli([*command, *spec_args])
         runs = interleaved(cells, repeats)
-    end_load = load_average()
 
     cpu = {name: Samples([r.cpu_s for r in values]) for name, values in runs.items()}
     wall = {name: Samples([r.wall_s for r in values]) for name, values in runs.items()}
-    print(f"\nnodes: " + ", ".join(f"{size} = {counts[size]:,}" for size in sizes))
-    print(f"median [min-max] of {repeats} interleaved runs; load average {start_load:.2f} at the start, "
-          f"{end_load:.2f} at the end\n")
+    print("\nnodes: " + ", ".join(f"{size} = {counts[size]:,}" for size in sizes))
+    print(f"median [min-max] of {repeats} interleaved runs\n")
     print(table(["cell", "CPU-s", "wall-s", "CPU spread"],
                 [[name, cpu[name].fmt(), wall[name].fmt(), f"{cpu[name].spread:.0%}"] for name in runs]))
     noise = cpu["start-up (--help)"]
     print(f"\nyardstick noise: start-up alone {noise.fmt()} CPU-s, spread {noise.spread:.0%} "
           "(differences inside this are not findings)")
-    first, last = next(iter(sizes)), list(sizes)[-1]
+    names = list(sizes)
+    first, last = names[0], names[-1]
     if first != last:
         # Start-up and imports are paid once whatever the size; linear growth shows as the
         # same CPU per added node from one size to the next.
         print(f"\ngrowth {first} -> {last} ({counts[last] / counts[first]:.1f}x nodes): CPU-ms per 1,000 added nodes "
               "between consecutive sizes (linear: equal)")
-        names = list(sizes)
         for name in COMMANDS:
             slopes = []
             for low, high in zip(names, names[1:]):
@@ -122,8 +104,8 @@ def main() -> None:
         for name in COMMANDS:
             at = cpu[f"{name} @ 100k"]
             verdict = "under" if at.high < TARGET_CPU_S else ("median under" if at.median < TARGET_CPU_S else "NOT under")
-            print(f"  {name:<18} {at.fmt()} CPU-s: {verdict} (every run)" if verdict == "under"
-                  else f"  {name:<18} {at.fmt()} CPU-s: {verdict}")
+            print(f"  {name:<18} {at.fmt()} CPU-s: {verdict}" + (" (every run)" if verdict == "under" else ""))
+    print(end_line())
 
 if __name__ == "__main__":
     main()
