@@ -28,14 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Samples, interleaved, load_average, machine_line, ratio_verdict, table  # noqa: E402
+from benchlib import Samples, end_line, interleaved, machine_line, offline_env, ratio_verdict, table  # noqa: E402
+
+# before torch is imported (by the stages below): it sizes its thread pool at import
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.update(offline_env(os.environ))
 
 from xstilts.core.nodes import parse_node_record  # noqa: E402
 from xstilts.jobs.stages import prepare_data, prepare_model, tune  # noqa: E402
@@ -142,7 +143,7 @@ def main() -> None:
     ]))
     same = [a.learning_rate == f.learning_rate for a, f in zip(results["asha"], results["fifo"])]
     print(f"same choice in each round: {sum(same)} of {len(same)}")
-    print(f"load average at the end {load_average():.2f}")
+    print(end_line())
 
 
 if __name__ == "__main__":
