@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,13 +57,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from benchlib import Samples, interleaved, load_average, machine_line, ratio_verdict, table  # noqa: E402
+from benchlib import Samples, end_line, interleaved, machine_line, ratio_verdict, run_timed, table  # noqa: E402
 from tests.integration.slurm.cluster import Cluster  # noqa: E402
+from tests.support.grid import XSTILTS  # noqa: E402
 from tests.support.specs import demo_raw  # noqa: E402
 from xstilts.core.plan import build_plan  # noqa: E402
 from xstilts.core.spec import validate  # noqa: E402
 
-XSTILTS = [sys.executable, "-c", "from xstilts.cli import main; main()"]
 PAPER_SPEC = "experiments/xtreme-r-multimodal.yaml"
 
 OURS, ARRAYS, PER_NODE, UNTHROTTLED = "ours", "submitit-arrays", "submitit-per-node", "submitit-per-node-unthrottled"
@@ -99,9 +98,21 @@ class Submission:
     seconds: float
     sbatch: int
     status_seconds: float
-    status_calls: str
-    """The scheduler calls of one refresh, e.g. `1 squeue + 0 sacct`."""
-    status_call_count: int
+    squeue: int
+    sacct: int
+    """The scheduler calls of one refresh."""
+    ids: int | None = None
+    """How many job ids submitit's one `sacct` names (None: ours)."""
+
+    @property
+    def status_call_count(self) -> int:
+        return self.squeue + self.sacct
+
+    @property
+    def status_calls(self) -> str:
+        """The scheduler calls of one refresh, e.g. `1 squeue + 0 sacct`."""
+        named = "" if self.ids is None else f" ({self.ids} ids)"
+        return f"{self.squeue} squeue + {self.sacct} sacct{named}"
 
 
 # ----------------------------------------------------------------------------- the three sides
@@ -147,22 +158,14 @@ class Sides:
         spec.write_text(yaml.safe_dump({**self.raw, "storage": str(folder / "store"),
                                         "cluster": str(folder / "profile.yaml")}))
         sbatch0, squeue0, sacct0 = self.counts()
-        started = time.perf_counter()
-        launched = subprocess.run([*XSTILTS, "launch", str(spec)], env=self.env, capture_output=True, text=True)
-        seconds = time.perf_counter() - started
-        assert launched.returncode == 0, launched.stdout + launched.stderr
+        launched = run_timed([*XSTILTS, "launch", str(spec)], label="xstilts launch", env=self.env)
         sbatch1, squeue1, sacct1 = self.counts()
-        started = time.perf_counter()
-        status = subprocess.run([*XSTILTS, "status", str(spec), "--json"], env=self.env, capture_output=True, text=True)
-        status_seconds = time.perf_counter() - started
-        assert status.returncode == 0, status.stderr
+        status = run_timed([*XSTILTS, "status", str(spec), "--json"], label="xstilts status", env=self.env)
         queued = json.loads(status.stdout)["counts"]
         assert queued.get("queued") == len(self.plan.nodes), queued
         _, squeue2, sacct2 = self.counts()
         self.cancel_all()
-        squeues, saccts = squeue2 - squeue1, sacct2 - sacct1
-        return Submission(seconds, sbatch1 - sbatch0, status_seconds, f"{squeues} squeue + {saccts} sacct",
-                          squeues + saccts)
+        return Submission(launched.wall_s, sbatch1 - sbatch0, status.wall_s, squeue2 - squeue1, sacct2 - sacct1)
 
     def submitit_arrays(self) -> Submission:
         """One `map_array` per stage of each wave, `afterok` on the whole arrays of its inputs."""
@@ -231,10 +234,8 @@ class Sides:
         status_seconds = time.perf_counter() - started
         _, squeue1, sacct1 = self.counts()
         self.cancel_all()
-        squeues, saccts = squeue1 - squeue0, sacct1 - sacct0
-        named = len({j.split("_")[0] for j in job_ids})
-        return Submission(seconds, sbatch, status_seconds, f"{squeues} squeue + {saccts} sacct ({named} ids)",
-                          squeues + saccts)
+        return Submission(seconds, sbatch, status_seconds, squeue1 - squeue0, sacct1 - sacct0,
+                          ids=len({j.split("_")[0] for j in job_ids}))
 
 
 # ----------------------------------------------------------------------------- the simulation
@@ -389,7 +390,7 @@ def main() -> None:
     print("2. simulated: when targets can start under each design's dependencies")
     print(simulation_table(args.simulate_spec, args.profile, {LABELS[n]: GROUPING_OF[n] for n in GROUPING_OF}))
     print()
-    print(f"load average at the end {load_average():.2f}")
+    print(end_line())
 
 
 if __name__ == "__main__":
