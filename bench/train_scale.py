@@ -1,9 +1,9 @@
 """Training at real model sizes: our loop against Hugging Face `Trainer`, with FLOP/s and
 the fraction of this machine's measured matmul peak.
 
-What is compared, side by side, interleaved (ours, HF, HF, ours, ...) and repeated, each
-run in a fresh child process (so peak memory is that run's, and no run inherits another's
-allocator or caches):
+What is compared, side by side, interleaved with the yardstick in rotated rounds (ours, HF,
+peak; HF, peak, ours; peak, ours, HF; ...) and repeated, each run in a fresh child process
+(so peak memory is that run's, and no run inherits another's allocator or caches):
 
 * ours: `xstilts.jobs.trainer.Trainer.fit()` as the train stage builds it, with the
   device speed-ups `jobs.acceleration` selects (on CPU: fp32, SDPA, fused AdamW, no compile;
@@ -51,7 +51,10 @@ import sys
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import threads_before_torch  # noqa: E402
+from benchlib import (  # noqa: E402
+    Samples, dir_bytes, end_line, interleaved, machine_line, paired_ratios, ratio_verdict, raw_write, run_timed, table,
+    threads_before_torch,
+)
 
 if __name__ == "__main__":
     threads_before_torch(sys.argv[1:], default=os.cpu_count() or 1)
@@ -60,7 +63,6 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
@@ -71,8 +73,6 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-from benchlib import Samples, load_average, machine_line, ratio_verdict, table  # noqa: E402
 
 SIZES: dict[str, dict[str, int]] = {
     "demo": {"vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -113,7 +113,6 @@ class RunResult:
     peak_memory_mb: float
     parameters: int
     flops_per_step: float
-    step_seconds: list[float]
 
 
 # ----------------------------------------------------------------------------- the shared pieces
@@ -184,7 +183,7 @@ def steady(stamps: list[tuple[float, float]], setting: Setting, flops: float, me
     return RunResult(
         tokens=timed_steps * setting.batch_size * setting.seq_len, timed_steps=timed_steps,
         seconds=end[0] - start[0], cpu_seconds=end[1] - start[1], peak_memory_mb=memory, parameters=parameters,
-        flops_per_step=flops, step_seconds=[b[0] - a[0] for a, b in zip(stamps, stamps[1:])])
+        flops_per_step=flops)
 
 
 # ----------------------------------------------------------------------------- the two sides (child processes)
@@ -220,7 +219,7 @@ def run_ours(setting: Setting, workdir: Path, profile: bool = False) -> RunResul
     trainer = Stamped(model, task, train, dev, config, device, workdir / "metrics.jsonl", LOG, dev_examples=gold)
     if profile:
         profile_steps(trainer, setting)
-        return RunResult(0, 0, 1.0, 1.0, 0.0, 0, flops, [])
+        return RunResult(0, 0, 1.0, 1.0, 0.0, 0, flops)
     trainer.fit()
     result = steady(stamps, setting, flops, peak_memory_mb(setting.device), sum(p.numel() for p in model.parameters()))
     if setting.checkpoint:
@@ -238,28 +237,25 @@ def time_checkpoint(trainer: Any, workdir: Path, repeats: int = 3) -> None:
     model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)
     state = {"model": model_state, "optim": optim_state}
     saves, writes = Samples(), Samples()
-    size = 0
+    size, payload = 0, memoryview(b"")
     for index in range(repeats):
         target = workdir / f"dcp-{index}"
         started = time.perf_counter()
         dcp.save(state, checkpoint_id=str(target))
         saves.add(time.perf_counter() - started)
-        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        size = dir_bytes(target)
         shutil.rmtree(target)
-        payload = os.urandom(min(size, 64 * 2**20))
+        if len(payload) != size:  # non-repeating, like trained weights: nothing can deduplicate or compress it
+            payload = memoryview(os.urandom(size))
         started = time.perf_counter()
-        with open(workdir / "raw", "wb") as handle:
-            written = 0
-            while written < size:
-                handle.write(payload[: size - written])
-                written += min(len(payload), size - written)
-            handle.flush()
-            os.fsync(handle.fileno())
+        raw_write(workdir / "raw", payload)
         writes.add(time.perf_counter() - started)
         (workdir / "raw").unlink()
+    # the ratio only: 3 pairs are too few for a sign test (bench/checkpoint.py makes that claim, with 7)
+    ratios = paired_ratios(saves.values, writes.values)
     print(f"checkpoint: {size / 1e6:.0f} MB; dcp.save {saves.fmt(2, ' s')} ({size / 1e6 / saves.median:.0f} MB/s); "
           f"raw fsynced write {writes.fmt(2, ' s')} ({size / 1e6 / writes.median:.0f} MB/s); "
-          f"dcp/raw time {saves.median / writes.median:.2f}x; raw write spread {writes.spread:.0%}", flush=True)
+          f"dcp/raw time {ratios.fmt(2, 'x')} (paired per repeat); raw write spread {writes.spread:.0%}", flush=True)
 
 
 def profile_steps(trainer: Any, setting: Setting) -> None:
@@ -283,7 +279,7 @@ def run_hf(setting: Setting, workdir: Path) -> RunResult:
 
     from xstilts.jobs.device import select_device
 
-    device = select_device()  # the same threads and GPU choice as ours
+    select_device()  # the same threads and GPU choice as ours
     cuda = setting.device == "cuda"
     rows, labels = token_rows(setting)
     train = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * setting.seq_len] * len(rows),
@@ -322,7 +318,6 @@ def run_hf(setting: Setting, workdir: Path) -> RunResult:
 
     trainer.remove_callback(PrinterCallback)
     trainer.train()
-    del device
     return steady(stamps, setting, 0.0, peak_memory_mb(setting.device), sum(p.numel() for p in model.parameters()))
 
 
@@ -345,10 +340,10 @@ def in_child(setting: Setting, threads: int, profile: bool = False) -> RunResult
     command = [sys.executable, __file__, "--threads", str(threads), "--child", json.dumps(asdict(setting)), out]
     if profile:
         command.append("--profile-child")
-    done = subprocess.run(command, env=env, capture_output=not profile, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{setting.side} {setting.size} failed:\n{(done.stderr or '')[-4000:]}")
-    for line in (done.stdout or "").splitlines():
+    done = run_timed(command, label=f"{setting.side} {setting.size}", env=env)
+    if profile:  # the profiler's table, printed when the child ends
+        print(done.stdout, end="", flush=True)
+    for line in done.stdout.splitlines():
         if line.startswith("checkpoint:"):
             print(f"  {line}", flush=True)
     result = RunResult(**json.loads(Path(out).read_text()))
@@ -375,11 +370,6 @@ def matmul_rate(device: str, n: int, min_seconds: float = 0.5) -> float:
         elapsed = time.perf_counter() - started
         if elapsed >= min_seconds:
             return 2.0 * n**3 * repeats / elapsed
-
-
-def measure_peak(device: str, n: int, samples: Samples, times: int = 5) -> None:
-    for _ in range(times):
-        samples.add(matmul_rate(device, n))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -423,21 +413,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.profile:
             in_child(settings["ours"], args.threads, profile=True)
             continue
-        peak = Samples()
-        measure_peak(args.device, peak_n, peak)
-        runs: dict[str, list[RunResult]] = {"ours": [], "hf": []}
-        for round_index in range(args.repeats):
-            order = ["ours", "hf"] if round_index % 2 == 0 else ["hf", "ours"]
-            for side in order:
-                runs[side].append(in_child(settings[side], args.threads))
-            measure_peak(args.device, peak_n, peak)
-            print(f"  round {round_index + 1}/{args.repeats} ({' then '.join(order)}) done, "
-                  f"load average {load_average():.2f}", flush=True)
-        report(size, runs, peak, args)
-    print(f"\nload average at the end {load_average():.2f}")
+
+        def peak_rates() -> list[float]:
+            return [matmul_rate(args.device, peak_n) for _ in range(5)]
+
+        before = peak_rates()  # and 5 more in each round
+        measured = interleaved({"ours": lambda: in_child(settings["ours"], args.threads),
+                                "hf": lambda: in_child(settings["hf"], args.threads), "peak": peak_rates},
+                               args.repeats, warmup=False)
+        peak = Samples(before + [rate for rates in measured.pop("peak") for rate in rates])
+        report(size, measured, peak, peak_n, args)
+    print(f"\n{end_line()}")
 
 
-def report(size: str, runs: dict[str, list[RunResult]], peak: Samples, args: argparse.Namespace) -> None:
+def report(size: str, runs: dict[str, list[RunResult]], peak: Samples, peak_n: int, args: argparse.Namespace) -> None:
     flops_per_step = runs["ours"][0].flops_per_step
     rows = []
     rates: dict[str, Samples] = {}
@@ -450,17 +439,16 @@ def report(size: str, runs: dict[str, list[RunResult]], peak: Samples, args: arg
         rows.append([
             "ours (jobs.trainer)" if side == "ours" else "HF Trainer",
             tokens_per_s.fmt(0),
-            f"{achieved.median / 1e9:.1f} [{achieved.low / 1e9:.1f}-{achieved.high / 1e9:.1f}]",
-            f"{fraction.median:.2f} [{fraction.low:.2f}-{fraction.high:.2f}]",
+            achieved.fmt(1, scale=1e-9),
+            fraction.fmt(2),
             f"{max(r.peak_memory_mb for r in results):.0f}",
             cpu_rate.fmt(0) if cpu_rate else "-",
         ])
     params = runs["ours"][0].parameters
     print(f"\n{size}: {params / 1e6:.1f}M parameters; {flops_per_step / 1e12:.3f} TFLOP per step "
           f"(forward + backward, torch.utils.flop_counter); median [min-max] of {args.repeats}")
-    print(f"yardstick: {args.peak_n or (8192 if args.device == 'cuda' else 2048)}^3 "
-          f"{'bf16' if args.device == 'cuda' else 'fp32'} matmul, {args.threads} thread(s): "
-          f"{peak.median / 1e9:.1f} GFLOP/s [{peak.low / 1e9:.1f}-{peak.high / 1e9:.1f}], "
+    print(f"yardstick: {peak_n}^3 {'bf16' if args.device == 'cuda' else 'fp32'} matmul, {args.threads} thread(s): "
+          f"{peak.fmt(1, ' GFLOP/s', 1e-9)}, "
           f"its spread {peak.spread:.0%} over {len(peak.values)} samples")
     print(table(["loop", "tokens/s", "GFLOP/s", "of matmul peak", "peak MB", "tokens/cpu-s"], rows))
     print(f"ours / HF tokens/s: {ratio_verdict(rates['ours'], rates['hf'])}")

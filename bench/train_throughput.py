@@ -37,15 +37,13 @@ import sys
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import threads_before_torch  # noqa: E402
+from benchlib import Samples, end_line, interleaved, machine_line, ratio_verdict, table, threads_before_torch  # noqa: E402
 
 if __name__ == "__main__":
     threads_before_torch(sys.argv[1:], default=1)
 
 import logging  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -242,9 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         encoder_dir, data_dir = prepare(workdir, args.max_seq_length)
         hp = hparams(args)
-        print(f"{platform.node()}: {os.cpu_count()} cores, {args.threads} thread(s), torch {torch.__version__}, "
-              f"transformers {transformers.__version__}, python {sys.version.split()[0]}, "
-              f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f}")
+        print(machine_line(f"{args.threads} thread(s), transformers {transformers.__version__}"))
         print("rounds rotate the order of the variants; min-max is over rounds")
         print(f"task {TASK}, demo tiny XLM-R, batch {args.batch_size}, {args.steps} optimizer steps, "
               f"median of {args.repeats}", flush=True)
@@ -266,45 +262,32 @@ def main(argv: list[str] | None = None) -> None:
         run_ours(encoder_dir, data_dir, warm, workdir)
         run_hf(encoder_dir, data_dir, warm, workdir)
 
-        samples: dict[str, list[Run]] = {name: [] for name in variants}
-        names = list(variants)
-        for round_ in range(args.repeats):
-            shift = round_ % len(names)  # interleaved and rotated, so drift hits all alike
-            for name in names[shift:] + names[:shift]:
-                samples[name].append(variants[name]())
-            print(f"  round {round_ + 1}/{args.repeats} done", flush=True)
+        samples = interleaved(variants, args.repeats, warmup=False)  # the short warm-up above is enough
         assert torch.get_num_threads() == args.threads, torch.get_num_threads()
         report(samples)
-        print(f"load average at the end {os.getloadavg()[0]:.2f} (other processes on the machine inflate wall time)")
+        print(f"{end_line()} (other processes on the machine inflate wall time)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def report(samples: dict[str, list[Run]]) -> None:
-    wall = {name: statistics.median(r.rate for r in runs) for name, runs in samples.items()}
-    cpu = {name: statistics.median(r.cpu_rate for r in runs) for name, runs in samples.items()}
+    wall = {name: Samples([r.rate for r in runs]) for name, runs in samples.items()}
+    cpu = {name: Samples([r.cpu_rate for r in runs]) for name, runs in samples.items()}
     print()
-    header = (f"{'loop':<48} {'seconds':>8} {'tokens':>8} {'tokens/s':>9} {'[min-max]':>15} "
-              f"{'tokens/cpu-s':>13}")
-    print(header)
-    print("-" * len(header))
-    for name, runs in samples.items():
-        rates = [r.rate for r in runs]
-        spread = f"[{min(rates):.0f}-{max(rates):.0f}]"
-        print(f"{name:<48} {statistics.median(r.seconds for r in runs):>8.2f} {runs[0].tokens:>8d} "
-              f"{wall[name]:>9.0f} {spread:>15} {cpu[name]:>13.0f}")
+    print(table(["loop", "seconds", "tokens", "tokens/s [min-max]", "tokens/cpu-s"], [
+        [name, f"{Samples([r.seconds for r in runs]).median:.2f}", str(runs[0].tokens), wall[name].fmt(0),
+         f"{cpu[name].median:.0f}"] for name, runs in samples.items()]))
     ours, hf_grouped, ours_plain, hf_default, hf_adamw, ours_foreach = list(samples)
     print()
-    print(f"{'ratio (medians)':<40} {'wall':>6} {'cpu':>6}")
-    for title, a, b, note in [
-        ("ours / HF, both length-grouped", ours, hf_grouped, "  (required >= 0.95)"),
-        ("ours / HF, neither length-grouped", ours_plain, hf_default, ""),
-        ("ours (default) / HF (default)", ours, hf_default, ""),
-        ("ours / HF adamw_torch (both foreach)", ours_foreach, hf_adamw, ""),
-        ("HF fused AdamW / HF adamw_torch", hf_grouped, hf_adamw, ""),
-        ("ours fused (default) / ours foreach", ours, ours_foreach, ""),
-    ]:
-        print(f"{title:<40} {wall[a] / wall[b]:>5.2f}x {cpu[a] / cpu[b]:>5.2f}x{note}")
+    print(table(["ratio (medians)", "wall", "cpu"], [
+        [title, ratio_verdict(wall[a], wall[b]), ratio_verdict(cpu[a], cpu[b])] for title, a, b in [
+            ("ours / HF, both length-grouped (required >= 0.95)", ours, hf_grouped),
+            ("ours / HF, neither length-grouped", ours_plain, hf_default),
+            ("ours (default) / HF (default)", ours, hf_default),
+            ("ours / HF adamw_torch (both foreach)", ours_foreach, hf_adamw),
+            ("HF fused AdamW / HF adamw_torch", hf_grouped, hf_adamw),
+            ("ours fused (default) / ours foreach", ours, ours_foreach),
+        ]]))
 
 
 def profile(variants: dict[str, Callable[[], Run]], which: str) -> None:
