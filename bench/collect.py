@@ -97,8 +97,6 @@ def child_phases(spec: str, output: str) -> None:
     """What `xstilts analysis collect SPEC --output FILE` does, phase by phase (the same
     calls as `analysis.cli.analysis_collect`), printing each phase's seconds as JSON: where
     the command's time goes."""
-    import json
-
     started = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -150,18 +148,13 @@ def node_result(node: Any) -> dict[str, Any]:
 
 
 def finish(store: Any, node: Any) -> None:
-    """What a job leaves in a finished node (jobs/entry.py's order: state, result, DONE)."""
-    from xstilts.core.commit_record import done_marker
-    from xstilts.core.store import DONE
+    """One attempt of 600 s, then `finish_node`'s state, result, DONE."""
+    from tests.support.results import finish_node
 
-    folder = store.node_path(node.stage, node.key)
     when = 1.8e9
     state = {"status": "done", "attempts": [{"id": "g1", "started": when, "ended": when + 600, "host": "h",
                                              "job_id": "1", "outcome": "done"}]}
-    result = node_result(node)
-    store.write_json(f"{folder}/state.json", state)
-    store.write_json(f"{folder}/result.json", result)
-    store.write_text(f"{folder}/{DONE}", done_marker(when + 600, state, result))
+    finish_node(store, node, when + 600, node_result(node), state)
 
 
 def generate(spec: Path) -> tuple[int, int, int]:
