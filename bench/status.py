@@ -110,11 +110,12 @@ def baseline_source(ref: str, into: Path) -> Path:
 
 # -- generating the store ------------------------------------------------------------------------
 def finished_files(store: Any, node: Any, when: float) -> None:
-    """What a job leaves in a finished node (jobs/entry.py's order: state, result, DONE)."""
-    from xstilts.core.commit_record import done_marker
+    """A finished node as a run leaves it: its lease, log and (training) metrics, then
+    `finish_node`'s state, result, DONE, then the lease released."""
     from xstilts.core.state import finish_attempt, start_attempt
-    from xstilts.core.store import DONE
     from xstilts.core.tasks import TASKS
+
+    from tests.support.results import finish_node
 
     folder = store.node_path(node.stage, node.key)
     attempt: dict[str, Any] = {"id": "g1", "job_id": "4242_7", "host": "gpu-17", "pid": 4242, "started": when}
@@ -126,7 +127,6 @@ def finished_files(store: Any, node: Any, when: float) -> None:
     state["attempts"][-1]["ended"] = when + 3600
     store.write_json(f"{folder}/lease/000001.json", {"job_id": "4242_7", "host": "gpu-17", "created": when})
     store.write_text(f"{folder}/lease/000001.heartbeat", repr(when + 3590))
-    store.write_json(f"{folder}/state.json", state)
     store.write_text(f"{folder}/logs/rank0.log", "training ...\n" * 20)
     result: dict[str, Any] = {"node": {"key": node.key, "stage": node.stage, "seconds": 3600.0}}
     if node.stage == "evaluate":
@@ -136,8 +136,7 @@ def finished_files(store: Any, node: Any, when: float) -> None:
     elif node.stage in ("train-intermediate", "train-target"):
         store.write_text(f"{folder}/metrics.jsonl", "".join(f'{{"step": {s}, "loss": 0.5}}\n' for s in range(50)))
         result.update(final_loss=0.5, steps=5000)
-    store.write_json(f"{folder}/result.json", result)
-    store.write_text(f"{folder}/{DONE}", done_marker(when + 3600, state, result))
+    finish_node(store, node, when + 3600, result, state)
     store.write_text(f"{folder}/lease/000001.released", repr(when + 3600))
 
 
