@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +58,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchlib import Samples, interleaved, load_average, machine_line, ratio_verdict, table  # noqa: E402
+from benchlib import (  # noqa: E402
+    Samples, end_line, interleaved, machine_line, offline_env, ratio_verdict, run_timed, table,
+)
 
 INTERMEDIATES = [
     "none", "mnli", "qqp", "squad", "squad_v2", "hellaswag", "commonsenseqa", "cosmosqa", "socialiqa", "ccg",
@@ -68,7 +69,6 @@ INTERMEDIATES = [
 ]
 TARGETS = ["panx", "udpos", "tatoeba"]
 SECOND_KEY = {"seqeval_f1": "precision", "accuracy": "n_correct"}
-CHILD_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 # -- the baseline, run in a child process ----------------------------------------------------------
@@ -97,8 +97,6 @@ def child_phases(spec: str, output: str) -> None:
     """What `xstilts analysis collect SPEC --output FILE` does, phase by phase (the same
     calls as `analysis.cli.analysis_collect`), printing each phase's seconds as JSON: where
     the command's time goes."""
-    import json
-
     started = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -150,18 +148,13 @@ def node_result(node: Any) -> dict[str, Any]:
 
 
 def finish(store: Any, node: Any) -> None:
-    """What a job leaves in a finished node (jobs/entry.py's order: state, result, DONE)."""
-    from xstilts.core.commit_record import done_marker
-    from xstilts.core.store import DONE
+    """One attempt of 600 s, then `finish_node`'s state, result, DONE."""
+    from tests.support.results import finish_node
 
-    folder = store.node_path(node.stage, node.key)
     when = 1.8e9
     state = {"status": "done", "attempts": [{"id": "g1", "started": when, "ended": when + 600, "host": "h",
                                              "job_id": "1", "outcome": "done"}]}
-    result = node_result(node)
-    store.write_json(f"{folder}/state.json", state)
-    store.write_json(f"{folder}/result.json", result)
-    store.write_text(f"{folder}/{DONE}", done_marker(when + 600, state, result))
+    finish_node(store, node, when + 600, node_result(node), state)
 
 
 def generate(spec: Path) -> tuple[int, int, int]:
@@ -192,14 +185,17 @@ class Side:
 
 
 class Grid:
-    """A generated grid in one store, and the commands run against it."""
+    """A generated grid in one store (its size: `generate`'s counts and the seeds), and
+    the commands run against it."""
 
-    def __init__(self, label: str, spec: Path, env: dict[str, str], proxy: Any | None, out: Path) -> None:
+    def __init__(self, label: str, spec: Path, env: dict[str, str], proxy: Any | None, out: Path,
+                 size: tuple[int, int, int], seeds: int) -> None:
         from xstilts.analysis.collect import cache_path
         from xstilts.core.index import index_path
         from xstilts.launcher.experiment import open_experiment
 
         self.label, self.spec, self.env, self.proxy = label, spec, env, proxy
+        (self.nodes, self.evaluations, self.rows), self.seeds = size, seeds
         experiment = open_experiment(str(spec))  # in this process: straight to moto, not through the proxy
         self.store = experiment.store
         self.caches = [cache_path(experiment), index_path(self.store, experiment.spec.name)]
@@ -214,10 +210,11 @@ class Grid:
             "collect, cached, in phases": Side([sys.executable, __file__, "--child-phases", str(spec), frame]),
         }
 
-    def run(self, name: str) -> Callable[[], float]:
+    def run(self, name: str) -> Callable[[], tuple[float, dict[str, float]]]:
         side = self.sides[name]
 
-        def once() -> float:
+        def once() -> tuple[float, dict[str, float]]:
+            """One run: its wall seconds and, from `--child-phases`, its phases' seconds."""
             if side.forget_caches:
                 for path in self.caches:
                     self.store.remove(path)
@@ -225,27 +222,21 @@ class Grid:
                 assert self.store.exists(self.caches[0]), "cached run without a rows cache"
             if self.proxy is not None:
                 self.proxy.reset_counts()
-            started = time.perf_counter()
-            done = subprocess.run(side.argv, env=self.env, capture_output=True, text=True, cwd=REPO)
-            seconds = time.perf_counter() - started
-            if done.returncode != 0:
-                raise SystemExit(f"{self.label}: {' '.join(side.argv[1:])} failed:\n{done.stderr[-3000:]}")
+            done = run_timed(side.argv, label=f"{self.label}: {' '.join(side.argv[1:])}", env=self.env, cwd=REPO)
             if self.proxy is not None:
                 side.requests = {"total": self.proxy.counts()["requests"], **self.proxy.methods}
-            side.seconds.add(seconds)
-            if "--child-phases" in side.argv:
-                for phase, value in json.loads(done.stdout.strip().splitlines()[-1]).items():
-                    side.phases.setdefault(phase, Samples()).add(value)
-            return seconds
+            return done.wall_s, (done.last_json() if "--child-phases" in side.argv else {})
 
         return once
 
     def measure(self, repeats: int) -> None:
         print(f"{self.label}:", flush=True)
-        results = interleaved({name: self.run(name) for name in self.sides}, repeats)
-        for name, side in self.sides.items():  # the warm-up run is not reported
-            side.seconds = Samples(results[name])
-            side.phases = {phase: Samples(samples.values[1:]) for phase, samples in side.phases.items()}
+        results = interleaved({name: self.run(name) for name in self.sides}, repeats)  # without the warm-up
+        for name, side in self.sides.items():
+            side.seconds, side.phases = Samples([seconds for seconds, _ in results[name]]), {}
+            for _, phases in results[name]:
+                for phase, value in phases.items():
+                    side.phases.setdefault(phase, Samples()).add(value)
 
 
 def requests_text(requests: dict[str, int]) -> str:
@@ -255,12 +246,12 @@ def requests_text(requests: dict[str, int]) -> str:
     return f"{requests['total']:,} ({kinds})"
 
 
-def report(grids: list[Grid], sizes: dict[str, tuple[int, int, int, int]], args: argparse.Namespace) -> None:
+def report(grids: list[Grid], args: argparse.Namespace) -> None:
     print(f"\nmedian [min-max] seconds of {args.repeats} interleaved runs (after a warm-up round), "
           f"wall clock of the subprocess, start-up included; S3 at {args.latency_ms:g} ms per request")
     for grid in grids:
-        nodes, evaluations, rows, seeds = sizes[grid.label]
-        print(f"\n{grid.label}: {seeds} seeds, {nodes:,} nodes, {evaluations:,} evaluate nodes, {rows:,} rows")
+        print(f"\n{grid.label}: {grid.seeds} seeds, {grid.nodes:,} nodes, {grid.evaluations:,} evaluate nodes, "
+              f"{grid.rows:,} rows")
         baseline = grid.sides["sequential (baseline)"].seconds
         body = [[name, side.seconds.fmt(2, " s"), f"{side.seconds.spread:.0%}",
                  "1.00x" if side is grid.sides["sequential (baseline)"]
@@ -293,38 +284,35 @@ def main() -> None:
         return
     if args.quick:
         args.seeds, args.s3_seeds, args.repeats = 2, 1, 2
-    os.environ.update(CHILD_ENV)
+    os.environ.update(offline_env(os.environ))
     from tests.support.moto import moto_server
     from tests.support.s3_fault_proxy import fault_proxy
 
     print(machine_line(), flush=True)
     work = Path(tempfile.mkdtemp(prefix="xstilts-bench-collect-"))
     grids: list[Grid] = []
-    sizes: dict[str, tuple[int, int, int, int]] = {}
-    try:
+
+    def add_grid(label: str, storage: str, seeds: int, env: dict[str, str], proxy: Any | None) -> Grid:
+        """Generate a grid of `seeds` seeds in `storage`, then measure its commands."""
         started = time.perf_counter()
-        spec = grid_spec(work, f"file://{work / 'store'}", args.seeds)
-        nodes, evaluations, rows = generate(spec)
-        print(f"file://: {nodes:,} nodes written in {time.perf_counter() - started:.0f} s", flush=True)
-        grid = Grid("file://", spec, {**os.environ}, None, work)
-        sizes[grid.label] = (nodes, evaluations, rows, args.seeds)
+        spec = grid_spec(work, storage, seeds)
+        size = generate(spec)
+        print(f"{label}: {size[0]:,} nodes written in {time.perf_counter() - started:.0f} s", flush=True)
+        grid = Grid(label, spec, env, proxy, work, size, seeds)
         grid.measure(args.repeats)
         grids.append(grid)
+        return grid
+
+    try:
+        add_grid("file://", f"file://{work / 'store'}", args.seeds, {**os.environ}, None)
         with moto_server(["bench"]) as env, fault_proxy(env["AWS_ENDPOINT_URL"], latency_s=args.latency_ms / 1000) as proxy:
             os.environ.update(env)
-            started = time.perf_counter()
-            spec = grid_spec(work, f"s3://bench/{uuid.uuid4().hex[:8]}", args.s3_seeds)
-            nodes, evaluations, rows = generate(spec)
-            print(f"S3: {nodes:,} nodes written in {time.perf_counter() - started:.0f} s", flush=True)
-            grid = Grid(f"S3 (moto, +{args.latency_ms:g} ms/request)", spec,
-                        {**os.environ, "AWS_ENDPOINT_URL": proxy.url}, proxy, work)
-            sizes[grid.label] = (nodes, evaluations, rows, args.s3_seeds)
-            grid.measure(args.repeats)
-            grids.append(grid)
+            add_grid(f"S3 (moto, +{args.latency_ms:g} ms/request)", f"s3://bench/{uuid.uuid4().hex[:8]}",
+                     args.s3_seeds, {**os.environ, "AWS_ENDPOINT_URL": proxy.url}, proxy)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report(grids, sizes, args)
-    print(f"load average at the end {load_average():.2f}")
+    report(grids, args)
+    print(end_line())
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ Growth (`--growth`): plan build and the bulk status (cold and with the index) on
 store of the paper spec with more seeds (about 10k and 50k nodes, all done), in this
 process: the CPU cost, which is what grows with the nodes once requests do not.
 
-Prints median (min-max) of `--repeats` runs for ours, of `--baseline-repeats` for main, and
+Prints median [min-max] of `--repeats` runs for ours, of `--baseline-repeats` for main, and
 the request count of the first run of each.
 
 Usage: python bench/status.py [--quick] [--repeats 3] [--baseline-repeats 1] [--latency-ms 50]
@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from benchlib import Samples, end_line, machine_line, offline_env, run_timed, table
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "experiments" / "xtreme-r-multimodal.yaml"
@@ -110,11 +111,12 @@ def baseline_source(ref: str, into: Path) -> Path:
 
 # -- generating the store ------------------------------------------------------------------------
 def finished_files(store: Any, node: Any, when: float) -> None:
-    """What a job leaves in a finished node (jobs/entry.py's order: state, result, DONE)."""
-    from xstilts.core.commit_record import done_marker
+    """A finished node as a run leaves it: its lease, log and (training) metrics, then
+    `finish_node`'s state, result, DONE, then the lease released."""
     from xstilts.core.state import finish_attempt, start_attempt
-    from xstilts.core.store import DONE
     from xstilts.core.tasks import TASKS
+
+    from tests.support.results import finish_node
 
     folder = store.node_path(node.stage, node.key)
     attempt: dict[str, Any] = {"id": "g1", "job_id": "4242_7", "host": "gpu-17", "pid": 4242, "started": when}
@@ -126,7 +128,6 @@ def finished_files(store: Any, node: Any, when: float) -> None:
     state["attempts"][-1]["ended"] = when + 3600
     store.write_json(f"{folder}/lease/000001.json", {"job_id": "4242_7", "host": "gpu-17", "created": when})
     store.write_text(f"{folder}/lease/000001.heartbeat", repr(when + 3590))
-    store.write_json(f"{folder}/state.json", state)
     store.write_text(f"{folder}/logs/rank0.log", "training ...\n" * 20)
     result: dict[str, Any] = {"node": {"key": node.key, "stage": node.stage, "seconds": 3600.0}}
     if node.stage == "evaluate":
@@ -136,8 +137,7 @@ def finished_files(store: Any, node: Any, when: float) -> None:
     elif node.stage in ("train-intermediate", "train-target"):
         store.write_text(f"{folder}/metrics.jsonl", "".join(f'{{"step": {s}, "loss": 0.5}}\n' for s in range(50)))
         result.update(final_loss=0.5, steps=5000)
-    store.write_json(f"{folder}/result.json", result)
-    store.write_text(f"{folder}/{DONE}", done_marker(when + 3600, state, result))
+    finish_node(store, node, when + 3600, result, state)
     store.write_text(f"{folder}/lease/000001.released", repr(when + 3600))
 
 
@@ -164,20 +164,15 @@ def generate(experiment: Any, done: list[Any], queued: list[Any], failed: list[A
 
 # -- measuring ------------------------------------------------------------------------------------
 def run_child(tree: Path, op: str, spec: str, overrides: list[str], env: dict[str, str], proxy: Any) -> tuple[float, int]:
+    """`op` in a child on `tree`: the seconds it measured itself, and its requests."""
     proxy.reset_counts()
-    out = subprocess.run([sys.executable, __file__, "--child", op, "--spec", spec, *sum((["-o", o] for o in overrides), [])],
-                         env={**env, "PYTHONPATH": str(tree)}, capture_output=True, text=True, cwd=tempfile.gettempdir())
-    if out.returncode != 0:
-        raise SystemExit(f"{op} failed on {tree}:\n{out.stderr[-3000:]}")
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"]), proxy.counts()["requests"]
+    done = run_timed([sys.executable, __file__, "--child", op, "--spec", spec, *sum((["-o", o] for o in overrides), [])],
+                     label=f"{op} on {tree}", env={**env, "PYTHONPATH": str(tree)}, cwd=tempfile.gettempdir())
+    return float(done.last_json()["seconds"]), proxy.counts()["requests"]
 
 
 def measured(times: list[float], requests: int) -> str:
-    if not times:
-        return "-"
-    median = statistics.median(times)
-    spread = f" ({min(times):.2f}-{max(times):.2f})" if len(times) > 1 else ""
-    return f"{median:.2f}{spread} s, {requests:,} req"
+    return f"{Samples(times).fmt(2, ' s')}, {requests:,} req" if times else "-"
 
 
 def main() -> None:
@@ -196,12 +191,12 @@ def main() -> None:
     if args.child:
         child(args.child, args.spec, args.overrides)
         return
-    for name, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("AWS_EC2_METADATA_DISABLED", "true")):
-        os.environ.setdefault(name, value)
+    os.environ.update(offline_env(os.environ))
     sys.path.insert(0, str(REPO))
     from tests.support.moto import moto_server
     from tests.support.s3_fault_proxy import fault_proxy
 
+    print(machine_line(), flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-status-"))
     try:
         trees = {"ours": package_tree(REPO, work / "ours")}
@@ -213,12 +208,13 @@ def main() -> None:
         with moto_server(["bench"]) as env, fault_proxy(env["AWS_ENDPOINT_URL"], latency_s=args.latency_ms / 1000) as proxy:
             os.environ.update(env)
             overrides = (QUICK if args.quick else []) + [f"storage=s3://bench/{uuid.uuid4().hex[:8]}"]
-            table = bench_grid(args, trees, overrides, env, proxy)
-        print_table(table, args)
+            cells = bench_grid(args, trees, overrides, env, proxy)
+        print_table(cells, args)
         if args.growth:
             growth(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(end_line())
 
 
 def bench_grid(args: argparse.Namespace, trees: dict[str, Path], overrides: list[str], env: dict[str, str],
@@ -241,15 +237,15 @@ def bench_grid(args: argparse.Namespace, trees: dict[str, Path], overrides: list
             store.remove(path)
 
     index, rows = index_path(store, experiment.spec.name), cache_path(experiment)
-    table: dict[str, dict[str, str]] = {}
+    cells: dict[str, dict[str, str]] = {}
 
     def measure(label: str, op: str, before: tuple[str, ...] = (), baseline: bool = True) -> None:
         """`op` on each tree; with `baseline=False` main's run is the row above (main
         has no index, so with and without it is the same run)."""
-        table[label] = {}
+        cells[label] = {}
         for name, tree in sorted(trees.items()):  # main first: ours leaves its index for the next row
             if name == "main" and not baseline:
-                table[label][name] = "(as above)"
+                cells[label][name] = "(as above)"
                 continue
             times, requests = [], -1
             for _ in range(args.repeats if name == "ours" else args.baseline_repeats):
@@ -257,8 +253,8 @@ def bench_grid(args: argparse.Namespace, trees: dict[str, Path], overrides: list
                 seconds, count = run_child(tree, op, args.spec, overrides, child_env, proxy)
                 times.append(seconds)
                 requests = count if requests < 0 else requests
-            table[label][name] = measured(times, requests)
-            print(f"  {label:34} {name:5} {table[label][name]}", flush=True)
+            cells[label][name] = measured(times, requests)
+            print(f"  {label:34} {name:5} {cells[label][name]}", flush=True)
 
     measure("half-finished: status, no index", "status", (index,))
     measure("half-finished: status", "status", baseline=False)
@@ -271,13 +267,13 @@ def bench_grid(args: argparse.Namespace, trees: dict[str, Path], overrides: list
     measure("finished: collect, nothing cached", "collect", (index, rows))
     measure("finished: collect, no rows cache", "collect", (rows,), baseline=False)
     measure("finished: collect (cached)", "collect")
-    return table
+    return cells
 
 
-def print_table(table: dict[str, dict[str, str]], args: argparse.Namespace) -> None:
-    print(f"\n{'operation':36}{'main (sequential)':>34}{'ours (bulk)':>34}    latency {args.latency_ms:g} ms/request")
-    for label, cells in table.items():
-        print(f"{label:36}{cells.get('main', '-'):>34}{cells.get('ours', '-'):>34}")
+def print_table(cells: dict[str, dict[str, str]], args: argparse.Namespace) -> None:
+    print(f"\nlatency {args.latency_ms:g} ms/request")
+    print(table(["operation", "main (sequential)", "ours (bulk)"],
+                [[label, row.get("main", "-"), row.get("ours", "-")] for label, row in cells.items()]))
 
 
 def growth(work: Path) -> None:

@@ -17,6 +17,7 @@ from xstilts.analysis.collect import (
 )
 from xstilts.analysis.frame import COLUMNS
 from xstilts.launcher.experiment import Experiment, open_experiment
+from xstilts.core.commit_record import done_marker
 from xstilts.core.plan import Node, build_plan
 from xstilts.core.spec import validate
 from xstilts.core.store import DONE, Store
@@ -83,6 +84,17 @@ def finish(store: Store, node: Node, hours: list[float | None], result: dict[str
     store.write_json(f"{folder}/state.json", {"status": "done", "attempts": attempts(hours)})
     store.write_json(f"{folder}/result.json", result or {"node": {"seconds": 1.0}})
     store.write_text(f"{folder}/{DONE}", f"{time.time()}\n")
+
+
+def finish_node(store: Store, node: Node, when: float, result: dict[str, Any], state: dict[str, Any]) -> None:
+    """What a job leaves in a finished node (jobs/entry.py's order: state, result, DONE),
+    DONE carrying both as `jobs.entry` writes it, committed at `when`. Unlike `finish`,
+    the DONE is the real commit record (`done_marker`), as readers that check it need.
+    The benches write their own extra files (lease, logs, metrics) around it."""
+    folder = store.node_path(node.stage, node.key)
+    store.write_json(f"{folder}/state.json", state)
+    store.write_json(f"{folder}/result.json", result)
+    store.write_text(f"{folder}/{DONE}", done_marker(when, state, result))
 
 
 def finish_cell(store: Store, node: Node) -> None:
